@@ -1,0 +1,374 @@
+//! Aggregate: pageview events → visits → additive partial tables, with Polars.
+//!
+//! Sessionisation and every statistic are lazy Polars queries over the event frame. The
+//! tables this stage returns are *partial*: integer counts and sums only (no ratios, no k),
+//! and `visitors` is a distinct count that stays additive across partials because one
+//! client's events always land in one partial (decision 3). Merging partials is a sum by key;
+//! the privacy rules are applied once, afterwards, by `disclose`.
+//!
+//! Counting rules (decision 8): everything of a visit belongs to the day and hour its first
+//! pageview falls on, in the pipeline's time zone, and a visit's visitor is its pseudonym of
+//! that day. A visit ends after `timeout` without a pageview and is cut at `max_visit`.
+
+pub mod events;
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+
+use crate::day::Day;
+
+/// A row key value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyValue {
+    Int(i64),
+    Str(Option<String>),
+}
+
+/// A merged row: day, keys, additive measures (in [`TableName::measures`] order, `visitors`
+/// first). What `disclose` works on: plain values, no Polars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub day: Day,
+    pub keys: Vec<KeyValue>,
+    pub measures: Vec<i64>,
+}
+
+impl Row {
+    pub fn visitors(&self) -> i64 {
+        self.measures[0]
+    }
+}
+
+/// The released tables of the core pipeline, their keys and their additive measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableName {
+    Overview,
+    Hourly,
+    Pages,
+    Referrers,
+    Devices,
+}
+
+pub const TABLES: [TableName; 5] = [
+    TableName::Overview,
+    TableName::Hourly,
+    TableName::Pages,
+    TableName::Referrers,
+    TableName::Devices,
+];
+
+impl TableName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableName::Overview => "overview",
+            TableName::Hourly => "hourly",
+            TableName::Pages => "pages",
+            TableName::Referrers => "referrers",
+            TableName::Devices => "devices",
+        }
+    }
+
+    /// Row keys (besides the date partition).
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            TableName::Overview => &[],
+            TableName::Hourly => &["hour"],
+            TableName::Pages => &["path"],
+            TableName::Referrers => &["channel", "referrer_host"],
+            TableName::Devices => &["device_type", "browser", "os"],
+        }
+    }
+
+    /// Additive measures, `visitors` first.
+    pub fn measures(self) -> &'static [&'static str] {
+        match self {
+            TableName::Overview => &[
+                "visitors",
+                "visits",
+                "pageviews",
+                "bounces",
+                "duration_s_sum",
+            ],
+            TableName::Hourly => &["visitors", "visits", "pageviews"],
+            TableName::Pages => &["visitors", "pageviews", "entries", "exits"],
+            TableName::Referrers | TableName::Devices => &["visitors", "visits"],
+        }
+    }
+
+    /// Whether every possible key is public (listed in full, suppressed rather than folded).
+    pub fn public_keys(self) -> bool {
+        matches!(self, TableName::Overview | TableName::Hourly)
+    }
+
+    fn from_pageviews(self) -> bool {
+        matches!(self, TableName::Pages)
+    }
+
+    /// The aggregation of one group of rows: the same expressions give a table's rows and,
+    /// over the folded rows, its `(other)` row.
+    fn measure_exprs(self) -> Vec<Expr> {
+        let m = |e: Expr, name: &str| e.cast(DataType::Int64).alias(name);
+        let visitors = m(col("visitor").n_unique(), "visitors");
+        let visits = m(len(), "visits");
+        match self {
+            TableName::Overview => vec![
+                visitors,
+                visits,
+                m(col("pageviews").sum(), "pageviews"),
+                m(col("pageviews").eq(lit(1u32)).sum(), "bounces"),
+                m((col("end") - col("start")).sum(), "duration_s_sum"),
+            ],
+            TableName::Hourly => vec![visitors, visits, m(col("pageviews").sum(), "pageviews")],
+            TableName::Pages => vec![
+                visitors,
+                m(len(), "pageviews"),
+                m(col("is_entry").sum(), "entries"),
+                m(col("is_exit").sum(), "exits"),
+            ],
+            TableName::Referrers | TableName::Devices => vec![visitors, visits],
+        }
+    }
+}
+
+/// Visits and their pageviews, restricted to the days being reported.
+pub struct Sessions {
+    /// One row per visit: visit_id, visitor, day, hour, start, end, pageviews, channel,
+    /// referrer_host, device_type, browser, os.
+    pub visits: DataFrame,
+    /// One row per pageview: visit_id, visitor and day of its visit, path, is_entry, is_exit.
+    pub pageviews: DataFrame,
+}
+
+/// Cuts events into visits. `days`: the first and last day whose visits are kept (visits
+/// starting on other days are left to the runs of those days).
+pub fn sessionise(
+    events: DataFrame,
+    timeout_s: i64,
+    max_visit_s: i64,
+    days: (Day, Day),
+) -> PolarsResult<Sessions> {
+    let sorted = events
+        .lazy()
+        .sort(
+            ["session_key", "ts", "seq"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .with_columns([(col("session_key")
+            .neq(col("session_key").shift(lit(1)))
+            .fill_null(lit(true))
+            .or((col("ts") - col("ts").shift(lit(1)))
+                .gt(lit(timeout_s))
+                .fill_null(lit(true))))
+        .alias("gap_start")])
+        .with_columns([col("gap_start")
+            .cast(DataType::UInt32)
+            .cum_sum(false)
+            .alias("gap_id")])
+        .with_columns([(col("ts") - col("ts").min().over([col("gap_id")])?)
+            .floor_div(lit(max_visit_s))
+            .alias("chunk")])
+        .with_columns([col("gap_start")
+            .or(col("chunk")
+                .neq(col("chunk").shift(lit(1)))
+                .fill_null(lit(true)))
+            .cast(DataType::UInt32)
+            .cum_sum(false)
+            .alias("visit_id")])
+        .with_columns([
+            col("visit_id")
+                .neq(col("visit_id").shift(lit(1)))
+                .fill_null(lit(true))
+                .alias("is_entry"),
+            col("visit_id")
+                .neq(col("visit_id").shift(lit(-1)))
+                .fill_null(lit(true))
+                .alias("is_exit"),
+            col("visitor")
+                .first()
+                .over([col("visit_id")])?
+                .alias("visit_visitor"),
+            col("day")
+                .first()
+                .over([col("visit_id")])?
+                .alias("visit_day"),
+        ])
+        .collect()?;
+
+    let in_days = |c: &str| col(c).gt_eq(lit(days.0.0)).and(col(c).lt_eq(lit(days.1.0)));
+    let visits = sorted
+        .clone()
+        .lazy()
+        .group_by_stable([col("visit_id")])
+        .agg([
+            col("visitor").first(),
+            col("day").first(),
+            col("hour").first(),
+            col("ts").first().alias("start"),
+            col("ts").last().alias("end"),
+            len().alias("pageviews"),
+            col("channel").first(),
+            col("referrer_host").first(),
+            col("device_type").first(),
+            col("browser").first(),
+            col("os").first(),
+        ])
+        .filter(in_days("day"))
+        .collect()?;
+    let pageviews = sorted
+        .lazy()
+        .filter(in_days("visit_day"))
+        .select([
+            col("visit_id"),
+            col("visit_visitor").alias("visitor"),
+            col("visit_day").alias("day"),
+            col("path"),
+            col("is_entry"),
+            col("is_exit"),
+        ])
+        .collect()?;
+    Ok(Sessions { visits, pageviews })
+}
+
+/// One partial table: `day`, the table's keys, its measures (Int64).
+pub fn partial_table(sessions: &Sessions, table: TableName) -> PolarsResult<DataFrame> {
+    let source = if table.from_pageviews() {
+        &sessions.pageviews
+    } else {
+        &sessions.visits
+    };
+    let mut by = vec![col("day")];
+    by.extend(table.keys().iter().map(|k| col(*k)));
+    source
+        .clone()
+        .lazy()
+        .group_by(by)
+        .agg(table.measure_exprs())
+        .collect()
+}
+
+/// Sums partial tables by key: the merge stage. Valid because every measure is additive
+/// (visitors included, since partials never share a client).
+pub fn merge(table: TableName, partials: Vec<DataFrame>) -> PolarsResult<DataFrame> {
+    let frames: Vec<LazyFrame> = partials.into_iter().map(IntoLazy::lazy).collect();
+    let mut by = vec![col("day")];
+    by.extend(table.keys().iter().map(|k| col(*k)));
+    let sums: Vec<Expr> = table.measures().iter().map(|m| col(*m).sum()).collect();
+    let mut sort_by = vec!["day"];
+    sort_by.extend(table.keys());
+    concat(frames, UnionArgs::default())?
+        .group_by(by)
+        .agg(sums)
+        .sort(
+            sort_by,
+            SortMultipleOptions::default().with_nulls_last(false),
+        )
+        .collect()
+}
+
+/// The exact `(other)` row of each day: the table's measures over the rows whose keys are
+/// listed in `folded` (`day` and the table's keys). A second pass over the partial's
+/// sessions, because distinct visitors of a union are not the sum of the parts.
+pub fn other_rows(
+    sessions: &Sessions,
+    table: TableName,
+    folded: DataFrame,
+) -> PolarsResult<DataFrame> {
+    let source = if table.from_pageviews() {
+        &sessions.pageviews
+    } else {
+        &sessions.visits
+    };
+    let mut on = vec![col("day")];
+    on.extend(table.keys().iter().map(|k| col(*k)));
+    let mut args = JoinArgs::new(JoinType::Inner);
+    args.nulls_equal = true;
+    source
+        .clone()
+        .lazy()
+        .join(folded.lazy(), on.clone(), on, args)
+        .group_by([col("day")])
+        .agg(table.measure_exprs())
+        .sort(["day"], SortMultipleOptions::default())
+        .collect()
+}
+
+/// A merged table's frame → rows.
+pub fn rows(table: TableName, df: &DataFrame) -> PolarsResult<Vec<Row>> {
+    let day = df.column("day")?.i32()?;
+    let keys: Vec<&Column> = table
+        .keys()
+        .iter()
+        .map(|k| df.column(k))
+        .collect::<PolarsResult<_>>()?;
+    let measures: Vec<&Int64Chunked> = table
+        .measures()
+        .iter()
+        .map(|m| df.column(m)?.i64())
+        .collect::<PolarsResult<_>>()?;
+    let mut out = Vec::with_capacity(df.height());
+    for i in 0..df.height() {
+        let mut key_values = Vec::with_capacity(keys.len());
+        for c in &keys {
+            key_values.push(match c.dtype() {
+                DataType::Int32 => KeyValue::Int(i64::from(c.i32()?.get(i).unwrap_or(-1))),
+                _ => KeyValue::Str(c.str()?.get(i).map(str::to_string)),
+            });
+        }
+        out.push(Row {
+            day: Day(day.get(i).unwrap_or(0)),
+            keys: key_values,
+            measures: measures.iter().map(|m| m.get(i).unwrap_or(0)).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// (day, keys) pairs → a frame to join on, typed like the sessions' columns.
+pub fn keys_frame(table: TableName, keys: &[(Day, Vec<KeyValue>)]) -> PolarsResult<DataFrame> {
+    let mut columns = vec![Column::new(
+        "day".into(),
+        keys.iter().map(|(d, _)| d.0).collect::<Vec<i32>>(),
+    )];
+    for (i, name) in table.keys().iter().enumerate() {
+        let column = if *name == "hour" {
+            let v: Vec<Option<i32>> = keys
+                .iter()
+                .map(|(_, k)| match &k[i] {
+                    KeyValue::Int(h) => Some(*h as i32),
+                    KeyValue::Str(_) => None,
+                })
+                .collect();
+            Column::new((*name).into(), v)
+        } else {
+            let v: Vec<Option<&str>> = keys
+                .iter()
+                .map(|(_, k)| match &k[i] {
+                    KeyValue::Str(s) => s.as_deref(),
+                    KeyValue::Int(_) => None,
+                })
+                .collect();
+            Column::new((*name).into(), v)
+        };
+        columns.push(column);
+    }
+    DataFrame::new(keys.len(), columns)
+}
+
+/// Per-day measures of `other_rows`' result.
+pub fn day_measures(table: TableName, df: &DataFrame) -> PolarsResult<BTreeMap<Day, Vec<i64>>> {
+    let day = df.column("day")?.i32()?;
+    let measures: Vec<&Int64Chunked> = table
+        .measures()
+        .iter()
+        .map(|m| df.column(m)?.i64())
+        .collect::<PolarsResult<_>>()?;
+    Ok((0..df.height())
+        .map(|i| {
+            (
+                Day(day.get(i).unwrap_or(0)),
+                measures.iter().map(|m| m.get(i).unwrap_or(0)).collect(),
+            )
+        })
+        .collect())
+}

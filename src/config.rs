@@ -1,0 +1,363 @@
+//! Pipeline definitions: `pipelines/*.toml` (raw, [`PipelineFile`]) → [`Pipeline`] (validated,
+//! defaults applied, paths resolved).
+//!
+//! What describes the data goes in the file; run-time choices (which date, where to write
+//! this time, which key file) are command-line flags that override it. Unknown keys are
+//! errors that name the key, with line and column: a typo must never silently switch a
+//! privacy rule off.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ingest::Format;
+use crate::pseudonymise::Filters;
+use crate::pseudonymise::path::{PathRule, PathRules};
+use crate::pseudonymise::referrer::HostLists;
+
+/// The demo pipeline, compiled in so `logveil run` works with no set-up. Its relative paths
+/// resolve as if it were at `./pipelines/demo.toml`.
+pub const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read pipeline {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("pipeline {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Name of the pipeline (default: the file name without `.toml`).
+    pub name: Option<String>,
+    /// The site this pipeline measures (one pipeline is one site).
+    pub site: String,
+    /// Host names of the site: referrers from these are `internal`; with a vhost format, lines
+    /// of other hosts are skipped. Default: `[site, "www." + site]`.
+    pub site_hosts: Option<Vec<String>>,
+    /// Input files, directories or globs, relative to the pipeline file.
+    pub inputs: Vec<String>,
+    /// `combined` (default), `common`, `vhost_combined`, `vhost_common`.
+    pub format: Option<Format>,
+    /// IANA time zone for dates and hours (default `UTC`).
+    pub time_zone: Option<String>,
+    /// `"ephemeral"` (a fresh random key per run, never written) or a key file path.
+    pub key: String,
+    /// Gap that ends a visit (default `30m`).
+    pub session_timeout: Option<String>,
+    /// Longest visit before it is cut (default `6h`).
+    pub max_visit: Option<String>,
+    /// Minimum distinct visitors behind every released row (default 5, at least 2).
+    pub k: Option<u32>,
+    /// Output directory, relative to the pipeline file (default `out`).
+    pub output: Option<String>,
+    /// The run fails when more than this share of lines is rejected (default 0.5).
+    pub max_rejected_share: Option<f64>,
+    pub filters: Option<FiltersFile>,
+    pub paths: Option<PathsFile>,
+    pub channels: Option<HostLists>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersFile {
+    pub bots: Option<bool>,
+    pub static_assets: Option<bool>,
+    pub asset_extensions: Option<Vec<String>>,
+    pub non_page_requests: Option<bool>,
+    /// e.g. `["2xx", "304"]`; an empty list switches the status filter off.
+    pub status_classes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsFile {
+    #[serde(default)]
+    pub rewrite: Vec<PathRuleFile>,
+    #[serde(default)]
+    pub keep_segments: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRuleFile {
+    pub pattern: String,
+    pub replace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Ephemeral,
+    File(PathBuf),
+}
+
+/// A validated pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub name: String,
+    /// Where the definition came from (a path, or `<embedded demo>`).
+    pub origin: String,
+    /// BLAKE3 of the definition's text, for the run record.
+    pub hash: String,
+    pub site: String,
+    pub site_hosts: Vec<String>,
+    pub inputs: Vec<PathBuf>,
+    pub format: Format,
+    pub time_zone_name: String,
+    pub time_zone: jiff::tz::TimeZone,
+    pub key: KeySource,
+    pub session_timeout_s: i64,
+    pub max_visit_s: i64,
+    pub k: u32,
+    pub output: PathBuf,
+    pub max_rejected_share: f64,
+    pub filters: Filters,
+    pub path_rules: PathRules,
+    pub host_lists: HostLists,
+}
+
+impl Pipeline {
+    /// Loads a pipeline file, or the embedded demo when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Pipeline, ConfigError> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                let base = p
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+                let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
+                Pipeline::parse(&text, &p.display().to_string(), &base, stem)
+            }
+            None => Pipeline::parse(
+                DEMO_PIPELINE,
+                "<embedded demo pipeline>",
+                Path::new("pipelines"),
+                Some("demo".into()),
+            ),
+        }
+    }
+
+    /// Parses and validates a pipeline's text; relative paths resolve against `base`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        base: &Path,
+        default_name: Option<String>,
+    ) -> Result<Pipeline, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let file: PipelineFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let resolve = |p: &str| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() { p } else { base.join(p) }
+        };
+        let site = file.site.trim().to_ascii_lowercase();
+        if site.is_empty() {
+            return Err(invalid(
+                "`site` must name the site, e.g. \"example.ru\"".into(),
+            ));
+        }
+        let site_hosts = file
+            .site_hosts
+            .unwrap_or_else(|| vec![site.clone(), format!("www.{site}")])
+            .into_iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        if file.inputs.is_empty() {
+            return Err(invalid("`inputs` lists no files".into()));
+        }
+        let time_zone_name = file.time_zone.unwrap_or_else(|| "UTC".into());
+        let time_zone = jiff::tz::TimeZone::get(&time_zone_name).map_err(|_| {
+            invalid(format!(
+                "unknown time zone {time_zone_name:?}: use an IANA name such as \"Europe/Moscow\""
+            ))
+        })?;
+        let key = match file.key.trim() {
+            "ephemeral" => KeySource::Ephemeral,
+            "" => {
+                return Err(invalid(
+                    "`key` must be \"ephemeral\" or a key file path".into(),
+                ));
+            }
+            p => KeySource::File(resolve(p)),
+        };
+        let session_timeout_s =
+            duration("session_timeout", file.session_timeout.as_deref(), 1800).map_err(&invalid)?;
+        let max_visit_s =
+            duration("max_visit", file.max_visit.as_deref(), 6 * 3600).map_err(&invalid)?;
+        if max_visit_s <= session_timeout_s {
+            return Err(invalid(
+                "`max_visit` must be longer than `session_timeout`".into(),
+            ));
+        }
+        if max_visit_s > 24 * 3600 {
+            return Err(invalid("`max_visit` must be at most 24h".into()));
+        }
+        let k = file.k.unwrap_or(5);
+        if k < 2 {
+            return Err(invalid(format!(
+                "`k` = {k} protects nobody; use 2 or more (default 5)"
+            )));
+        }
+        let max_rejected_share = file.max_rejected_share.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&max_rejected_share) {
+            return Err(invalid(
+                "`max_rejected_share` must be between 0 and 1".into(),
+            ));
+        }
+        let mut filters = Filters::default();
+        if let Some(f) = file.filters {
+            filters.bots = f.bots.unwrap_or(filters.bots);
+            filters.static_assets = f.static_assets.unwrap_or(filters.static_assets);
+            filters.non_page_requests = f.non_page_requests.unwrap_or(filters.non_page_requests);
+            if let Some(ext) = f.asset_extensions {
+                filters.asset_extensions = ext;
+            }
+            if let Some(classes) = f.status_classes {
+                for c in &classes {
+                    let ok = c.len() == 3
+                        && c.as_bytes()[0].is_ascii_digit()
+                        && c.bytes()
+                            .all(|b| b.is_ascii_digit() || b == b'x' || b == b'X');
+                    if !ok {
+                        return Err(invalid(format!(
+                            "status class {c:?} is not like \"2xx\" or \"304\""
+                        )));
+                    }
+                }
+                filters.status_classes = classes;
+            }
+        }
+        let mut path_rules = PathRules::default();
+        if let Some(p) = file.paths {
+            for r in p.rewrite {
+                let pattern = regex::Regex::new(&r.pattern)
+                    .map_err(|e| invalid(format!("paths.rewrite pattern {:?}: {e}", r.pattern)))?;
+                path_rules.rewrite.push(PathRule {
+                    pattern,
+                    replace: r.replace,
+                });
+            }
+            for s in p.keep_segments {
+                let re = regex::Regex::new(&s)
+                    .map_err(|e| invalid(format!("paths.keep_segments pattern {s:?}: {e}")))?;
+                path_rules.keep_segments.push(re);
+            }
+        }
+        let mut host_lists = HostLists::builtin();
+        if let Some(extra) = &file.channels {
+            host_lists.extend(extra);
+        }
+        Ok(Pipeline {
+            name: file
+                .name
+                .or(default_name)
+                .unwrap_or_else(|| "pipeline".into()),
+            origin: origin.to_string(),
+            hash: blake3::hash(text.as_bytes()).to_hex().to_string(),
+            site,
+            site_hosts,
+            inputs: file.inputs.iter().map(|p| resolve(p)).collect(),
+            format: file.format.unwrap_or(Format::Combined),
+            time_zone_name,
+            time_zone,
+            key,
+            session_timeout_s,
+            max_visit_s,
+            k,
+            output: resolve(file.output.as_deref().unwrap_or("out")),
+            max_rejected_share,
+            filters,
+            path_rules,
+            host_lists,
+        })
+    }
+}
+
+/// `90s`, `30m`, `6h`, `1h30m` → seconds.
+fn duration(key: &str, text: Option<&str>, default: i64) -> Result<i64, String> {
+    let Some(text) = text else { return Ok(default) };
+    let bad = || format!("`{key}` = {text:?} is not a duration like \"30m\", \"6h\" or \"1h30m\"");
+    let mut total = 0i64;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        let n: i64 = number.parse().map_err(|_| bad())?;
+        total += n * unit;
+        number.clear();
+    }
+    if !number.is_empty() || total <= 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "site = \"example.ru\"\ninputs = [\"logs/*.log\"]\nkey = \"ephemeral\"\n";
+
+    #[test]
+    fn config_defaults_and_resolution() {
+        let p = Pipeline::parse(MINIMAL, "t.toml", Path::new("/etc/lv"), Some("t".into())).unwrap();
+        assert_eq!(p.inputs, vec![PathBuf::from("/etc/lv/logs/*.log")]);
+        assert_eq!(p.output, PathBuf::from("/etc/lv/out"));
+        assert_eq!((p.session_timeout_s, p.max_visit_s, p.k), (1800, 21_600, 5));
+        assert_eq!(p.site_hosts, vec!["example.ru", "www.example.ru"]);
+        assert_eq!(p.key, KeySource::Ephemeral);
+    }
+
+    #[test]
+    fn config_unknown_key_is_named_with_its_line() {
+        let text = format!("{MINIMAL}[filters]\nbot = false\n");
+        let err = Pipeline::parse(&text, "t.toml", Path::new("."), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `bot`"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn config_bad_values() {
+        for (extra, needle) in [
+            ("time_zone = \"Mars/Olympus\"\n", "unknown time zone"),
+            ("k = 1\n", "protects nobody"),
+            ("session_timeout = \"half an hour\"\n", "not a duration"),
+            ("max_visit = \"10m\"\n", "longer than"),
+            ("[filters]\nstatus_classes = [\"ok\"]\n", "status class"),
+        ] {
+            let err = Pipeline::parse(&format!("{MINIMAL}{extra}"), "t.toml", Path::new("."), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn config_durations() {
+        assert_eq!(duration("x", Some("1h30m"), 0), Ok(5400));
+        assert_eq!(duration("x", Some("90s"), 0), Ok(90));
+        assert!(duration("x", Some("30"), 0).is_err());
+        assert!(duration("x", Some("0m"), 0).is_err());
+    }
+}

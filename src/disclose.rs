@@ -1,0 +1,343 @@
+//! Disclose: merged tables → only rows that pass the privacy rules ([`Publishable`]).
+//!
+//! Rules (decision 13), applied once, to merged totals, never to partials:
+//! - every released row has at least `k` distinct visitors, whatever it carries;
+//! - tables whose keys are all public (`overview`, `hourly`) list every key; a row under `k`
+//!   keeps its keys with null measures and `suppressed = true`, and further rows are
+//!   suppressed, smallest first (ties by key), until the suppressed rows together reach `k`,
+//!   so the released total minus the released rows never isolates a small group;
+//! - tables with data-dependent keys (`pages`, `referrers`, `devices`) fold rows under `k` into
+//!   one `is_other` row per day, whose visitors are counted exactly by a second pass. If that
+//!   row is still under `k`, the smallest released row is folded in as well (the union then
+//!   has at least `k` visitors); only a day with no released row at all drops its small rows,
+//!   and the drop is counted.
+//!
+//! [`Publishable`] can only be made here, and `output` accepts nothing else.
+
+use std::collections::BTreeMap;
+
+use crate::aggregate::{KeyValue, Row, TableName};
+use crate::day::Day;
+
+/// A released row. `measures` are `None` only in suppressed rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasedRow {
+    pub keys: Vec<KeyValue>,
+    pub measures: Vec<Option<i64>>,
+    pub is_other: bool,
+    pub suppressed: bool,
+}
+
+/// What disclosure did to one table, for the run record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DisclosureCounts {
+    pub rows_released: u64,
+    pub rows_suppressed: u64,
+    pub rows_folded: u64,
+    pub other_rows: u64,
+    pub rows_dropped: u64,
+}
+
+/// Tables that passed the privacy rules, by table and day.
+#[derive(Debug)]
+pub struct Publishable {
+    tables: Vec<(TableName, BTreeMap<Day, Vec<ReleasedRow>>)>,
+    days: (Day, Day),
+}
+
+impl Publishable {
+    pub fn tables(&self) -> &[(TableName, BTreeMap<Day, Vec<ReleasedRow>>)] {
+        &self.tables
+    }
+
+    /// The days this release covers (each gets a file per table, empty or not).
+    pub fn days(&self) -> (Day, Day) {
+        self.days
+    }
+}
+
+/// Builds the publishable release. `other` computes the exact measures of folded rows:
+/// given (day, keys) pairs of one table, the measures of their union per day.
+pub fn disclose(
+    merged: Vec<(TableName, Vec<Row>)>,
+    k: u32,
+    days: (Day, Day),
+    mut other: impl FnMut(TableName, &[(Day, Vec<KeyValue>)]) -> anyhow::Result<BTreeMap<Day, Vec<i64>>>,
+) -> anyhow::Result<(Publishable, BTreeMap<&'static str, DisclosureCounts>)> {
+    let k = i64::from(k);
+    let mut tables = Vec::new();
+    let mut counts = BTreeMap::new();
+    for (table, rows) in merged {
+        let mut c = DisclosureCounts::default();
+        let by_day = if table.public_keys() {
+            suppress_public(table, rows, k, days, &mut c)
+        } else {
+            fold_small(table, rows, k, &mut c, &mut other)?
+        };
+        tables.push((table, by_day));
+        counts.insert(table.as_str(), c);
+    }
+    Ok((Publishable { tables, days }, counts))
+}
+
+fn suppress_public(
+    table: TableName,
+    rows: Vec<Row>,
+    k: i64,
+    days: (Day, Day),
+    c: &mut DisclosureCounts,
+) -> BTreeMap<Day, Vec<ReleasedRow>> {
+    let zero = vec![0i64; table.measures().len()];
+    let all_keys: Vec<Vec<KeyValue>> = match table {
+        TableName::Hourly => (0..24).map(|h| vec![KeyValue::Int(h)]).collect(),
+        _ => vec![vec![]],
+    };
+    let mut out = BTreeMap::new();
+    for day in (days.0.0..=days.1.0).map(Day) {
+        let mut full: Vec<Row> = all_keys
+            .iter()
+            .map(|keys| {
+                rows.iter()
+                    .find(|r| r.day == day && &r.keys == keys)
+                    .cloned()
+                    .unwrap_or(Row {
+                        day,
+                        keys: keys.clone(),
+                        measures: zero.clone(),
+                    })
+            })
+            .collect();
+        let mut suppressed: Vec<bool> = full.iter().map(|r| r.visitors() < k).collect();
+        let any = suppressed.iter().any(|s| *s);
+        let mut hidden: i64 = full
+            .iter()
+            .zip(&suppressed)
+            .filter(|(_, s)| **s)
+            .map(|(r, _)| r.visitors())
+            .sum();
+        while any && hidden < k {
+            let next = (0..full.len()).filter(|i| !suppressed[*i]).min_by(|a, b| {
+                (full[*a].visitors(), &full[*a].keys).cmp(&(full[*b].visitors(), &full[*b].keys))
+            });
+            match next {
+                Some(i) => {
+                    suppressed[i] = true;
+                    hidden += full[i].visitors();
+                }
+                None => break,
+            }
+        }
+        let released = full
+            .drain(..)
+            .zip(suppressed)
+            .map(|(r, s)| {
+                if s {
+                    c.rows_suppressed += 1;
+                } else {
+                    c.rows_released += 1;
+                }
+                ReleasedRow {
+                    keys: r.keys,
+                    measures: if s {
+                        vec![None; r.measures.len()]
+                    } else {
+                        r.measures.into_iter().map(Some).collect()
+                    },
+                    is_other: false,
+                    suppressed: s,
+                }
+            })
+            .collect();
+        out.insert(day, released);
+    }
+    out
+}
+
+fn fold_small(
+    table: TableName,
+    rows: Vec<Row>,
+    k: i64,
+    c: &mut DisclosureCounts,
+    other: &mut impl FnMut(
+        TableName,
+        &[(Day, Vec<KeyValue>)],
+    ) -> anyhow::Result<BTreeMap<Day, Vec<i64>>>,
+) -> anyhow::Result<BTreeMap<Day, Vec<ReleasedRow>>> {
+    let mut by_day: BTreeMap<Day, (Vec<Row>, Vec<Row>)> = BTreeMap::new();
+    for r in rows {
+        let entry = by_day.entry(r.day).or_default();
+        if r.visitors() >= k {
+            entry.0.push(r)
+        } else {
+            entry.1.push(r)
+        }
+    }
+    let folded_keys = |by_day: &BTreeMap<Day, (Vec<Row>, Vec<Row>)>| -> Vec<(Day, Vec<KeyValue>)> {
+        by_day
+            .iter()
+            .flat_map(|(d, (_, small))| small.iter().map(move |r| (*d, r.keys.clone())))
+            .collect()
+    };
+    let mut others = other(table, &folded_keys(&by_day))?;
+    // Days whose (other) row is under k: fold their smallest released row in as well.
+    let mut refold = false;
+    for (day, (big, small)) in by_day.iter_mut() {
+        let under = !small.is_empty() && others.get(day).is_none_or(|m| m[0] < k);
+        if under && !big.is_empty() {
+            let i = (0..big.len())
+                .min_by(|a, b| {
+                    (big[*a].visitors(), &big[*a].keys).cmp(&(big[*b].visitors(), &big[*b].keys))
+                })
+                .expect("non-empty");
+            small.push(big.remove(i));
+            refold = true;
+        }
+    }
+    if refold {
+        others = other(table, &folded_keys(&by_day))?;
+    }
+    let mut out = BTreeMap::new();
+    for (day, (big, small)) in by_day {
+        let mut released: Vec<ReleasedRow> = big
+            .into_iter()
+            .map(|r| ReleasedRow {
+                keys: r.keys,
+                measures: r.measures.into_iter().map(Some).collect(),
+                is_other: false,
+                suppressed: false,
+            })
+            .collect();
+        c.rows_released += released.len() as u64;
+        if !small.is_empty() {
+            match others.get(&day).filter(|m| m[0] >= k) {
+                Some(measures) => {
+                    c.rows_folded += small.len() as u64;
+                    c.other_rows += 1;
+                    released.push(ReleasedRow {
+                        keys: table
+                            .keys()
+                            .iter()
+                            .map(|_| KeyValue::Str(Some("(other)".into())))
+                            .collect(),
+                        measures: measures.iter().copied().map(Some).collect(),
+                        is_other: true,
+                        suppressed: false,
+                    });
+                }
+                None => c.rows_dropped += small.len() as u64,
+            }
+        }
+        out.insert(day, released);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(day: i32, key: &str, visitors: i64) -> Row {
+        Row {
+            day: Day(day),
+            keys: vec![KeyValue::Str(Some(key.into()))],
+            measures: vec![visitors, visitors],
+        }
+    }
+
+    #[test]
+    fn disclose_hourly_suppresses_until_the_hidden_rows_reach_k() {
+        // Hours 9 (7 visitors), 10 (3), 11 (2), 12 (9); k = 5. Rows under k: the 20 empty hours,
+        // 10 and 11 → hidden 5 ≥ k, nothing more is suppressed.
+        let rows = [(9, 7), (10, 3), (11, 2), (12, 9)]
+            .map(|(h, v)| Row {
+                day: Day(0),
+                keys: vec![KeyValue::Int(h)],
+                measures: vec![v, v, v],
+            })
+            .to_vec();
+        let (p, counts) = disclose(
+            vec![(TableName::Hourly, rows.clone())],
+            5,
+            (Day(0), Day(0)),
+            |_, _| unreachable!(),
+        )
+        .unwrap();
+        let day = &p.tables()[0].1[&Day(0)];
+        assert_eq!(day.len(), 24);
+        let shown: Vec<i64> = (0..24).filter(|h| !day[*h].suppressed).collect();
+        assert_eq!(shown, vec![9, 12]);
+        assert_eq!(counts["hourly"].rows_suppressed, 22);
+        // Hour 10 with 4 visitors alone under k: hidden 4 < 5, so hour 9 (next smallest) goes too.
+        let rows = [(9, 7), (10, 4), (12, 9)]
+            .map(|(h, v)| Row {
+                day: Day(0),
+                keys: vec![KeyValue::Int(h)],
+                measures: vec![v, v, v],
+            })
+            .to_vec();
+        let (p, _) = disclose(
+            vec![(TableName::Hourly, rows)],
+            5,
+            (Day(0), Day(0)),
+            |_, _| unreachable!(),
+        )
+        .unwrap();
+        let day = &p.tables()[0].1[&Day(0)];
+        let shown: Vec<i64> = (0..24).filter(|h| !day[*h].suppressed).collect();
+        assert_eq!(shown, vec![12]);
+        assert_eq!(day[12].measures, vec![Some(9), Some(9), Some(9)]);
+        assert_eq!(day[9].measures, vec![None, None, None]);
+    }
+
+    #[test]
+    fn disclose_folds_small_rows_and_refolds_when_other_is_under_k() {
+        let rows = vec![
+            row(0, "/a", 10),
+            row(0, "/b", 6),
+            row(0, "/c", 2),
+            row(0, "/d", 1),
+        ];
+        let mut calls = Vec::new();
+        let (p, counts) = disclose(
+            vec![(TableName::Pages, rows)],
+            5,
+            (Day(0), Day(0)),
+            |_, keys| {
+                calls.push(keys.len());
+                // Union visitors: /c ∪ /d = 3 (under k); with /b added = 8.
+                let v = if keys.len() == 2 { 3 } else { 8 };
+                Ok(BTreeMap::from([(Day(0), vec![v, v])]))
+            },
+        )
+        .unwrap();
+        assert_eq!(calls, vec![2, 3]);
+        let day = &p.tables()[0].1[&Day(0)];
+        assert_eq!(day.len(), 2);
+        assert_eq!(day[0].keys, vec![KeyValue::Str(Some("/a".into()))]);
+        assert!(day[1].is_other);
+        assert_eq!(day[1].measures, vec![Some(8), Some(8)]);
+        assert_eq!(
+            counts["pages"],
+            DisclosureCounts {
+                rows_released: 1,
+                rows_folded: 3,
+                other_rows: 1,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn disclose_drops_when_nothing_reaches_k() {
+        let rows = vec![row(0, "/c", 2), row(0, "/d", 1)];
+        let (p, counts) = disclose(
+            vec![(TableName::Pages, rows)],
+            5,
+            (Day(0), Day(0)),
+            |_, _| Ok(BTreeMap::from([(Day(0), vec![3, 3])])),
+        )
+        .unwrap();
+        assert!(p.tables()[0].1[&Day(0)].is_empty());
+        assert_eq!(counts["pages"].rows_dropped, 2);
+    }
+}

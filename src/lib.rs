@@ -1,0 +1,25 @@
+//! logveil turns raw web-server access logs into anonymous analytics tables.
+//!
+//! The flow goes one way, one module per stage:
+//!
+//! 1. [`ingest`] reads files (plain or gzip) and parses lines into borrowed raw records;
+//! 2. [`pseudonymise`] turns each record into an [`pseudonymise::Event`] at once: keyed
+//!    BLAKE3 visitor pseudonym, normalised path, referrer host, user-agent class. The raw
+//!    address, user agent, query string and click-id values end here;
+//! 3. [`aggregate`] builds visits and additive partial tables with Polars;
+//! 4. [`disclose`] applies the privacy rules (k distinct visitors per row) to merged totals;
+//! 5. [`output`] writes the released tables as Parquet, atomically, with a run record.
+//!
+//! [`pipeline`] strings the stages together; [`cli`] parses arguments and prints.
+
+pub mod aggregate;
+pub mod cli;
+pub mod config;
+pub mod day;
+pub mod disclose;
+pub mod identifiers;
+pub mod ingest;
+pub mod output;
+pub mod pipeline;
+pub mod pseudonymise;
+pub mod record;

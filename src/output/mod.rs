@@ -1,0 +1,235 @@
+//! Output: a [`Publishable`] release → Parquet files, published atomically (decision 6).
+//!
+//! A run writes every file under `OUT/_staging/<run id>/`, then `_runs/<id>.pending.json`
+//! (the full run record, listing the renames), then renames each file into place, then
+//! commits by renaming the record to `_runs/<id>.json`. Each rename replaces one file
+//! atomically, so a reader sees a whole old file or a whole new one; a crash before the
+//! renames leaves the published files untouched, and the next run finishes an interrupted
+//! publication from its pending record and removes stale staging. Readers skip names that
+//! start with `_`.
+//!
+//! File layout: `OUT/<table>/date=YYYY-MM-DD/part-0.parquet` (zstd, full statistics, rows
+//! sorted by key, no run-specific bytes inside, so identical inputs give identical files).
+
+pub mod parquet;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::day::Day;
+use crate::disclose::Publishable;
+use crate::record::{FileInfo, RunRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(
+        "another logveil run holds the lock on {0}; wait for it to finish (or remove the lock file if no run is active)"
+    )]
+    Locked(String),
+    #[error("cannot write {path}: {source}; the published outputs were left as they were")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write Parquet file {path}: {message}; the published outputs were left as they were"
+    )]
+    Parquet { path: String, message: String },
+    #[error("cannot read run record {path}: {message}")]
+    Record { path: String, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Holds `OUT/_runs/.lock` for the life of a run.
+pub struct RunLock {
+    _file: File,
+}
+
+/// Takes the output directory's lock (exit code 3 when another run holds it).
+pub fn lock(out: &Path) -> Result<RunLock, OutputError> {
+    let runs = out.join("_runs");
+    fs::create_dir_all(&runs).map_err(io_err(&runs))?;
+    let path = runs.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(OutputError::Locked(out.display().to_string())),
+        Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
+}
+
+/// Finishes publications interrupted between their first rename and their commit, and
+/// removes staging left by runs that never reached that point. Returns notes for the record.
+pub fn recover(out: &Path) -> Result<Vec<String>, OutputError> {
+    let mut notes = Vec::new();
+    let runs = out.join("_runs");
+    let mut pending_ids = BTreeSet::new();
+    if runs.is_dir() {
+        for entry in fs::read_dir(&runs).map_err(io_err(&runs))? {
+            let path = entry.map_err(io_err(&runs))?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some(id) = name.strip_suffix(".pending.json") else {
+                continue;
+            };
+            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            let record: RunRecord =
+                serde_json::from_str(&text).map_err(|e| OutputError::Record {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            for f in &record.files {
+                let staged = out.join("_staging").join(id).join(&f.path);
+                if staged.exists() {
+                    let dest = out.join(&f.path);
+                    if let Some(parent) = dest.parent() {
+                        fs::create_dir_all(parent).map_err(io_err(parent))?;
+                    }
+                    fs::rename(&staged, &dest).map_err(io_err(&dest))?;
+                }
+            }
+            fs::rename(&path, runs.join(format!("{id}.json"))).map_err(io_err(&path))?;
+            notes.push(format!("finished the interrupted publication of run {id}"));
+            pending_ids.insert(id.to_string());
+        }
+    }
+    let staging = out.join("_staging");
+    if staging.is_dir() {
+        for entry in fs::read_dir(&staging).map_err(io_err(&staging))? {
+            let path = entry.map_err(io_err(&staging))?.path();
+            fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            let id = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !pending_ids.contains(&id) {
+                notes.push(format!("removed the staging of unfinished run {id}"));
+            }
+        }
+        let _ = fs::remove_dir(&staging);
+    }
+    Ok(notes)
+}
+
+/// Days already published and whether each was partial, from the committed run records
+/// (later records win).
+pub fn published_days(out: &Path) -> Result<BTreeMap<String, bool>, OutputError> {
+    let runs = out.join("_runs");
+    let mut records = Vec::new();
+    if runs.is_dir() {
+        for entry in fs::read_dir(&runs).map_err(io_err(&runs))? {
+            let path = entry.map_err(io_err(&runs))?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.ends_with(".json") && !name.ends_with(".pending.json") {
+                records.push(path);
+            }
+        }
+    }
+    records.sort();
+    let mut days = BTreeMap::new();
+    for path in records {
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let record: RunRecord = serde_json::from_str(&text).map_err(|e| OutputError::Record {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        for d in record.dates.iter().filter(|d| d.published) {
+            days.insert(d.date.clone(), d.partial);
+        }
+    }
+    Ok(days)
+}
+
+/// Writes the release for `days_to_publish` and commits `record` (its `files` are filled in).
+pub fn publish(
+    out: &Path,
+    release: &Publishable,
+    days_to_publish: &BTreeSet<Day>,
+    record: &mut RunRecord,
+) -> Result<PathBuf, OutputError> {
+    let staging = out.join("_staging").join(&record.run_id);
+    fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    let (first, last) = release.days();
+    let mut files = Vec::new();
+    for (table, by_day) in release.tables() {
+        for day in (first.0..=last.0)
+            .map(Day)
+            .filter(|d| days_to_publish.contains(d))
+        {
+            let rel = format!("{}/date={day}/part-0.parquet", table.as_str());
+            let staged = staging.join(&rel);
+            let rows = by_day.get(&day).map_or(&[][..], Vec::as_slice);
+            let parent = staged.parent().expect("has a parent");
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+            parquet::write_table(*table, rows, &staged)?;
+            let bytes = fs::read(&staged).map_err(io_err(&staged))?;
+            files.push(FileInfo {
+                path: rel,
+                rows: rows.len() as u64,
+                blake3: blake3::hash(&bytes).to_hex().to_string(),
+            });
+        }
+    }
+    record.files = files;
+    let runs = out.join("_runs");
+    let pending = runs.join(format!("{}.pending.json", record.run_id));
+    write_json_atomically(&pending, record)?;
+    for f in &record.files {
+        let dest = out.join(&f.path);
+        let parent = dest.parent().expect("has a parent");
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        fs::rename(staging.join(&f.path), &dest).map_err(io_err(&dest))?;
+        sync_dir(parent);
+    }
+    let committed = runs.join(format!("{}.json", record.run_id));
+    fs::rename(&pending, &committed).map_err(io_err(&committed))?;
+    sync_dir(&runs);
+    let _ = fs::remove_dir_all(&staging);
+    let _ = fs::remove_dir(out.join("_staging"));
+    Ok(committed)
+}
+
+/// Writes a run record that publishes nothing (a run that failed a check, or skipped days).
+pub fn write_record_only(out: &Path, record: &RunRecord) -> Result<PathBuf, OutputError> {
+    let path = out.join("_runs").join(format!("{}.json", record.run_id));
+    write_json_atomically(&path, record)?;
+    Ok(path)
+}
+
+fn write_json_atomically(path: &Path, record: &RunRecord) -> Result<(), OutputError> {
+    let parent = path.parent().expect("has a parent");
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_string_pretty(record).expect("a run record serialises");
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: makes the renames durable on file systems that need it.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

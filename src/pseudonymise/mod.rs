@@ -1,0 +1,543 @@
+//! Pseudonymise: [`RawRecord`] → [`Event`], immediately after parsing.
+//!
+//! This is the boundary of personal data. A record enters with a client address, a user
+//! agent, a full request target and a referrer URL; an [`Event`] leaves with a keyed visitor
+//! pseudonym, a normalised path without query, a referrer host, a user-agent class and
+//! campaign values. No field of `Event` can hold the raw address, user agent, query string or
+//! click-id value: the type is the guarantee, and nothing downstream ever sees a `RawRecord`.
+//!
+//! Filters (bots, static assets, non-page requests, status classes) run here too, so only
+//! pageviews travel on, each filtered line counted by its rule.
+
+pub mod keys;
+pub mod path;
+pub mod referrer;
+pub mod useragent;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::day::Day;
+use crate::identifiers;
+use crate::ingest::RawRecord;
+use keys::{EpochKey, MasterKey};
+use path::PathRules;
+use referrer::{HostKind, HostLists, ReferrerClassifier};
+use useragent::UaClassifier;
+
+/// The channel vocabulary shared by every table (decision 10).
+pub mod channel {
+    pub const DIRECT: &str = "direct";
+    pub const ORGANIC_SEARCH: &str = "organic_search";
+    pub const PAID_SEARCH: &str = "paid_search";
+    pub const ORGANIC_SOCIAL: &str = "organic_social";
+    pub const PAID_SOCIAL: &str = "paid_social";
+    pub const EMAIL: &str = "email";
+    pub const REFERRAL: &str = "referral";
+    pub const DISPLAY: &str = "display";
+    pub const INTERNAL: &str = "internal";
+    pub const OTHER: &str = "other";
+    pub const ALL: [&str; 10] = [
+        DIRECT,
+        ORGANIC_SEARCH,
+        PAID_SEARCH,
+        ORGANIC_SOCIAL,
+        PAID_SOCIAL,
+        EMAIL,
+        REFERRAL,
+        DISPLAY,
+        INTERNAL,
+        OTHER,
+    ];
+}
+
+/// A pageview, pseudonymised. Everything downstream works on these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// UTC seconds.
+    pub ts: i64,
+    /// Local day (pipeline time zone) and local hour 0–23.
+    pub day: Day,
+    pub hour: u8,
+    /// Pseudonym under the key of `day`.
+    pub visitor: u64,
+    /// Pseudonym under the previous day's key, for events early enough after local midnight to
+    /// continue a visit that started the day before (decision 2). In memory only.
+    pub link: Option<u64>,
+    pub path: Arc<str>,
+    pub referrer_host: Option<Arc<str>>,
+    pub channel: &'static str,
+    pub browser: Arc<str>,
+    pub os: Arc<str>,
+    pub device_type: &'static str,
+    pub utm_source: Option<Arc<str>>,
+    pub utm_medium: Option<Arc<str>>,
+    pub utm_campaign: Option<Arc<str>>,
+    pub utm_term: Option<Arc<str>>,
+    pub utm_content: Option<Arc<str>>,
+    /// Which kind of click id the request carried (`gclid`, `yclid`, …), never its value.
+    pub click_id: Option<&'static str>,
+}
+
+/// The filter rules, in the order they are tried. Their names go into the run record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FilterRule {
+    OutsideDateWindow,
+    OtherSite,
+    NonPageRequest,
+    Status,
+    StaticAsset,
+    Bot,
+}
+
+impl FilterRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterRule::OutsideDateWindow => "outside_date_window",
+            FilterRule::OtherSite => "other_site",
+            FilterRule::NonPageRequest => "non_page_request",
+            FilterRule::Status => "status",
+            FilterRule::StaticAsset => "static_asset",
+            FilterRule::Bot => "bot",
+        }
+    }
+}
+
+/// Which filters are on (each can be switched off, as in Matomo's importer).
+#[derive(Debug, Clone)]
+pub struct Filters {
+    pub bots: bool,
+    pub static_assets: bool,
+    pub asset_extensions: Vec<String>,
+    pub non_page_requests: bool,
+    /// Allowed statuses: `2xx`-style classes or exact codes. Empty: every status is allowed.
+    pub status_classes: Vec<String>,
+}
+
+pub const DEFAULT_ASSET_EXTENSIONS: &[&str] = &[
+    "css", "js", "mjs", "map", "png", "jpg", "jpeg", "gif", "svg", "ico", "webp", "avif", "bmp",
+    "tif", "tiff", "woff", "woff2", "ttf", "otf", "eot", "mp4", "webm", "mp3", "ogg", "wav",
+    "json", "xml", "txt", "pdf", "zip", "gz", "rar", "7z", "exe", "dmg", "apk", "csv", "xls",
+    "xlsx", "doc", "docx",
+];
+
+impl Default for Filters {
+    fn default() -> Self {
+        Filters {
+            bots: true,
+            static_assets: true,
+            asset_extensions: DEFAULT_ASSET_EXTENSIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            non_page_requests: true,
+            status_classes: vec!["2xx".into(), "304".into()],
+        }
+    }
+}
+
+impl Filters {
+    fn status_allowed(&self, status: u16) -> bool {
+        self.status_classes.is_empty()
+            || self.status_classes.iter().any(|c| {
+                let c = c.as_bytes();
+                c.len() == 3
+                    && c.iter()
+                        .zip(status.to_string().as_bytes())
+                        .all(|(p, s)| p == s || p.eq_ignore_ascii_case(&b'x'))
+            })
+    }
+}
+
+/// What the pseudonymiser needs from the pipeline.
+pub struct Settings {
+    pub time_zone: jiff::tz::TimeZone,
+    pub filters: Filters,
+    pub path_rules: PathRules,
+    pub host_lists: HostLists,
+    pub site_hosts: Vec<String>,
+    /// Lines of other hosts are skipped when the format carries a vhost.
+    pub check_vhost: bool,
+    /// Seconds after local midnight during which an event may continue yesterday's visit.
+    pub link_window_s: i64,
+    /// Only events with `window.0 <= ts < window.1` (UTC seconds) are kept.
+    pub window: Option<(i64, i64)>,
+}
+
+pub enum Outcome {
+    Pageview(Box<Event>),
+    Filtered(FilterRule),
+}
+
+pub struct Pseudonymiser {
+    master: MasterKey,
+    epoch_keys: HashMap<Day, EpochKey>,
+    user_agents: UaClassifier,
+    referrers: ReferrerClassifier,
+    paths: HashMap<Vec<u8>, Option<Arc<str>>>,
+    settings: Settings,
+}
+
+impl Pseudonymiser {
+    pub fn new(master: MasterKey, settings: Settings) -> Pseudonymiser {
+        Pseudonymiser {
+            master,
+            epoch_keys: HashMap::new(),
+            user_agents: UaClassifier::new(),
+            referrers: ReferrerClassifier::new(&settings.host_lists, &settings.site_hosts),
+            paths: HashMap::new(),
+            settings,
+        }
+    }
+
+    /// Public ids of the key epochs used so far (for the run record).
+    pub fn epoch_ids(&self) -> Vec<(Day, String)> {
+        let mut days: Vec<Day> = self.epoch_keys.keys().copied().collect();
+        days.sort();
+        days.into_iter()
+            .map(|d| (d, self.master.epoch_id(d)))
+            .collect()
+    }
+
+    /// Local (day, hour, seconds since local midnight) of a UTC timestamp.
+    pub fn local_time(&self, ts: i64) -> (Day, u8, i64) {
+        local_time(&self.settings.time_zone, ts)
+    }
+
+    pub fn process(&mut self, rec: &RawRecord<'_>) -> Outcome {
+        use FilterRule::*;
+        if let Some((from, to)) = self.settings.window
+            && (rec.ts < from || rec.ts >= to)
+        {
+            return Outcome::Filtered(OutsideDateWindow);
+        }
+        if self.settings.check_vhost
+            && let Some(vhost) = rec.vhost
+        {
+            let vhost = String::from_utf8_lossy(vhost).to_ascii_lowercase();
+            if !self.settings.site_hosts.iter().any(|h| vhost == *h) {
+                return Outcome::Filtered(OtherSite);
+            }
+        }
+        let get = rec.method == Some(b"GET");
+        let target = match rec.target {
+            Some(t) => t,
+            None => return Outcome::Filtered(NonPageRequest),
+        };
+        if self.settings.filters.non_page_requests && !get {
+            return Outcome::Filtered(NonPageRequest);
+        }
+        if !self.settings.filters.status_allowed(rec.status) {
+            return Outcome::Filtered(Status);
+        }
+        let (path_part, query) = match memchr::memchr(b'?', target) {
+            Some(i) => (&target[..i], Some(&target[i + 1..])),
+            None => (target, None),
+        };
+        let path = match self.path(path_part) {
+            Some(p) => p,
+            None => return Outcome::Filtered(NonPageRequest),
+        };
+        if self.settings.filters.static_assets && self.is_asset(&path) {
+            return Outcome::Filtered(StaticAsset);
+        }
+        let ua = self.user_agents.classify(rec.user_agent);
+        if self.settings.filters.bots && ua.is_bot {
+            return Outcome::Filtered(Bot);
+        }
+
+        let (day, hour, since_midnight) = self.local_time(rec.ts);
+        let user_agent = rec.user_agent.unwrap_or(b"");
+        let visitor = self.epoch_key(day).visitor(rec.client, user_agent);
+        let link = (since_midnight < self.settings.link_window_s)
+            .then(|| self.epoch_key(day.prev()).visitor(rec.client, user_agent));
+
+        let campaign = query.map(Campaign::parse).unwrap_or_default();
+        let referrer = rec.referrer.and_then(|r| self.referrers.classify(r));
+        let channel = channel_of(&campaign, referrer.as_ref().map(|r| r.kind));
+        Outcome::Pageview(Box::new(Event {
+            ts: rec.ts,
+            day,
+            hour,
+            visitor,
+            link,
+            path,
+            referrer_host: referrer.map(|r| r.host),
+            channel,
+            browser: ua.browser,
+            os: ua.os,
+            device_type: ua.device_type,
+            utm_source: campaign.source,
+            utm_medium: campaign.medium,
+            utm_campaign: campaign.campaign,
+            utm_term: campaign.term,
+            utm_content: campaign.content,
+            click_id: campaign.click_id,
+        }))
+    }
+
+    fn epoch_key(&mut self, day: Day) -> &EpochKey {
+        let master = &self.master;
+        self.epoch_keys
+            .entry(day)
+            .or_insert_with(|| master.epoch_key(day))
+    }
+
+    fn path(&mut self, raw: &[u8]) -> Option<Arc<str>> {
+        if let Some(hit) = self.paths.get(raw) {
+            return hit.clone();
+        }
+        let p = path::normalise(raw, &self.settings.path_rules).map(Arc::from);
+        if self.paths.len() > 1_000_000 {
+            self.paths.clear();
+        }
+        self.paths.insert(raw.to_vec(), p.clone());
+        p
+    }
+
+    fn is_asset(&self, path: &str) -> bool {
+        let last = path.rsplit('/').next().unwrap_or("");
+        match last.rsplit_once('.') {
+            Some((_, ext)) => self
+                .settings
+                .filters
+                .asset_extensions
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(ext)),
+            None => false,
+        }
+    }
+}
+
+pub fn local_time(tz: &jiff::tz::TimeZone, ts: i64) -> (Day, u8, i64) {
+    let offset = jiff::Timestamp::from_second(ts)
+        .map(|t| tz.to_offset(t).seconds())
+        .unwrap_or(0);
+    let local = ts + i64::from(offset);
+    let day = local.div_euclid(86_400);
+    let secs = local.rem_euclid(86_400);
+    (Day(day as i32), (secs / 3600) as u8, secs)
+}
+
+/// The campaign values of a request's query string. Only the utm_* values and the kind of a
+/// click id are read; every other parameter is dropped unread.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Campaign {
+    pub source: Option<Arc<str>>,
+    pub medium: Option<Arc<str>>,
+    pub campaign: Option<Arc<str>>,
+    pub term: Option<Arc<str>>,
+    pub content: Option<Arc<str>>,
+    pub click_id: Option<&'static str>,
+}
+
+/// Click-id parameters by the network that sets them, in priority order.
+const CLICK_IDS: &[&str] = &[
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "dclid",
+    "yclid",
+    "ysclid",
+    "msclkid",
+    "fbclid",
+    "ttclid",
+    "twclid",
+    "vkclid",
+    "li_fat_id",
+];
+
+impl Campaign {
+    pub fn parse(query: &[u8]) -> Campaign {
+        let mut c = Campaign::default();
+        for (k, v) in url::form_urlencoded::parse(query) {
+            let slot = match &*k {
+                "utm_source" => &mut c.source,
+                "utm_medium" => &mut c.medium,
+                "utm_campaign" => &mut c.campaign,
+                "utm_term" => &mut c.term,
+                "utm_content" => &mut c.content,
+                other => {
+                    if let Some(kind) = CLICK_IDS.iter().find(|id| **id == other)
+                        && !v.is_empty()
+                        && c.click_id.is_none_or(|cur| {
+                            CLICK_IDS.iter().position(|i| *i == *kind)
+                                < CLICK_IDS.iter().position(|i| *i == cur)
+                        })
+                    {
+                        c.click_id = Some(kind);
+                    }
+                    continue;
+                }
+            };
+            if slot.is_none() {
+                *slot = campaign_value(&v);
+            }
+        }
+        c
+    }
+}
+
+/// Case-folded, trimmed, NFC; identifier-shaped values become placeholders (decision 15).
+fn campaign_value(v: &str) -> Option<Arc<str>> {
+    let v: String = v.trim().nfc().collect::<String>().to_lowercase();
+    if v.is_empty() {
+        return None;
+    }
+    let v = match identifiers::classify(&v) {
+        Some(kind) => kind.placeholder().to_string(),
+        None => v.chars().take(100).collect(),
+    };
+    Some(Arc::from(v))
+}
+
+const EMAIL_MEDIA: &[&str] = &["email", "e-mail", "e_mail", "mail", "newsletter"];
+const PAID_MEDIA: &[&str] = &[
+    "cpc",
+    "ppc",
+    "paid",
+    "paidsearch",
+    "paid_search",
+    "paid-search",
+    "cpa",
+    "cpv",
+];
+const DISPLAY_MEDIA: &[&str] = &[
+    "display",
+    "banner",
+    "cpm",
+    "affiliate",
+    "affiliates",
+    "interstitial",
+];
+const SOCIAL_MEDIA: &[&str] = &[
+    "social",
+    "social-network",
+    "social-media",
+    "sm",
+    "smm",
+    "social_media",
+    "social_network",
+];
+
+/// The channel of a pageview from its campaign values and referrer kind, in the style of GA4's
+/// default channel grouping (the campaign issue extends this).
+pub fn channel_of(c: &Campaign, referrer: Option<HostKind>) -> &'static str {
+    use channel::*;
+    if let Some(medium) = c.medium.as_deref() {
+        if EMAIL_MEDIA.contains(&medium) {
+            return EMAIL;
+        }
+        if PAID_MEDIA.contains(&medium) {
+            return if referrer == Some(HostKind::Social) {
+                PAID_SOCIAL
+            } else {
+                PAID_SEARCH
+            };
+        }
+        if DISPLAY_MEDIA.contains(&medium) {
+            return DISPLAY;
+        }
+        if SOCIAL_MEDIA.contains(&medium) {
+            return ORGANIC_SOCIAL;
+        }
+        if medium == "organic" {
+            return ORGANIC_SEARCH;
+        }
+        if medium == "referral" {
+            return REFERRAL;
+        }
+    }
+    match c.click_id {
+        Some("gclid" | "gbraid" | "wbraid" | "yclid" | "msclkid") => return PAID_SEARCH,
+        Some("dclid") => return DISPLAY,
+        _ => {}
+    }
+    match referrer {
+        Some(HostKind::Search) => ORGANIC_SEARCH,
+        Some(HostKind::Social) => ORGANIC_SOCIAL,
+        Some(HostKind::Email) => EMAIL,
+        Some(HostKind::Internal) if c.source.is_none() => INTERNAL,
+        Some(HostKind::Internal | HostKind::Other) => REFERRAL,
+        None if c.source.is_some() || c.medium.is_some() => OTHER,
+        None => DIRECT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn campaign_values_and_click_ids() {
+        let c = Campaign::parse(b"utm_source=%20Yandex%20&utm_medium=CPC&utm_campaign=%D0%BE%D1%81%D0%B5%D0%BD%D1%8C&yclid=12345678901&gclid=&x=1");
+        assert_eq!(c.source.as_deref(), Some("yandex"));
+        assert_eq!(c.medium.as_deref(), Some("cpc"));
+        assert_eq!(c.campaign.as_deref(), Some("осень"));
+        assert_eq!(c.click_id, Some("yclid"), "an empty gclid is no click id");
+        let c = Campaign::parse(b"utm_content=ivan.petrov%40mail.ru&utm_term=9f86d081884c7d659a2f");
+        assert_eq!(c.content.as_deref(), Some(":email"));
+        assert_eq!(c.term.as_deref(), Some(":token"));
+    }
+
+    #[test]
+    fn channels() {
+        use channel::*;
+        let none = Campaign::default();
+        let with = |q: &str| Campaign::parse(q.as_bytes());
+        assert_eq!(channel_of(&none, None), DIRECT);
+        assert_eq!(channel_of(&none, Some(HostKind::Search)), ORGANIC_SEARCH);
+        assert_eq!(channel_of(&none, Some(HostKind::Social)), ORGANIC_SOCIAL);
+        assert_eq!(channel_of(&none, Some(HostKind::Email)), EMAIL);
+        assert_eq!(channel_of(&none, Some(HostKind::Internal)), INTERNAL);
+        assert_eq!(channel_of(&none, Some(HostKind::Other)), REFERRAL);
+        assert_eq!(channel_of(&with("utm_medium=email"), None), EMAIL);
+        assert_eq!(
+            channel_of(&with("utm_medium=cpc"), Some(HostKind::Search)),
+            PAID_SEARCH
+        );
+        assert_eq!(
+            channel_of(&with("utm_medium=cpc"), Some(HostKind::Social)),
+            PAID_SOCIAL
+        );
+        assert_eq!(
+            channel_of(&with("yclid=1"), Some(HostKind::Search)),
+            PAID_SEARCH
+        );
+        assert_eq!(
+            channel_of(&with("ysclid=1"), Some(HostKind::Search)),
+            ORGANIC_SEARCH
+        );
+        assert_eq!(channel_of(&with("utm_source=x"), None), OTHER);
+        assert_eq!(channel_of(&with("utm_medium=banner"), None), DISPLAY);
+    }
+
+    #[test]
+    fn status_classes() {
+        let f = Filters::default();
+        assert!(f.status_allowed(200) && f.status_allowed(204) && f.status_allowed(304));
+        assert!(!f.status_allowed(301) && !f.status_allowed(404) && !f.status_allowed(500));
+        let all = Filters {
+            status_classes: vec![],
+            ..Filters::default()
+        };
+        assert!(all.status_allowed(500));
+    }
+
+    #[test]
+    fn local_time_in_moscow_and_new_york() {
+        let msk = jiff::tz::TimeZone::get("Europe/Moscow").unwrap();
+        // 2026-11-24T21:30:00Z is 00:30 on the 25th in Moscow (UTC+3).
+        let ts = 1_795_555_800;
+        let (day, hour, secs) = local_time(&msk, ts);
+        assert_eq!(
+            (day.to_string(), hour, secs),
+            ("2026-11-25".to_string(), 0, 1800)
+        );
+        let ny = jiff::tz::TimeZone::get("America/New_York").unwrap();
+        let (day, hour, _) = local_time(&ny, ts);
+        assert_eq!((day.to_string(), hour), ("2026-11-24".to_string(), 16));
+    }
+}

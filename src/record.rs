@@ -1,0 +1,113 @@
+//! The run record (`OUT/_runs/<run id>.json`): the record of processing that 152-FZ's
+//! depersonalisation rules ask for. It names what was read, what was rejected and filtered
+//! and why, what the privacy rules suppressed, which key epochs were used (by public id) and
+//! every file published with its BLAKE3 hash. It never holds an identifier of a person: no
+//! address, user agent, URL, pseudonym or line text, only counts, line numbers and names.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::disclose::DisclosureCounts;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub logveil_version: String,
+    pub run_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub pipeline: PipelineInfo,
+    /// The days this run released (`YYYY-MM-DD`), or was asked to.
+    pub dates: Vec<DateInfo>,
+    pub inputs: Vec<InputInfo>,
+    pub lines: LineCounts,
+    /// Placed lines that are not pageviews, by filter rule.
+    pub filtered: BTreeMap<String, u64>,
+    pub pageviews: u64,
+    pub visits: u64,
+    pub disclosure: BTreeMap<String, DisclosureCountsRecord>,
+    /// Public ids of the key epochs used: `derive_key(fingerprint context, master ‖ day)`,
+    /// truncated; they cannot be used to recompute a pseudonym.
+    pub key_epochs: BTreeMap<String, String>,
+    pub key_mode: String,
+    pub notes: Vec<String>,
+    pub files: Vec<FileInfo>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PipelineInfo {
+    pub name: String,
+    pub origin: String,
+    pub blake3: String,
+    pub site: String,
+    pub time_zone: String,
+    pub k: u32,
+    pub session_timeout_s: i64,
+    pub max_visit_s: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DateInfo {
+    pub date: String,
+    /// The inputs do not cover the whole span that day's visits can occupy (decision 8).
+    pub partial: bool,
+    /// Whether this run replaced the day's published files.
+    pub published: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InputInfo {
+    pub path: String,
+    pub size_bytes: u64,
+    pub decompressed_bytes: u64,
+    pub gzip: bool,
+    pub lines: u64,
+    /// `true` when an earlier input had identical content: its lines were counted once.
+    pub duplicate_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LineCounts {
+    pub read: u64,
+    pub parsed: u64,
+    pub rejected: u64,
+    /// Rejected lines by reason, with where they are (at most 100 line numbers per file and
+    /// reason). Never their text.
+    pub rejected_by_reason: BTreeMap<String, RejectInfo>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RejectInfo {
+    pub count: u64,
+    /// file path → first line numbers.
+    pub lines: BTreeMap<String, Vec<u64>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DisclosureCountsRecord {
+    pub rows_released: u64,
+    pub rows_suppressed: u64,
+    pub rows_folded: u64,
+    pub other_rows: u64,
+    pub rows_dropped: u64,
+}
+
+impl From<&DisclosureCounts> for DisclosureCountsRecord {
+    fn from(c: &DisclosureCounts) -> Self {
+        DisclosureCountsRecord {
+            rows_released: c.rows_released,
+            rows_suppressed: c.rows_suppressed,
+            rows_folded: c.rows_folded,
+            other_rows: c.other_rows,
+            rows_dropped: c.rows_dropped,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Relative to the output directory.
+    pub path: String,
+    pub rows: u64,
+    pub blake3: String,
+}
