@@ -264,7 +264,7 @@ mod tests {
         .unwrap();
         let day = &p.tables()[0].1[&Day(0)];
         assert_eq!(day.len(), 24);
-        let shown: Vec<i64> = (0..24).filter(|h| !day[*h].suppressed).collect();
+        let shown: Vec<usize> = (0..24).filter(|h| !day[*h].suppressed).collect();
         assert_eq!(shown, vec![9, 12]);
         assert_eq!(counts["hourly"].rows_suppressed, 22);
         // Hour 10 with 4 visitors alone under k: hidden 4 < 5, so hour 9 (next smallest) goes too.
@@ -283,7 +283,7 @@ mod tests {
         )
         .unwrap();
         let day = &p.tables()[0].1[&Day(0)];
-        let shown: Vec<i64> = (0..24).filter(|h| !day[*h].suppressed).collect();
+        let shown: Vec<usize> = (0..24).filter(|h| !day[*h].suppressed).collect();
         assert_eq!(shown, vec![12]);
         assert_eq!(day[12].measures, vec![Some(9), Some(9), Some(9)]);
         assert_eq!(day[9].measures, vec![None, None, None]);

@@ -28,6 +28,9 @@ pub fn parse_line(format: Format, line: &[u8]) -> Result<RawRecord<'_>, Reject> 
     // %l and %u: identd and user; never used (a user name is personal data) and never kept.
     cur.token().ok_or(Reject::Truncated)?;
     cur.token().ok_or(Reject::Truncated)?;
+    if cur.at_end() {
+        return Err(Reject::Truncated);
+    }
     let ts = cur.bracketed().ok_or(Reject::BadTimestamp)?;
     let ts = timestamp::parse_clf(ts).ok_or(Reject::BadTimestamp)?;
     let request = cur.quoted()?.ok_or(Reject::BadRequestField)?;
@@ -71,6 +74,11 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    fn at_end(&mut self) -> bool {
+        self.skip_spaces();
+        self.pos >= self.s.len()
+    }
+
     fn skip_spaces(&mut self) {
         while self.pos < self.s.len() && self.s[self.pos] == b' ' {
             self.pos += 1;

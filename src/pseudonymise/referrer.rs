@@ -95,7 +95,12 @@ impl ReferrerClassifier {
         if let Some(hit) = self.cache.get(host) {
             return hit.clone();
         }
-        let info = self.classify_host(host);
+        let app = referrer.starts_with(b"android-app://");
+        let mut info = self.classify_host(host);
+        if app && let Some(i) = info.as_mut() {
+            // An Android package name is not a domain: publish it whole.
+            i.host = Arc::from(String::from_utf8_lossy(host).to_ascii_lowercase());
+        }
         if self.cache.len() > 1_000_000 {
             self.cache.clear();
         }
