@@ -35,7 +35,10 @@ pub fn classify(value: &str) -> Option<IdentifierKind> {
     if contains_uuid(value) {
         return Some(IdentifierKind::Uuid);
     }
-    if value.split(['-', '_', '.', '~', '+', '=']).any(looks_like_token) {
+    if value
+        .split(['-', '_', '.', '~', '+', '='])
+        .any(looks_like_token)
+    {
         return Some(IdentifierKind::Token);
     }
     if longest_digit_run(value) >= 6 || looks_like_phone(value) {

@@ -395,9 +395,11 @@ pub fn day_start(tz: &jiff::tz::TimeZone, day: Day) -> i64 {
 fn run_id(at: jiff::Timestamp) -> String {
     let mut suffix = [0u8; 3];
     let _ = getrandom::fill(&mut suffix);
+    // Fixed-width and time-ordered, so run records sort by name in the order they ran.
     format!(
-        "{}-{}",
-        at.strftime("%Y%m%dT%H%M%SZ"),
+        "{}{:06}Z-{}",
+        at.strftime("%Y%m%dT%H%M%S."),
+        at.subsec_microsecond(),
         suffix
             .iter()
             .map(|b| format!("{b:02x}"))

@@ -1,1 +1,7 @@
+//! Integration tests: one binary, so Polars is linked once (STYLE.md §1).
 
+mod cli;
+mod helpers;
+mod parse;
+mod privacy;
+mod small;

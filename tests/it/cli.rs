@@ -1,0 +1,388 @@
+//! Commands, exit codes, atomic and idempotent publication, determinism.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::helpers::*;
+
+fn small_pipeline() -> PathBuf {
+    repo().join("sample-data/small/pipeline.toml")
+}
+
+/// Parquet files under `out` → BLAKE3, by relative path.
+fn parquet_hashes(out: &Path) -> BTreeMap<String, String> {
+    files_under(out)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| {
+            let rel = p.strip_prefix(out).unwrap().display().to_string();
+            (
+                rel,
+                blake3::hash(&std::fs::read(&p).unwrap())
+                    .to_hex()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cli_keygen_mode_and_no_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let o = logveil().arg("keygen").arg(&key).output().unwrap();
+    assert!(o.status.success());
+    let first = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(first.trim().len(), 64);
+    assert!(first.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let o = logveil().arg("keygen").arg(&key).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        first,
+        "the key was not overwritten"
+    );
+    // Two keys differ.
+    let other = dir.path().join("k2");
+    assert!(
+        logveil()
+            .arg("keygen")
+            .arg(&other)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert_ne!(std::fs::read_to_string(&other).unwrap(), first);
+}
+
+#[test]
+fn cli_key_file_errors_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let missing = dir.path().join("nope.key");
+    let o = run(
+        &small_pipeline(),
+        &out,
+        &["--key-file", missing.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("logveil keygen"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = dir.path().join("open.key");
+        assert!(
+            logveil()
+                .arg("keygen")
+                .arg(&open)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = run(
+            &small_pipeline(),
+            &out,
+            &["--key-file", open.to_str().unwrap()],
+        );
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("chmod 600"), "{err}");
+        let key = std::fs::read_to_string(&open).unwrap();
+        assert!(!err.contains(key.trim()), "the key must not be echoed");
+    }
+    assert!(
+        !out.join("overview").exists(),
+        "nothing is published on a key error"
+    );
+}
+
+#[test]
+fn cli_config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, "site = \"example.ru\"\ninputs = [\"a.log\"]\nkey = \"ephemeral\"\nsesion_timeout = \"30m\"\n").unwrap();
+    let o = run(&p, &dir.path().join("out"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sesion_timeout") && err.contains("line 4"),
+        "{err}"
+    );
+    let o = logveil()
+        .args(["run", "--date", "2026-13-01"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn cli_missing_input_fails_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        &small_pipeline(),
+        &dir.path().join("out"),
+        &["--input", "/nonexistent/*.log"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/*.log"));
+}
+
+#[test]
+fn cli_output_is_deterministic_whatever_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    assert!(run(&small_pipeline(), &a, &[]).status.success());
+    assert!(run(&small_pipeline(), &b, &[]).status.success());
+    let key = dir.path().join("k");
+    assert!(
+        logveil()
+            .arg("keygen")
+            .arg(&key)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert!(
+        run(
+            &small_pipeline(),
+            &c,
+            &["--key-file", key.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    let (ha, hb, hc) = (parquet_hashes(&a), parquet_hashes(&b), parquet_hashes(&c));
+    assert_eq!(ha.len(), 10);
+    assert_eq!(ha, hb, "two ephemeral keys");
+    assert_eq!(ha, hc, "ephemeral key vs key file");
+}
+
+#[test]
+fn cli_rerun_of_a_date_replaces_that_date_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(run(&small_pipeline(), &out, &[]).status.success());
+    let before = parquet_hashes(&out);
+    // Plant a marker in the other day's partition: a re-run of 2026-11-03 must not touch it.
+    let other_day = out.join("pages/date=2026-11-04/part-0.parquet");
+    let other_bytes = std::fs::read(&other_day).unwrap();
+    let mtime = std::fs::metadata(&other_day).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let o = run(&small_pipeline(), &out, &["--date", "2026-11-03"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = parquet_hashes(&out);
+    assert_eq!(before, after, "the same inputs give the same files");
+    assert_eq!(std::fs::read(&other_day).unwrap(), other_bytes);
+    assert_eq!(
+        std::fs::metadata(&other_day).unwrap().modified().unwrap(),
+        mtime,
+        "another day was rewritten"
+    );
+    let r = run_record(&out);
+    let dates: Vec<&str> = r["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["date"].as_str().unwrap())
+        .collect();
+    assert_eq!(dates, ["2026-11-03"]);
+    assert_eq!(r["files"].as_array().unwrap().len(), 5);
+    // Two committed run records, no staging, no pending record.
+    let runs: Vec<PathBuf> = files_under(&out.join("_runs"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(runs.len(), 2);
+    assert!(!out.join("_staging").exists());
+}
+
+#[test]
+fn cli_corrupt_gzip_fails_and_keeps_previous_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(run(&small_pipeline(), &out, &[]).status.success());
+    let before = parquet_hashes(&out);
+    // A gzip file cut in half.
+    let log = std::fs::read(repo().join("sample-data/small/access.log")).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for _ in 0..50 {
+        enc.write_all(&log).unwrap();
+    }
+    let gz = enc.finish().unwrap();
+    let cut = dir.path().join("cut.log.gz");
+    std::fs::write(&cut, &gz[..gz.len() / 2]).unwrap();
+    let o = run(&small_pipeline(), &out, &["--input", cut.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cut.log.gz") && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert_eq!(parquet_hashes(&out), before, "previous outputs untouched");
+}
+
+#[test]
+fn cli_gzip_input_gives_the_same_tables_as_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::read(repo().join("sample-data/small/access.log")).unwrap();
+    let gz_path = dir.path().join("access.log.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&log).unwrap();
+    std::fs::write(&gz_path, enc.finish().unwrap()).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    assert!(run(&small_pipeline(), &a, &[]).status.success());
+    let o = run(
+        &small_pipeline(),
+        &b,
+        &["--input", gz_path.to_str().unwrap()],
+    );
+    assert!(o.status.success());
+    assert_eq!(parquet_hashes(&a), parquet_hashes(&b));
+    assert_eq!(run_record(&b)["inputs"][0]["gzip"], true);
+}
+
+#[test]
+fn cli_duplicate_inputs_are_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.log");
+    std::fs::copy(repo().join("sample-data/small/access.log"), &copy).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    assert!(run(&small_pipeline(), &a, &[]).status.success());
+    let original = repo().join("sample-data/small/access.log");
+    let o = run(
+        &small_pipeline(),
+        &b,
+        &[
+            "--input",
+            original.to_str().unwrap(),
+            "--input",
+            copy.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    assert_eq!(parquet_hashes(&a), parquet_hashes(&b));
+    let r = run_record(&b);
+    assert_eq!(r["lines"]["read"], 21);
+    assert!(r["inputs"][1]["duplicate_of"].is_string());
+}
+
+#[test]
+fn cli_empty_input_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.log");
+    std::fs::write(&empty, b"").unwrap();
+    let out = dir.path().join("out");
+    let o = run(
+        &small_pipeline(),
+        &out,
+        &["--input", empty.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing was published"));
+    assert!(!out.join("overview").exists());
+}
+
+#[test]
+fn cli_lock_held_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let _held = logveil::output::lock(&out).unwrap();
+    let o = run(&small_pipeline(), &out, &[]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lock"));
+}
+
+#[test]
+fn cli_interrupted_publication_is_finished_and_stale_staging_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(run(&small_pipeline(), &out, &[]).status.success());
+    let good = parquet_hashes(&out);
+    // Simulate a run killed after writing its pending record and one staged file, before
+    // renaming: the staged file replaces the published one when the next run starts.
+    let staged_rel = "pages/date=2026-11-04/part-0.parquet";
+    let staged = out.join("_staging/run-x").join(staged_rel);
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    std::fs::copy(out.join("pages/date=2026-11-03/part-0.parquet"), &staged).unwrap();
+    let mut record = run_record(&out);
+    record["run_id"] = "run-x".into();
+    record["files"] = serde_json::json!([{"path": staged_rel, "rows": 4, "blake3": ""}]);
+    std::fs::write(
+        out.join("_runs/run-x.pending.json"),
+        serde_json::to_string(&record).unwrap(),
+    )
+    .unwrap();
+    // And a killed run that never got as far as its pending record.
+    std::fs::create_dir_all(out.join("_staging/run-y/overview")).unwrap();
+    std::fs::write(
+        out.join("_staging/run-y/overview/half.parquet"),
+        b"PAR1 half",
+    )
+    .unwrap();
+
+    let o = logveil()
+        .args(["run", "--pipeline"])
+        .arg(small_pipeline())
+        .arg("--output")
+        .arg(&out)
+        .args(["--date", "2026-11-03"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("finished the interrupted publication of run run-x"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("removed the staging of unfinished run run-y"),
+        "{stdout}"
+    );
+    assert!(!out.join("_staging").exists());
+    assert!(out.join("_runs/run-x.json").exists());
+    let now = parquet_hashes(&out);
+    assert_eq!(
+        now[staged_rel], good["pages/date=2026-11-03/part-0.parquet"],
+        "the staged file was moved into place"
+    );
+}
+
+#[test]
+fn cli_validate_every_pipeline_file() {
+    for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
+        let p = entry.unwrap().path();
+        let o = logveil()
+            .arg("validate")
+            .arg("--pipeline")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = logveil().arg("validate").output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("embedded demo"));
+}

@@ -1,0 +1,101 @@
+//! Running the binary and reading what it wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use polars::prelude::*;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn logveil() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("logveil").expect("binary built")
+}
+
+/// Runs `logveil run` with the given pipeline and output, plus extra arguments.
+pub fn run(pipeline: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut cmd = logveil();
+    cmd.arg("run")
+        .arg("--pipeline")
+        .arg(pipeline)
+        .arg("--output")
+        .arg(out)
+        .args(extra);
+    cmd.output().expect("runs")
+}
+
+pub fn read_parquet(path: &Path) -> DataFrame {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ParquetReader::new(file).finish().unwrap()
+}
+
+pub fn table(out: &Path, table: &str, date: &str) -> DataFrame {
+    read_parquet(
+        &out.join(table)
+            .join(format!("date={date}"))
+            .join("part-0.parquet"),
+    )
+}
+
+pub fn strs(df: &DataFrame, name: &str) -> Vec<Option<String>> {
+    df.column(name)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|s| s.map(str::to_string))
+        .collect()
+}
+
+pub fn ints(df: &DataFrame, name: &str) -> Vec<Option<i64>> {
+    df.column(name).unwrap().i64().unwrap().iter().collect()
+}
+
+pub fn floats(df: &DataFrame, name: &str) -> Vec<Option<f64>> {
+    df.column(name).unwrap().f64().unwrap().iter().collect()
+}
+
+pub fn bools(df: &DataFrame, name: &str) -> Vec<Option<bool>> {
+    df.column(name).unwrap().bool().unwrap().iter().collect()
+}
+
+pub fn names(df: &DataFrame) -> Vec<String> {
+    df.get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The run record written by the last run.
+pub fn run_record(out: &Path) -> serde_json::Value {
+    let mut records: Vec<PathBuf> = files_under(&out.join("_runs"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    records.sort();
+    let text = std::fs::read_to_string(records.last().expect("a run record")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn some(v: &[&str]) -> Vec<Option<String>> {
+    v.iter().map(|s| Some(s.to_string())).collect()
+}
