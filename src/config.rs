@@ -159,7 +159,11 @@ impl Pipeline {
         let file: PipelineFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let resolve = |p: &str| {
             let p = PathBuf::from(p);
-            if p.is_absolute() { p } else { base.join(p) }
+            if p.is_absolute() {
+                p
+            } else {
+                lexically_normal(&base.join(p))
+            }
         };
         let site = file.site.trim().to_ascii_lowercase();
         if site.is_empty() {
@@ -281,6 +285,28 @@ impl Pipeline {
             path_rules,
             host_lists,
         })
+    }
+}
+
+/// `pipelines/../out` → `out`, without touching the file system (the path may not exist yet).
+fn lexically_normal(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
 

@@ -101,7 +101,7 @@ impl TableName {
         matches!(self, TableName::Overview | TableName::Hourly)
     }
 
-    fn from_pageviews(self) -> bool {
+    fn counts_pageviews(self) -> bool {
         matches!(self, TableName::Pages)
     }
 
@@ -232,7 +232,7 @@ pub fn sessionise(
 
 /// One partial table: `day`, the table's keys, its measures (Int64).
 pub fn partial_table(sessions: &Sessions, table: TableName) -> PolarsResult<DataFrame> {
-    let source = if table.from_pageviews() {
+    let source = if table.counts_pageviews() {
         &sessions.pageviews
     } else {
         &sessions.visits
@@ -274,7 +274,7 @@ pub fn other_rows(
     table: TableName,
     folded: DataFrame,
 ) -> PolarsResult<DataFrame> {
-    let source = if table.from_pageviews() {
+    let source = if table.counts_pageviews() {
         &sessions.pageviews
     } else {
         &sessions.visits

@@ -217,7 +217,7 @@ impl Pseudonymiser {
             && let Some(vhost) = rec.vhost
         {
             let vhost = String::from_utf8_lossy(vhost).to_ascii_lowercase();
-            if !self.settings.site_hosts.iter().any(|h| vhost == *h) {
+            if !self.settings.site_hosts.contains(&vhost) {
                 return Outcome::Filtered(OtherSite);
             }
         }

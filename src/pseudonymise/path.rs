@@ -92,15 +92,16 @@ fn decode(path: &[u8]) -> String {
     let mut i = 0;
     while i < path.len() {
         let b = path[i];
-        if b == b'%' && i + 2 < path.len() {
-            if let (Some(h), Some(l)) = (hex(path[i + 1]), hex(path[i + 2])) {
-                bytes.push(PathByte {
-                    value: h << 4 | l,
-                    was_encoded: true,
-                });
-                i += 3;
-                continue;
-            }
+        if b == b'%'
+            && i + 2 < path.len()
+            && let (Some(h), Some(l)) = (hex(path[i + 1]), hex(path[i + 2]))
+        {
+            bytes.push(PathByte {
+                value: h << 4 | l,
+                was_encoded: true,
+            });
+            i += 3;
+            continue;
         }
         bytes.push(PathByte {
             value: b,

@@ -4,4 +4,5 @@ mod cli;
 mod helpers;
 mod parse;
 mod privacy;
+mod realistic;
 mod small;
