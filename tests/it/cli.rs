@@ -367,7 +367,7 @@ fn cli_interrupted_publication_is_finished_and_stale_staging_removed() {
 }
 
 #[test]
-fn cli_validate_every_pipeline_file() {
+fn cli_validate_and_run_every_pipeline_file() {
     for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
         let p = entry.unwrap().path();
         let o = logveil()
@@ -382,7 +382,57 @@ fn cli_validate_every_pipeline_file() {
             p.display(),
             String::from_utf8_lossy(&o.stderr)
         );
+        let dir = tempfile::tempdir().unwrap();
+        let o = run(&p, &dir.path().join("out"), &[]);
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            dir.path()
+                .join("out/overview/date=2026-11-03/part-0.parquet")
+                .exists()
+        );
     }
     let o = logveil().arg("validate").output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("embedded demo"));
+}
+
+#[test]
+fn cli_vhost_format_skips_other_sites_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+    let mut log = String::new();
+    for (i, host) in [
+        "example.ru:443",
+        "www.example.ru:80",
+        "other.org:443",
+        "example.ru",
+    ]
+    .iter()
+    .enumerate()
+    {
+        log.push_str(&format!(
+            "{host} 192.0.2.{i} - - [03/Nov/2026:12:0{i}:00 +0300] \"GET /p{i} HTTP/1.1\" 200 10 \"-\" \"{ua}\"\n"
+        ));
+    }
+    std::fs::write(dir.path().join("vhost.log"), log).unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        "site = \"example.ru\"\ninputs = [\"vhost.log\"]\nformat = \"vhost_combined\"\nkey = \"ephemeral\"\nk = 2\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = run(&p, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = run_record(&out);
+    assert_eq!(r["filtered"]["other_site"], 1);
+    assert_eq!(r["pageviews"], 3);
+    assert_eq!(
+        ints(&table(&out, "overview", "2026-11-03"), "visitors"),
+        [Some(3)]
+    );
 }
