@@ -19,6 +19,11 @@ use std::collections::BTreeMap;
 use crate::aggregate::{KeyValue, Row, TableName};
 use crate::day::Day;
 
+/// Computes the exact measures of the union of rows: given (day, keys) pairs of one table,
+/// the measures of their union per day (a second pass over the partials).
+pub type OtherRows<'a> =
+    dyn FnMut(TableName, &[(Day, Vec<KeyValue>)]) -> anyhow::Result<BTreeMap<Day, Vec<i64>>> + 'a;
+
 /// A released row. `measures` are `None` only in suppressed rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReleasedRow {
@@ -70,7 +75,7 @@ pub fn disclose(
     for (table, rows) in merged {
         let mut c = DisclosureCounts::default();
         let by_day = if table.public_keys() {
-            suppress_public(table, rows, k, days, &mut c)
+            suppress_public(table, rows, k, days, &mut c, &mut other)?
         } else {
             fold_small(table, rows, k, &mut c, &mut other)?
         };
@@ -86,15 +91,17 @@ fn suppress_public(
     k: i64,
     days: (Day, Day),
     c: &mut DisclosureCounts,
-) -> BTreeMap<Day, Vec<ReleasedRow>> {
+    other: &mut OtherRows<'_>,
+) -> anyhow::Result<BTreeMap<Day, Vec<ReleasedRow>>> {
     let zero = vec![0i64; table.measures().len()];
     let all_keys: Vec<Vec<KeyValue>> = match table {
         TableName::Hourly => (0..24).map(|h| vec![KeyValue::Int(h)]).collect(),
         _ => vec![vec![]],
     };
-    let mut out = BTreeMap::new();
+    // Every key of every day, and which are suppressed (under k to start with).
+    let mut by_day: BTreeMap<Day, (Vec<Row>, Vec<bool>)> = BTreeMap::new();
     for day in (days.0.0..=days.1.0).map(Day) {
-        let mut full: Vec<Row> = all_keys
+        let full: Vec<Row> = all_keys
             .iter()
             .map(|keys| {
                 rows.iter()
@@ -107,28 +114,49 @@ fn suppress_public(
                     })
             })
             .collect();
-        let mut suppressed: Vec<bool> = full.iter().map(|r| r.visitors() < k).collect();
-        let any = suppressed.iter().any(|s| *s);
-        let mut hidden: i64 = full
+        let suppressed = full.iter().map(|r| r.visitors() < k).collect();
+        by_day.insert(day, (full, suppressed));
+    }
+    // While the suppressed rows of a day hide fewer than k distinct visitors (counted exactly
+    // over their union: one person may stand behind several hours), suppress the smallest
+    // released row too.
+    loop {
+        let hidden: Vec<(Day, Vec<KeyValue>)> = by_day
             .iter()
-            .zip(&suppressed)
-            .filter(|(_, s)| **s)
-            .map(|(r, _)| r.visitors())
-            .sum();
-        while any && hidden < k {
-            let next = (0..full.len()).filter(|i| !suppressed[*i]).min_by(|a, b| {
+            .flat_map(|(d, (full, sup))| {
+                full.iter()
+                    .zip(sup)
+                    .filter(|(_, s)| **s)
+                    .map(move |(r, _)| (*d, r.keys.clone()))
+            })
+            .collect();
+        if hidden.is_empty() {
+            break;
+        }
+        let union = other(table, &hidden)?;
+        let mut changed = false;
+        for (day, (full, sup)) in by_day.iter_mut() {
+            let any = sup.iter().any(|s| *s);
+            let hidden_visitors = union.get(day).map_or(0, |m| m[0]);
+            if !any || hidden_visitors >= k {
+                continue;
+            }
+            let next = (0..full.len()).filter(|i| !sup[*i]).min_by(|a, b| {
                 (full[*a].visitors(), &full[*a].keys).cmp(&(full[*b].visitors(), &full[*b].keys))
             });
-            match next {
-                Some(i) => {
-                    suppressed[i] = true;
-                    hidden += full[i].visitors();
-                }
-                None => break,
+            if let Some(i) = next {
+                sup[i] = true;
+                changed = true;
             }
         }
+        if !changed {
+            break;
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (day, (full, suppressed)) in by_day {
         let released = full
-            .drain(..)
+            .into_iter()
             .zip(suppressed)
             .map(|(r, s)| {
                 if s {
@@ -150,7 +178,7 @@ fn suppress_public(
             .collect();
         out.insert(day, released);
     }
-    out
+    Ok(out)
 }
 
 fn fold_small(
@@ -158,10 +186,7 @@ fn fold_small(
     rows: Vec<Row>,
     k: i64,
     c: &mut DisclosureCounts,
-    other: &mut impl FnMut(
-        TableName,
-        &[(Day, Vec<KeyValue>)],
-    ) -> anyhow::Result<BTreeMap<Day, Vec<i64>>>,
+    other: &mut OtherRows<'_>,
 ) -> anyhow::Result<BTreeMap<Day, Vec<ReleasedRow>>> {
     let mut by_day: BTreeMap<Day, (Vec<Row>, Vec<Row>)> = BTreeMap::new();
     for r in rows {
@@ -244,49 +269,81 @@ mod tests {
         }
     }
 
+    fn hourly(rows: &[(i64, i64)]) -> Vec<Row> {
+        rows.iter()
+            .map(|&(h, v)| Row {
+                day: Day(0),
+                keys: vec![KeyValue::Int(h)],
+                measures: vec![v, v, v],
+            })
+            .collect()
+    }
+
+    /// The union of hidden hours when every visitor is behind one hour only: the sum.
+    fn distinct_sum(rows: Vec<Row>) -> Box<OtherRows<'static>> {
+        Box::new(move |_, keys| {
+            let v: i64 = rows
+                .iter()
+                .filter(|r| keys.iter().any(|(_, k)| *k == r.keys))
+                .map(|r| r.visitors())
+                .sum();
+            Ok(BTreeMap::from([(Day(0), vec![v, v, v])]))
+        })
+    }
+
+    fn shown(p: &Publishable) -> Vec<usize> {
+        let day = &p.tables()[0].1[&Day(0)];
+        assert_eq!(day.len(), 24);
+        (0..24).filter(|h| !day[*h].suppressed).collect()
+    }
+
     #[test]
     fn disclose_hourly_suppresses_until_the_hidden_rows_reach_k() {
         // Hours 9 (7 visitors), 10 (3), 11 (2), 12 (9); k = 5. Rows under k: the 20 empty hours,
         // 10 and 11 → hidden 5 ≥ k, nothing more is suppressed.
-        let rows = [(9, 7), (10, 3), (11, 2), (12, 9)]
-            .map(|(h, v)| Row {
-                day: Day(0),
-                keys: vec![KeyValue::Int(h)],
-                measures: vec![v, v, v],
-            })
-            .to_vec();
+        let rows = hourly(&[(9, 7), (10, 3), (11, 2), (12, 9)]);
         let (p, counts) = disclose(
             vec![(TableName::Hourly, rows.clone())],
             5,
             (Day(0), Day(0)),
-            |_, _| unreachable!(),
+            distinct_sum(rows),
         )
         .unwrap();
-        let day = &p.tables()[0].1[&Day(0)];
-        assert_eq!(day.len(), 24);
-        let shown: Vec<usize> = (0..24).filter(|h| !day[*h].suppressed).collect();
-        assert_eq!(shown, vec![9, 12]);
+        assert_eq!(shown(&p), vec![9, 12]);
         assert_eq!(counts["hourly"].rows_suppressed, 22);
         // Hour 10 with 4 visitors alone under k: hidden 4 < 5, so hour 9 (next smallest) goes too.
-        let rows = [(9, 7), (10, 4), (12, 9)]
-            .map(|(h, v)| Row {
-                day: Day(0),
-                keys: vec![KeyValue::Int(h)],
-                measures: vec![v, v, v],
-            })
-            .to_vec();
+        let rows = hourly(&[(9, 7), (10, 4), (12, 9)]);
         let (p, _) = disclose(
-            vec![(TableName::Hourly, rows)],
+            vec![(TableName::Hourly, rows.clone())],
             5,
             (Day(0), Day(0)),
-            |_, _| unreachable!(),
+            distinct_sum(rows),
         )
         .unwrap();
+        assert_eq!(shown(&p), vec![12]);
         let day = &p.tables()[0].1[&Day(0)];
-        let shown: Vec<usize> = (0..24).filter(|h| !day[*h].suppressed).collect();
-        assert_eq!(shown, vec![12]);
         assert_eq!(day[12].measures, vec![Some(9), Some(9), Some(9)]);
         assert_eq!(day[9].measures, vec![None, None, None]);
+    }
+
+    #[test]
+    fn disclose_hourly_counts_hidden_visitors_over_their_union() {
+        // Hours 10 (3) and 11 (2) are the same 3 people: their union is 3 < 5, although
+        // the sum is 5, so hour 9 is suppressed too.
+        let rows = hourly(&[(9, 7), (10, 3), (11, 2), (12, 9)]);
+        let union = |_: TableName, keys: &[(Day, Vec<KeyValue>)]| {
+            let has = |h: i64| keys.iter().any(|(_, k)| k[0] == KeyValue::Int(h));
+            let v = if has(9) {
+                10
+            } else if has(10) || has(11) {
+                3
+            } else {
+                0
+            };
+            Ok(BTreeMap::from([(Day(0), vec![v, v, v])]))
+        };
+        let (p, _) = disclose(vec![(TableName::Hourly, rows)], 5, (Day(0), Day(0)), union).unwrap();
+        assert_eq!(shown(&p), vec![12]);
     }
 
     #[test]

@@ -329,6 +329,12 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     )
     .map_err(polars_err("sessions"))?;
     record.visits = sessions.visits.height() as u64;
+    if record.visits == 0 {
+        notes.push(format!(
+            "no visit starts between {} and {} in these inputs: the published tables are empty",
+            days.0, days.1
+        ));
+    }
     let mut merged = Vec::new();
     for table in TABLES {
         let partial =

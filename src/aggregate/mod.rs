@@ -331,28 +331,30 @@ pub fn keys_frame(table: TableName, keys: &[(Day, Vec<KeyValue>)]) -> PolarsResu
         keys.iter().map(|(d, _)| d.0).collect::<Vec<i32>>(),
     )];
     for (i, name) in table.keys().iter().enumerate() {
-        let column = if *name == "hour" {
-            let v: Vec<Option<i32>> = keys
-                .iter()
-                .map(|(_, k)| match &k[i] {
-                    KeyValue::Int(h) => Some(*h as i32),
-                    KeyValue::Str(_) => None,
-                })
-                .collect();
-            Column::new((*name).into(), v)
-        } else {
-            let v: Vec<Option<&str>> = keys
-                .iter()
-                .map(|(_, k)| match &k[i] {
-                    KeyValue::Str(s) => s.as_deref(),
-                    KeyValue::Int(_) => None,
-                })
-                .collect();
-            Column::new((*name).into(), v)
-        };
-        columns.push(column);
+        columns.push(key_column(name, keys.iter().map(|(_, k)| &k[i])));
     }
     DataFrame::new(keys.len(), columns)
+}
+
+/// One key column: `hour` is Int32, every other key a string.
+pub fn key_column<'a>(name: &str, values: impl Iterator<Item = &'a KeyValue>) -> Column {
+    if name == "hour" {
+        let v: Vec<Option<i32>> = values
+            .map(|k| match k {
+                KeyValue::Int(h) => Some(*h as i32),
+                KeyValue::Str(_) => None,
+            })
+            .collect();
+        Column::new(name.into(), v)
+    } else {
+        let v: Vec<Option<&str>> = values
+            .map(|k| match k {
+                KeyValue::Str(s) => s.as_deref(),
+                KeyValue::Int(_) => None,
+            })
+            .collect();
+        Column::new(name.into(), v)
+    }
 }
 
 /// Per-day measures of `other_rows`' result.

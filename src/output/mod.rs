@@ -77,46 +77,30 @@ pub fn recover(out: &Path) -> Result<Vec<String>, OutputError> {
     let mut notes = Vec::new();
     let runs = out.join("_runs");
     let mut pending_ids = BTreeSet::new();
-    if runs.is_dir() {
-        for entry in fs::read_dir(&runs).map_err(io_err(&runs))? {
-            let path = entry.map_err(io_err(&runs))?.path();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let Some(id) = name.strip_suffix(".pending.json") else {
-                continue;
-            };
-            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-            let record: RunRecord =
-                serde_json::from_str(&text).map_err(|e| OutputError::Record {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-            for f in &record.files {
-                let staged = out.join("_staging").join(id).join(&f.path);
-                if staged.exists() {
-                    let dest = out.join(&f.path);
-                    if let Some(parent) = dest.parent() {
-                        fs::create_dir_all(parent).map_err(io_err(parent))?;
-                    }
-                    fs::rename(&staged, &dest).map_err(io_err(&dest))?;
+    for (name, path) in record_files(&runs)? {
+        let Some(id) = name.strip_suffix(".pending.json") else {
+            continue;
+        };
+        for f in &read_record(&path)?.files {
+            let staged = out.join("_staging").join(id).join(&f.path);
+            if staged.exists() {
+                let dest = out.join(&f.path);
+                if let Some(parent) = dest.parent() {
+                    fs::create_dir_all(parent).map_err(io_err(parent))?;
                 }
+                fs::rename(&staged, &dest).map_err(io_err(&dest))?;
             }
-            fs::rename(&path, runs.join(format!("{id}.json"))).map_err(io_err(&path))?;
-            notes.push(format!("finished the interrupted publication of run {id}"));
-            pending_ids.insert(id.to_string());
         }
+        fs::rename(&path, runs.join(format!("{id}.json"))).map_err(io_err(&path))?;
+        notes.push(format!("finished the interrupted publication of run {id}"));
+        pending_ids.insert(id.to_string());
     }
     let staging = out.join("_staging");
     if staging.is_dir() {
         for entry in fs::read_dir(&staging).map_err(io_err(&staging))? {
             let path = entry.map_err(io_err(&staging))?.path();
             fs::remove_dir_all(&path).map_err(io_err(&path))?;
-            let id = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let id = file_name(&path);
             if !pending_ids.contains(&id) {
                 notes.push(format!("removed the staging of unfinished run {id}"));
             }
@@ -127,35 +111,48 @@ pub fn recover(out: &Path) -> Result<Vec<String>, OutputError> {
 }
 
 /// Days already published and whether each was partial, from the committed run records
-/// (later records win).
+/// (later records win; run ids sort in the order the runs started).
 pub fn published_days(out: &Path) -> Result<BTreeMap<String, bool>, OutputError> {
-    let runs = out.join("_runs");
-    let mut records = Vec::new();
-    if runs.is_dir() {
-        for entry in fs::read_dir(&runs).map_err(io_err(&runs))? {
-            let path = entry.map_err(io_err(&runs))?.path();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if name.ends_with(".json") && !name.ends_with(".pending.json") {
-                records.push(path);
-            }
-        }
-    }
-    records.sort();
     let mut days = BTreeMap::new();
-    for path in records {
-        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-        let record: RunRecord = serde_json::from_str(&text).map_err(|e| OutputError::Record {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        for d in record.dates.iter().filter(|d| d.published) {
+    for (name, path) in record_files(&out.join("_runs"))? {
+        if name.ends_with(".pending.json") {
+            continue;
+        }
+        for d in read_record(&path)?.dates.iter().filter(|d| d.published) {
             days.insert(d.date.clone(), d.partial);
         }
     }
     Ok(days)
+}
+
+/// `*.json` files of the run-record directory, sorted by name.
+fn record_files(runs: &Path) -> Result<Vec<(String, PathBuf)>, OutputError> {
+    let mut files = Vec::new();
+    if runs.is_dir() {
+        for entry in fs::read_dir(runs).map_err(io_err(runs))? {
+            let path = entry.map_err(io_err(runs))?.path();
+            let name = file_name(&path);
+            if name.ends_with(".json") {
+                files.push((name, path));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_record(path: &Path) -> Result<RunRecord, OutputError> {
+    let text = fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|e| OutputError::Record {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Writes the release for `days_to_publish` and commits `record` (its `files` are filled in).

@@ -8,7 +8,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::OutputError;
-use crate::aggregate::{KeyValue, TableName};
+use crate::aggregate::{self, TableName};
 use crate::disclose::ReleasedRow;
 
 /// Writes one table's rows of one day.
@@ -33,26 +33,7 @@ pub fn write_table(table: TableName, rows: &[ReleasedRow], path: &Path) -> Resul
 pub fn frame(table: TableName, rows: &[ReleasedRow]) -> PolarsResult<DataFrame> {
     let mut columns = Vec::new();
     for (i, key) in table.keys().iter().enumerate() {
-        let column = if *key == "hour" {
-            let v: Vec<Option<i32>> = rows
-                .iter()
-                .map(|r| match &r.keys[i] {
-                    KeyValue::Int(h) => Some(*h as i32),
-                    KeyValue::Str(_) => None,
-                })
-                .collect();
-            Column::new((*key).into(), v)
-        } else {
-            let v: Vec<Option<&str>> = rows
-                .iter()
-                .map(|r| match &r.keys[i] {
-                    KeyValue::Str(s) => s.as_deref(),
-                    KeyValue::Int(_) => None,
-                })
-                .collect();
-            Column::new((*key).into(), v)
-        };
-        columns.push(column);
+        columns.push(aggregate::key_column(key, rows.iter().map(|r| &r.keys[i])));
     }
     let measure = |name: &str| -> Vec<Option<i64>> {
         let idx = table

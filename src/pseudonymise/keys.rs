@@ -123,7 +123,7 @@ impl MasterKey {
         }
         let mut distinct = [false; 256];
         bytes.iter().for_each(|&b| distinct[b as usize] = true);
-        // 32 random bytes have fewer than 12 distinct values with probability below 10⁻³⁰.
+        // 32 random bytes have fewer than 12 distinct values with probability about 10⁻²⁵.
         if distinct.iter().filter(|&&d| d).count() < 12 {
             return Err(KeyError::Weak { path: shown });
         }

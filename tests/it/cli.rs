@@ -197,12 +197,7 @@ fn cli_rerun_of_a_date_replaces_that_date_only() {
         "another day was rewritten"
     );
     let r = run_record(&out);
-    let dates: Vec<&str> = r["dates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["date"].as_str().unwrap())
-        .collect();
+    let dates = record_dates(&r);
     assert_eq!(dates, ["2026-11-03"]);
     assert_eq!(r["files"].as_array().unwrap().len(), 5);
     // Two committed run records, no staging, no pending record.

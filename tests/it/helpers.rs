@@ -99,3 +99,13 @@ pub fn run_record(out: &Path) -> serde_json::Value {
 pub fn some(v: &[&str]) -> Vec<Option<String>> {
     v.iter().map(|s| Some(s.to_string())).collect()
 }
+
+/// The dates a run record lists.
+pub fn record_dates(record: &serde_json::Value) -> Vec<String> {
+    record["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["date"].as_str().unwrap().to_string())
+        .collect()
+}

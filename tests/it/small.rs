@@ -171,12 +171,7 @@ fn small_run_record() {
     assert_eq!(r["key_mode"], "ephemeral");
     assert_eq!(r["disclosure"]["pages"]["rows_folded"], 2);
     assert_eq!(r["disclosure"]["hourly"]["rows_suppressed"], 22 + 24);
-    let dates: Vec<&str> = r["dates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["date"].as_str().unwrap())
-        .collect();
+    let dates = record_dates(&r);
     assert_eq!(dates, ["2026-11-03", "2026-11-04"]);
     // Ten files (5 tables × 2 days), each listed with its BLAKE3.
     let files = r["files"].as_array().unwrap();
