@@ -47,7 +47,9 @@ pub struct PipelineFile {
     /// IANA time zone for dates and hours (default `UTC`).
     pub time_zone: Option<String>,
     /// `"ephemeral"` (a fresh random key per run, never written) or a key file path.
-    pub key: String,
+    pub key: Option<String>,
+    /// A key ring directory (one master per period, `logveil key rotate`); instead of `key`.
+    pub key_dir: Option<String>,
     /// Gap that ends a visit (default `30m`).
     pub session_timeout: Option<String>,
     /// Longest visit before it is cut (default `6h`).
@@ -94,6 +96,7 @@ pub struct PathRuleFile {
 pub enum KeySource {
     Ephemeral,
     File(PathBuf),
+    Ring(PathBuf),
 }
 
 /// A validated pipeline.
@@ -186,14 +189,16 @@ impl Pipeline {
                 "unknown time zone {time_zone_name:?}: use an IANA name such as \"Europe/Moscow\""
             ))
         })?;
-        let key = match file.key.trim() {
-            "ephemeral" => KeySource::Ephemeral,
-            "" => {
+        let key = match (file.key.as_deref().map(str::trim), &file.key_dir) {
+            (Some(_), Some(_)) => return Err(invalid("give `key` or `key_dir`, not both".into())),
+            (None, Some(dir)) => KeySource::Ring(resolve(dir)),
+            (Some("ephemeral"), None) => KeySource::Ephemeral,
+            (Some(""), None) | (None, None) => {
                 return Err(invalid(
-                    "`key` must be \"ephemeral\" or a key file path".into(),
+                    "`key` must be \"ephemeral\" or a key file path (or give `key_dir`)".into(),
                 ));
             }
-            p => KeySource::File(resolve(p)),
+            (Some(p), None) => KeySource::File(resolve(p)),
         };
         let session_timeout_s =
             duration("session_timeout", file.session_timeout.as_deref(), 1800).map_err(&invalid)?;

@@ -14,6 +14,7 @@ use crate::day::Day;
 use crate::disclose;
 use crate::ingest::{self, Reject, reader, reader::Line};
 use crate::output;
+use crate::pseudonymise::keyring::{KeyRing, KeySet};
 use crate::pseudonymise::{self, FilterRule, Outcome, Pseudonymiser, keys::MasterKey};
 use crate::record::{self, DateInfo, InputInfo, RunRecord};
 
@@ -64,6 +65,7 @@ pub struct RunOptions {
     pub inputs: Vec<PathBuf>,
     pub output: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    pub key_dir: Option<PathBuf>,
     pub date: Option<DateArg>,
     /// Replace a complete published day with a partial one.
     pub force: bool,
@@ -97,12 +99,22 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     })?;
     let mut notes = output::recover(&out).map_err(failed)?;
 
-    let (key, key_mode) = match (&options.key_file, &pipeline.key) {
-        (Some(path), _) | (None, KeySource::File(path)) => (
-            MasterKey::read(path).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?,
+    let usage = |e: pseudonymise::keys::KeyError| Failure::new(exit::USAGE, e.to_string());
+    let source = match (&options.key_file, &options.key_dir) {
+        (Some(path), _) => KeySource::File(path.clone()),
+        (None, Some(dir)) => KeySource::Ring(dir.clone()),
+        (None, None) => pipeline.key.clone(),
+    };
+    let (keys, key_mode) = match &source {
+        KeySource::File(path) => (
+            KeySet::Single(MasterKey::read(path).map_err(usage)?),
             "key_file",
         ),
-        (None, KeySource::Ephemeral) => (MasterKey::generate().map_err(failed)?, "ephemeral"),
+        KeySource::Ring(dir) => (KeySet::Ring(KeyRing::open(dir).map_err(usage)?), "key_ring"),
+        KeySource::Ephemeral => (
+            KeySet::Single(MasterKey::generate().map_err(failed)?),
+            "ephemeral",
+        ),
     };
 
     let tz = &pipeline.time_zone;
@@ -131,7 +143,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         reader::expand_inputs(&patterns).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
 
     let mut ps = Pseudonymiser::new(
-        key,
+        keys,
         pseudonymise::Settings {
             time_zone: tz.clone(),
             filters: pipeline.filters.clone(),
@@ -225,6 +237,18 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
                             seq += 1;
                         }
                         Outcome::Filtered(rule) => *file_filtered.entry(rule).or_default() += 1,
+                        Outcome::MissingKey(day) => {
+                            let ring = match &source {
+                                KeySource::Ring(dir) => dir.display().to_string(),
+                                _ => String::new(),
+                            };
+                            return Err(Failure::new(
+                                exit::USAGE,
+                                format!(
+                                    "no master key in the key ring {ring} covers {day} (found at {shown} line {line_no}); add one with `logveil key rotate --key-dir {ring} --from DATE` or leave that day out with --date. Nothing was published"
+                                ),
+                            ));
+                        }
                     }
                 }
             }

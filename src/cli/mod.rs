@@ -2,6 +2,7 @@
 //! this module turns its results into one summary on stdout and its failures into one line on
 //! stderr and an exit code.
 
+pub mod key;
 pub mod keygen;
 pub mod run;
 pub mod validate;
@@ -32,6 +33,9 @@ pub enum Command {
         /// Where to write the key.
         file: PathBuf,
     },
+    /// Manage a key ring: one master key per period, for crypto-shredding by period.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Check a pipeline definition without running it.
     Validate {
         /// Pipeline file (default: the embedded demo pipeline).
@@ -45,6 +49,7 @@ pub fn dispatch(args: Args) -> Result<String, Failure> {
     match args.command {
         Command::Run(a) => run::run(a),
         Command::Keygen { file } => keygen::keygen(&file),
+        Command::Key(command) => key::key(command),
         Command::Validate { pipeline } => validate::validate(pipeline.as_deref()),
     }
 }

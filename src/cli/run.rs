@@ -21,8 +21,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Master key file (from `logveil keygen`); replaces the pipeline's `key`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "key_dir")]
     pub key_file: Option<PathBuf>,
+    /// Key ring directory (from `logveil key rotate`); replaces the pipeline's key.
+    #[arg(long)]
+    pub key_dir: Option<PathBuf>,
     /// Only this local day: YYYY-MM-DD or `yesterday` (in the pipeline's time zone).
     #[arg(long, value_parser = parse_date)]
     pub date: Option<DateArg>,
@@ -47,6 +50,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         inputs: args.input,
         output: args.output,
         key_file: args.key_file,
+        key_dir: args.key_dir,
         date: args.date,
         force: args.force,
     };

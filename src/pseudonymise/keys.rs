@@ -32,10 +32,16 @@ pub enum KeyError {
         "key file {path} must hold exactly 64 hex digits (a 256-bit key); create one with `logveil keygen FILE`"
     )]
     Malformed { path: String },
-    #[error(
-        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
-    )]
-    Permissions { path: String, mode: u32 },
+    #[error("{path} is accessible to group or others (mode {mode:o}); run `{fix} {path}`")]
+    Permissions {
+        path: String,
+        mode: u32,
+        fix: &'static str,
+    },
+    #[error("{path} in a key ring is not named by the first day of its period (YYYY-MM-DD.key)")]
+    RingName { path: String },
+    #[error("key ring {path} holds no key; add one with `logveil key rotate --key-dir {path}`")]
+    EmptyRing { path: String },
     #[error(
         "key file {path} holds a weak key (too few distinct bytes to be random); create a new one with `logveil keygen FILE`"
     )]
@@ -97,6 +103,7 @@ impl MasterKey {
                 return Err(KeyError::Permissions {
                     path: shown,
                     mode: mode & 0o777,
+                    fix: "chmod 600",
                 });
             }
         }

@@ -9,6 +9,7 @@
 //! Filters (bots, static assets, non-page requests, status classes) run here too, so only
 //! pageviews travel on, each filtered line counted by its rule.
 
+pub mod keyring;
 pub mod keys;
 pub mod path;
 pub mod referrer;
@@ -22,7 +23,8 @@ use unicode_normalization::UnicodeNormalization;
 use crate::day::Day;
 use crate::identifiers;
 use crate::ingest::RawRecord;
-use keys::{EpochKey, MasterKey};
+use keyring::KeySet;
+use keys::EpochKey;
 use path::PathRules;
 use referrer::{HostKind, HostLists, ReferrerClassifier};
 use useragent::UaClassifier;
@@ -169,11 +171,14 @@ pub struct Settings {
 pub enum Outcome {
     Pageview(Box<Event>),
     Filtered(FilterRule),
+    /// The key ring has no master for this day: the run cannot pseudonymise it.
+    MissingKey(Day),
 }
 
 pub struct Pseudonymiser {
-    master: MasterKey,
-    epoch_keys: HashMap<Day, EpochKey>,
+    keys: KeySet,
+    /// Epoch keys derived so far (`None`: no master covers the day).
+    epoch_keys: HashMap<Day, Option<EpochKey>>,
     user_agents: UaClassifier,
     referrers: ReferrerClassifier,
     paths: HashMap<Vec<u8>, Option<Arc<str>>>,
@@ -181,9 +186,9 @@ pub struct Pseudonymiser {
 }
 
 impl Pseudonymiser {
-    pub fn new(master: MasterKey, settings: Settings) -> Pseudonymiser {
+    pub fn new(keys: KeySet, settings: Settings) -> Pseudonymiser {
         Pseudonymiser {
-            master,
+            keys,
             epoch_keys: HashMap::new(),
             user_agents: UaClassifier::new(),
             referrers: ReferrerClassifier::new(&settings.host_lists, &settings.site_hosts),
@@ -194,10 +199,15 @@ impl Pseudonymiser {
 
     /// Public ids of the key epochs used so far (for the run record).
     pub fn epoch_ids(&self) -> Vec<(Day, String)> {
-        let mut days: Vec<Day> = self.epoch_keys.keys().copied().collect();
+        let mut days: Vec<Day> = self
+            .epoch_keys
+            .iter()
+            .filter(|(_, k)| k.is_some())
+            .map(|(d, _)| *d)
+            .collect();
         days.sort();
         days.into_iter()
-            .map(|d| (d, self.master.epoch_id(d)))
+            .filter_map(|d| Some((d, self.keys.epoch_id(d)?)))
             .collect()
     }
 
@@ -250,9 +260,16 @@ impl Pseudonymiser {
 
         let (day, hour, since_midnight) = self.local_time(rec.ts);
         let user_agent = rec.user_agent.unwrap_or(b"");
-        let visitor = self.epoch_key(day).visitor(rec.client, user_agent);
-        let link = (since_midnight < self.settings.link_window_s)
-            .then(|| self.epoch_key(day.prev()).visitor(rec.client, user_agent));
+        let visitor = match self.epoch_key(day) {
+            Some(key) => key.visitor(rec.client, user_agent),
+            None => return Outcome::MissingKey(day),
+        };
+        let link = if since_midnight < self.settings.link_window_s {
+            self.epoch_key(day.prev())
+                .map(|key| key.visitor(rec.client, user_agent))
+        } else {
+            None
+        };
 
         let campaign = query.map(Campaign::parse).unwrap_or_default();
         let referrer = rec.referrer.and_then(|r| self.referrers.classify(r));
@@ -278,11 +295,12 @@ impl Pseudonymiser {
         }))
     }
 
-    fn epoch_key(&mut self, day: Day) -> &EpochKey {
-        let master = &self.master;
+    fn epoch_key(&mut self, day: Day) -> Option<&EpochKey> {
+        let keys = &self.keys;
         self.epoch_keys
             .entry(day)
-            .or_insert_with(|| master.epoch_key(day))
+            .or_insert_with(|| keys.epoch_key(day))
+            .as_ref()
     }
 
     fn path(&mut self, raw: &[u8]) -> Option<Arc<str>> {

@@ -431,3 +431,63 @@ fn cli_vhost_format_skips_other_sites_and_counts_them() {
         [Some(3)]
     );
 }
+
+#[test]
+fn cli_key_ring_rotation_run_and_destruction() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("ring");
+    let ring_s = ring.to_str().unwrap();
+    for from in ["2026-11-01", "2026-11-04"] {
+        let o = logveil()
+            .args(["key", "rotate", "--key-dir", ring_s, "--from", from])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // The small sample spans 2026-11-03 and -04: two periods, two masters.
+    let out = dir.path().join("out");
+    let o = run(&small_pipeline(), &out, &["--key-dir", ring_s]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = run_record(&out);
+    assert_eq!(r["key_mode"], "key_ring");
+    let baseline = dir.path().join("baseline");
+    assert!(run(&small_pipeline(), &baseline, &[]).status.success());
+    assert_eq!(
+        parquet_hashes(&out),
+        parquet_hashes(&baseline),
+        "tables do not depend on the key"
+    );
+    // Destroying the period that ended on 2026-11-04 leaves no key for 2026-11-03: a run
+    // that needs it fails with a usage error naming the day, and publishes nothing.
+    let o = logveil()
+        .args([
+            "key",
+            "destroy",
+            "--key-dir",
+            ring_s,
+            "--before",
+            "2026-11-04",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2026-11-01"));
+    let out2 = dir.path().join("out2");
+    let o = run(&small_pipeline(), &out2, &["--key-dir", ring_s]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("covers 2026-11-03"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!out2.join("overview").exists());
+    let o = logveil()
+        .args(["key", "list", "--key-dir", ring_s])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(listed.lines().count(), 1);
+    assert!(listed.starts_with("2026-11-04"));
+    let log = std::fs::read_to_string(ring.join("key-log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+}

@@ -1,0 +1,296 @@
+//! Key rings: one master key per period, for crypto-shredding by period (decision 1).
+//!
+//! A key ring is a directory (mode 0700) of master key files named by the first day of their
+//! period, `YYYY-MM-DD.key` (mode 0600, written by [`MasterKey::write_new`]). The master in
+//! force on day D is the one with the latest start ≤ D; its period ends where the next one
+//! starts. `logveil key rotate` adds the next master; `logveil key destroy --before D` deletes
+//! every master whose period ended on or before D (overwritten, then removed): the pseudonyms of
+//! those days can never be recomputed, whoever holds the raw logs. Each action appends a line
+//! to `key-log.jsonl` in the ring: time, action, period start and the period's public epoch id,
+//! never key material.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::keys::{EpochKey, KeyError, MasterKey};
+use crate::day::Day;
+
+const LOG: &str = "key-log.jsonl";
+
+/// The masters a run may use: one for every date, or a ring of periods.
+pub enum KeySet {
+    Single(MasterKey),
+    Ring(KeyRing),
+}
+
+impl KeySet {
+    /// The master in force on `day`, if any.
+    pub fn master_for(&self, day: Day) -> Option<&MasterKey> {
+        match self {
+            KeySet::Single(m) => Some(m),
+            KeySet::Ring(r) => r.master_for(day),
+        }
+    }
+
+    pub fn epoch_key(&self, day: Day) -> Option<EpochKey> {
+        self.master_for(day).map(|m| m.epoch_key(day))
+    }
+
+    pub fn epoch_id(&self, day: Day) -> Option<String> {
+        self.master_for(day).map(|m| m.epoch_id(day))
+    }
+}
+
+pub struct KeyRing {
+    dir: PathBuf,
+    /// Sorted by period start.
+    masters: Vec<(Day, MasterKey)>,
+}
+
+impl KeyRing {
+    /// Opens a ring, checking the directory's and every key file's permissions.
+    pub fn open(dir: &Path) -> Result<KeyRing, KeyError> {
+        let shown = dir.display().to_string();
+        let entries = std::fs::read_dir(dir).map_err(|source| KeyError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        check_private_dir(dir)?;
+        let mut masters = Vec::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|source| KeyError::Read {
+                    path: shown.clone(),
+                    source,
+                })?
+                .path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some(stem) = name.strip_suffix(".key") else {
+                continue;
+            };
+            let start = Day::parse(stem).ok_or_else(|| KeyError::RingName {
+                path: path.display().to_string(),
+            })?;
+            masters.push((start, MasterKey::read(&path)?));
+        }
+        if masters.is_empty() {
+            return Err(KeyError::EmptyRing { path: shown });
+        }
+        masters.sort_by_key(|(d, _)| *d);
+        Ok(KeyRing {
+            dir: dir.to_path_buf(),
+            masters,
+        })
+    }
+
+    pub fn master_for(&self, day: Day) -> Option<&MasterKey> {
+        self.masters
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= day)
+            .map(|(_, m)| m)
+    }
+
+    /// Period starts, oldest first.
+    pub fn periods(&self) -> Vec<Day> {
+        self.masters.iter().map(|(d, _)| *d).collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds a master whose period starts on `from` (creating the ring if needed).
+    pub fn rotate(dir: &Path, from: Day) -> Result<String, KeyError> {
+        create_private_dir(dir)?;
+        let path = dir.join(format!("{from}.key"));
+        MasterKey::write_new(&path)?;
+        let id = MasterKey::read(&path)?.epoch_id(from);
+        append_log(dir, "rotate", from, &id)?;
+        Ok(id)
+    }
+
+    /// Destroys every master whose period ended on or before `before` (its successor starts
+    /// on or before `before`). The master in force on `before` and later ones are kept.
+    pub fn destroy_before(dir: &Path, before: Day) -> Result<Vec<Day>, KeyError> {
+        let ring = KeyRing::open(dir)?;
+        let starts = ring.periods();
+        let mut destroyed = Vec::new();
+        for (i, start) in starts.iter().enumerate() {
+            let ended = starts.get(i + 1).is_some_and(|next| *next <= before);
+            if !ended {
+                continue;
+            }
+            let id = ring.masters[i].1.epoch_id(*start);
+            let path = dir.join(format!("{start}.key"));
+            shred(&path)?;
+            append_log(dir, "destroy", *start, &id)?;
+            destroyed.push(*start);
+        }
+        Ok(destroyed)
+    }
+}
+
+fn shred(path: &Path) -> Result<(), KeyError> {
+    let shown = path.display().to_string();
+    let write_err = |source| KeyError::Write {
+        path: shown.clone(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(write_err)?.len() as usize;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(write_err)?;
+    f.write_all(&vec![0u8; len])
+        .and_then(|()| f.sync_all())
+        .map_err(write_err)?;
+    drop(f);
+    std::fs::remove_file(path).map_err(write_err)
+}
+
+fn append_log(dir: &Path, action: &str, period_start: Day, epoch_id: &str) -> Result<(), KeyError> {
+    let path = dir.join(LOG);
+    let shown = path.display().to_string();
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(&path).map_err(|source| KeyError::Write {
+        path: shown.clone(),
+        source,
+    })?;
+    let line = serde_json::json!({
+        "at": jiff::Timestamp::now().to_string(),
+        "action": action,
+        "period_start": period_start.to_string(),
+        "epoch_id": epoch_id,
+    });
+    writeln!(f, "{line}")
+        .and_then(|()| f.sync_all())
+        .map_err(|source| KeyError::Write {
+            path: shown,
+            source,
+        })
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
+    let shown = dir.display().to_string();
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|source| KeyError::Write {
+            path: shown,
+            source,
+        })?;
+    }
+    check_private_dir(dir)
+}
+
+fn check_private_dir(dir: &Path) -> Result<(), KeyError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let shown = dir.display().to_string();
+        let mode = std::fs::metadata(dir)
+            .map_err(|source| KeyError::Read {
+                path: shown.clone(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions {
+                path: shown,
+                mode: mode & 0o777,
+                fix: "chmod 700",
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Day {
+        Day::parse(s).unwrap()
+    }
+
+    #[test]
+    fn keyring_periods_rotation_and_destruction() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ring");
+        KeyRing::rotate(&dir, d("2026-10-01")).unwrap();
+        KeyRing::rotate(&dir, d("2026-11-01")).unwrap();
+        KeyRing::rotate(&dir, d("2026-12-01")).unwrap();
+        let ring = KeyRing::open(&dir).unwrap();
+        assert!(ring.master_for(d("2026-09-30")).is_none());
+        let oct = ring
+            .master_for(d("2026-10-31"))
+            .unwrap()
+            .epoch_id(d("2026-10-31"));
+        let nov = ring
+            .master_for(d("2026-11-01"))
+            .unwrap()
+            .epoch_id(d("2026-10-31"));
+        assert_ne!(oct, nov, "a new period has a new master");
+        // 2026-11-15: October's period ended (November started on the 1st) → destroyed.
+        assert_eq!(
+            KeyRing::destroy_before(&dir, d("2026-11-15")).unwrap(),
+            vec![d("2026-10-01")]
+        );
+        let ring = KeyRing::open(&dir).unwrap();
+        assert_eq!(ring.periods(), vec![d("2026-11-01"), d("2026-12-01")]);
+        assert!(
+            ring.master_for(d("2026-10-31")).is_none(),
+            "October can never be recomputed"
+        );
+        assert!(!dir.join("2026-10-01.key").exists());
+        // The log has the three rotations and the destruction, and no key material.
+        let log = std::fs::read_to_string(dir.join(LOG)).unwrap();
+        assert_eq!(log.lines().count(), 4);
+        assert!(log.lines().last().unwrap().contains("\"destroy\""));
+        for k in ["2026-11-01.key", "2026-12-01.key"] {
+            let hex = std::fs::read_to_string(dir.join(k)).unwrap();
+            assert!(!log.contains(hex.trim()));
+        }
+        // The last master is never destroyed: its period has not ended.
+        assert!(KeyRing::destroy_before(&dir, d("2030-01-01")).unwrap() == vec![d("2026-11-01")]);
+        assert_eq!(
+            KeyRing::open(&dir).unwrap().periods(),
+            vec![d("2026-12-01")]
+        );
+    }
+
+    #[test]
+    fn keyring_refuses_an_open_directory_and_bad_names() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ring");
+        KeyRing::rotate(&dir, d("2026-10-01")).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(
+            KeyRing::open(&dir),
+            Err(KeyError::Permissions { .. })
+        ));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(dir.join("latest.key"), "x").unwrap();
+        assert!(matches!(
+            KeyRing::open(&dir),
+            Err(KeyError::RingName { .. })
+        ));
+        let empty = tmp.path().join("empty");
+        create_private_dir(&empty).unwrap();
+        assert!(matches!(
+            KeyRing::open(&empty),
+            Err(KeyError::EmptyRing { .. })
+        ));
+    }
+}
