@@ -10,9 +10,11 @@
 //! 4. [`disclose`] applies the privacy rules (k distinct visitors per row) to merged totals;
 //! 5. [`output`] writes the released tables as Parquet, atomically, with a run record.
 //!
-//! [`pipeline`] strings the stages together; [`cli`] parses arguments and prints.
+//! [`pipeline`] strings the stages together; [`audit`] checks outputs independently of the
+//! writer (and gates every publication); [`cli`] parses arguments and prints.
 
 pub mod aggregate;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod day;

@@ -24,6 +24,7 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const LOCKED: u8 = 3;
+    pub const AUDIT_FAILED: u8 = 5;
 }
 
 /// A failed run: the exit code and a one-line cause with what to do.
@@ -405,7 +406,26 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     }
     record.notes = notes;
     record.finished_at = jiff::Timestamp::now().to_string();
-    let record_path = output::publish(&out, &release, &to_publish, &mut record).map_err(failed)?;
+    // Stage, audit the staged files independently, and only then publish.
+    let staging = output::stage(&out, &release, &to_publish, &mut record).map_err(failed)?;
+    let audit = crate::audit::audit_staged(&staging, &record).map_err(failed)?;
+    if !audit.passed() {
+        output::discard(&out, &record.run_id);
+        return Err(Failure::new(
+            exit::AUDIT_FAILED,
+            format!(
+                "the output audit failed ({}); nothing was published. This is a bug in logveil: please report the findings, which name no value: {}",
+                audit.findings.len(),
+                audit
+                    .findings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ));
+    }
+    let record_path = output::commit(&out, &record).map_err(failed)?;
     Ok(RunReport {
         record,
         record_path,

@@ -2,6 +2,7 @@
 //! this module turns its results into one summary on stdout and its failures into one line on
 //! stderr and an exit code.
 
+pub mod audit;
 pub mod key;
 pub mod keygen;
 pub mod run;
@@ -36,6 +37,12 @@ pub enum Command {
     /// Manage a key ring: one master key per period, for crypto-shredding by period.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Check a finished output directory independently of the writer: schemas, identifiers,
+    /// the k rule, run records and hashes. Exits 5 on any finding.
+    Audit {
+        /// The output directory.
+        dir: PathBuf,
+    },
     /// Check a pipeline definition without running it.
     Validate {
         /// Pipeline file (default: the embedded demo pipeline).
@@ -50,6 +57,7 @@ pub fn dispatch(args: Args) -> Result<String, Failure> {
         Command::Run(a) => run::run(a),
         Command::Keygen { file } => keygen::keygen(&file),
         Command::Key(command) => key::key(command),
+        Command::Audit { dir } => audit::audit(&dir),
         Command::Validate { pipeline } => validate::validate(pipeline.as_deref()),
     }
 }

@@ -155,8 +155,9 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Writes the release for `days_to_publish` and commits `record` (its `files` are filled in).
-pub fn publish(
+/// Writes the release for `days_to_publish` under `_staging/<run id>/` and lists the files,
+/// with their hashes, in `record`. Nothing published changes yet. Returns the staging root.
+pub fn stage(
     out: &Path,
     release: &Publishable,
     days_to_publish: &BTreeSet<Day>,
@@ -186,6 +187,12 @@ pub fn publish(
         }
     }
     record.files = files;
+    Ok(staging)
+}
+
+/// Publishes staged files: pending record, renames, commit. Returns the committed record.
+pub fn commit(out: &Path, record: &RunRecord) -> Result<PathBuf, OutputError> {
+    let staging = out.join("_staging").join(&record.run_id);
     let runs = out.join("_runs");
     let pending = runs.join(format!("{}.pending.json", record.run_id));
     write_json_atomically(&pending, record)?;
@@ -199,9 +206,14 @@ pub fn publish(
     let committed = runs.join(format!("{}.json", record.run_id));
     fs::rename(&pending, &committed).map_err(io_err(&committed))?;
     sync_dir(&runs);
-    let _ = fs::remove_dir_all(&staging);
-    let _ = fs::remove_dir(out.join("_staging"));
+    discard(out, &record.run_id);
     Ok(committed)
+}
+
+/// Removes a run's staging (after a commit, or when its release is refused).
+pub fn discard(out: &Path, run_id: &str) {
+    let _ = fs::remove_dir_all(out.join("_staging").join(run_id));
+    let _ = fs::remove_dir(out.join("_staging"));
 }
 
 /// Writes a run record that publishes nothing (a run that failed a check, or skipped days).

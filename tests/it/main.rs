@@ -1,5 +1,6 @@
 //! Integration tests: one binary, so Polars is linked once (STYLE.md §1).
 
+mod audit;
 mod cli;
 mod helpers;
 mod parse;
