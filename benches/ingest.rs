@@ -8,7 +8,7 @@ use std::io::Read;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use logveil::ingest::{Format, parse_line};
-use logveil::pseudonymise::{self, Pseudonymiser, keys::MasterKey};
+use logveil::pseudonymise::{self, Pseudonymiser, keyring::KeySet, keys::MasterKey};
 
 fn sample_lines() -> Vec<Vec<u8>> {
     let path = concat!(
@@ -76,7 +76,7 @@ fn bench_pseudonymise(c: &mut Criterion) {
         window: None,
     };
     // Caches warm, as in a real run after its first thousand lines.
-    let mut ps = Pseudonymiser::new(MasterKey::from_bytes([42; 32]), settings());
+    let mut ps = Pseudonymiser::new(KeySet::Single(MasterKey::from_bytes([42; 32])), settings());
     g.bench_function("parse_and_process", |b| {
         b.iter(|| {
             let mut pageviews = 0usize;
