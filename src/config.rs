@@ -60,9 +60,32 @@ pub struct PipelineFile {
     pub output: Option<String>,
     /// The run fails when more than this share of lines is rejected (default 0.5).
     pub max_rejected_share: Option<f64>,
+    /// Where pseudonymous state and the privacy ledger live (default
+    /// `$XDG_STATE_HOME/logveil/<name>`); never inside the output directory.
+    pub state_dir: Option<String>,
     pub filters: Option<FiltersFile>,
     pub paths: Option<PathsFile>,
     pub channels: Option<HostLists>,
+    /// Differential privacy: present = on.
+    pub differential_privacy: Option<DpFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpFile {
+    /// ε each table may spend over the rolling window.
+    pub epsilon_budget: f64,
+    /// Length of the rolling window, days (default 30).
+    pub dp_window_days: Option<u32>,
+    /// ε per table per released day (default: budget / window days).
+    pub epsilon: Option<f64>,
+    /// δ for releasing rows with data-dependent keys (default 1e-6).
+    pub delta: Option<f64>,
+    /// Contribution bounds per visitor and day (defaults 4, 10, 5, "30m").
+    pub max_visits_per_day: Option<u32>,
+    pub max_pageviews_per_visit: Option<u32>,
+    pub max_pages_per_visitor: Option<u32>,
+    pub max_visit_duration: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +145,8 @@ pub struct Pipeline {
     pub filters: Filters,
     pub path_rules: PathRules,
     pub host_lists: HostLists,
+    pub state_dir: PathBuf,
+    pub dp: Option<crate::dp::DpSettings>,
 }
 
 impl Pipeline {
@@ -263,15 +288,63 @@ impl Pipeline {
                 path_rules.keep_segments.push(re);
             }
         }
+        let name = file
+            .name
+            .clone()
+            .or(default_name)
+            .unwrap_or_else(|| "pipeline".into());
+        let state_dir = match &file.state_dir {
+            Some(dir) => resolve(dir),
+            None => default_state_dir(&name),
+        };
+        let dp = match &file.differential_privacy {
+            None => None,
+            Some(d) => {
+                if key == KeySource::Ephemeral {
+                    return Err(invalid(
+                        "differential privacy needs a lasting key (its ledger and noise are keyed): set `key` to a key file or `key_dir`".into(),
+                    ));
+                }
+                let window_days = d.dp_window_days.unwrap_or(30);
+                if window_days == 0 || !(d.epsilon_budget > 0.0 && d.epsilon_budget <= 100.0) {
+                    return Err(invalid(
+                        "`epsilon_budget` must be in (0, 100] and `dp_window_days` at least 1"
+                            .into(),
+                    ));
+                }
+                let epsilon = d
+                    .epsilon
+                    .unwrap_or(d.epsilon_budget / f64::from(window_days));
+                let delta = d.delta.unwrap_or(1e-6);
+                if !(epsilon > 0.0 && epsilon <= d.epsilon_budget && delta > 0.0 && delta < 0.01) {
+                    return Err(invalid(
+                        "`epsilon` must be in (0, epsilon_budget] and `delta` in (0, 0.01)".into(),
+                    ));
+                }
+                let max_duration_s =
+                    duration("max_visit_duration", d.max_visit_duration.as_deref(), 1800)
+                        .map_err(&invalid)?;
+                let bounds = crate::dp::Bounds {
+                    max_visits_per_day: d.max_visits_per_day.unwrap_or(4).max(1),
+                    max_pageviews_per_visit: d.max_pageviews_per_visit.unwrap_or(10).max(1),
+                    max_pages_per_visitor: d.max_pages_per_visitor.unwrap_or(5).max(1),
+                    max_duration_s,
+                };
+                Some(crate::dp::DpSettings {
+                    epsilon_budget: d.epsilon_budget,
+                    window_days,
+                    epsilon,
+                    delta,
+                    bounds,
+                })
+            }
+        };
         let mut host_lists = HostLists::builtin();
         if let Some(extra) = &file.channels {
             host_lists.extend(extra);
         }
         Ok(Pipeline {
-            name: file
-                .name
-                .or(default_name)
-                .unwrap_or_else(|| "pipeline".into()),
+            name,
             origin: origin.to_string(),
             hash: blake3::hash(text.as_bytes()).to_hex().to_string(),
             site,
@@ -289,8 +362,19 @@ impl Pipeline {
             filters,
             path_rules,
             host_lists,
+            state_dir,
+            dp,
         })
     }
+}
+
+/// `$XDG_STATE_HOME/logveil/<name>`, else `~/.local/state/logveil/<name>`.
+fn default_state_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from(".logveil-state"));
+    base.join("logveil").join(name)
 }
 
 /// `pipelines/../out` → `out`, without touching the file system (the path may not exist yet).

@@ -31,6 +31,8 @@ pub struct ReleasedRow {
     pub measures: Vec<Option<i64>>,
     pub is_other: bool,
     pub suppressed: bool,
+    /// With differential privacy: the discrete Laplace scale of the `visitors` noise.
+    pub noise_scale: Option<f64>,
 }
 
 /// What disclosure did to one table, for the run record.
@@ -48,6 +50,7 @@ pub struct DisclosureCounts {
 pub struct Publishable {
     tables: Vec<(TableName, BTreeMap<Day, Vec<ReleasedRow>>)>,
     days: (Day, Day),
+    noisy: bool,
 }
 
 impl Publishable {
@@ -58,6 +61,11 @@ impl Publishable {
     /// The days this release covers (each gets a file per table, empty or not).
     pub fn days(&self) -> (Day, Day) {
         self.days
+    }
+
+    /// Whether rows carry differential-privacy noise (and a `noise_scale` column).
+    pub fn noisy(&self) -> bool {
+        self.noisy
     }
 }
 
@@ -82,7 +90,14 @@ pub fn disclose(
         tables.push((table, by_day));
         counts.insert(table.as_str(), c);
     }
-    Ok((Publishable { tables, days }, counts))
+    Ok((
+        Publishable {
+            tables,
+            days,
+            noisy: false,
+        },
+        counts,
+    ))
 }
 
 fn suppress_public(
@@ -173,6 +188,7 @@ fn suppress_public(
                     },
                     is_other: false,
                     suppressed: s,
+                    noise_scale: None,
                 }
             })
             .collect();
@@ -230,6 +246,7 @@ fn fold_small(
                 measures: r.measures.into_iter().map(Some).collect(),
                 is_other: false,
                 suppressed: false,
+                noise_scale: None,
             })
             .collect();
         c.rows_released += released.len() as u64;
@@ -247,6 +264,7 @@ fn fold_small(
                         measures: measures.iter().copied().map(Some).collect(),
                         is_other: true,
                         suppressed: false,
+                        noise_scale: None,
                     });
                 }
                 None => c.rows_dropped += small.len() as u64,
@@ -255,6 +273,151 @@ fn fold_small(
         out.insert(day, released);
     }
     Ok(out)
+}
+
+/// What differential privacy did to one table, for the run record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DpTableRecord {
+    pub epsilon: f64,
+    pub delta: f64,
+    pub rows_per_visitor: u64,
+    /// L1 sensitivity and noise scale of each measure.
+    pub sensitivity: BTreeMap<&'static str, u64>,
+    pub noise_scale: BTreeMap<&'static str, f64>,
+    /// Release threshold on noisy visitors (data-dependent keys only).
+    pub threshold: Option<f64>,
+}
+
+/// A differential-privacy release, what it did per table, and its parameters per table.
+pub type DpDisclosure = (
+    Publishable,
+    BTreeMap<&'static str, DisclosureCounts>,
+    BTreeMap<&'static str, DpTableRecord>,
+);
+
+/// The differential-privacy release: noise on every measure, all public keys listed, rows
+/// with data-dependent keys released only when their noisy visitors reach max(k, τ) (private
+/// partition selection). No `(other)` row is formed: folded rows would be measured twice.
+/// `release_key(day)` gives the noise key of a day.
+pub fn disclose_dp(
+    merged: Vec<(TableName, Vec<Row>)>,
+    dp: &crate::dp::DpSettings,
+    k: u32,
+    days: (Day, Day),
+    release_key: &dyn Fn(Day) -> Option<[u8; 32]>,
+) -> anyhow::Result<DpDisclosure> {
+    use crate::dp::{RandomStream, laplace_scale, threshold};
+    let mut tables = Vec::new();
+    let mut counts = BTreeMap::new();
+    let mut records = BTreeMap::new();
+    for (table, rows) in merged {
+        let (rows_per_visitor, sensitivity) = dp.bounds.sensitivity(table);
+        let eps_measure = dp.epsilon / sensitivity.len() as f64;
+        let scales: Vec<(u64, u64)> = sensitivity
+            .iter()
+            .map(|s| laplace_scale(*s, eps_measure))
+            .collect();
+        let b: Vec<f64> = scales.iter().map(|(s, t)| *t as f64 / *s as f64).collect();
+        let tau = (!table.public_keys()).then(|| threshold(b[0], dp.delta, rows_per_visitor));
+        let mut c = DisclosureCounts::default();
+        let mut by_day: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
+        let all_rows: Vec<Row> = if table.public_keys() {
+            let keys: Vec<Vec<KeyValue>> = match table {
+                TableName::Hourly => (0..24).map(|h| vec![KeyValue::Int(h)]).collect(),
+                _ => vec![vec![]],
+            };
+            (days.0.0..=days.1.0)
+                .map(Day)
+                .flat_map(|day| {
+                    keys.iter()
+                        .map(|kv| {
+                            rows.iter()
+                                .find(|r| r.day == day && &r.keys == kv)
+                                .cloned()
+                                .unwrap_or(Row {
+                                    day,
+                                    keys: kv.clone(),
+                                    measures: vec![0; sensitivity.len()],
+                                })
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        } else {
+            rows
+        };
+        for row in all_rows {
+            by_day.entry(row.day).or_default();
+            let key = release_key(row.day).ok_or_else(|| {
+                anyhow::anyhow!("no key covers {} for the release noise", row.day)
+            })?;
+            let noisy: Vec<i64> = row
+                .measures
+                .iter()
+                .zip(table.measures())
+                .zip(&scales)
+                .map(|((value, measure), (s, t))| {
+                    let label = format!(
+                        "{}|{}|{:?}|{measure}|{value}",
+                        table.as_str(),
+                        row.day,
+                        row.keys
+                    );
+                    (value
+                        + RandomStream::for_cell(&key, label.as_bytes()).discrete_laplace(*s, *t))
+                    .max(0)
+                })
+                .collect();
+            let released = match tau {
+                None => true,
+                Some(tau) => noisy[0] as f64 >= tau.max(f64::from(k)),
+            };
+            if !released {
+                c.rows_dropped += 1;
+                continue;
+            }
+            c.rows_released += 1;
+            by_day.entry(row.day).or_default().push(ReleasedRow {
+                keys: row.keys,
+                measures: noisy.into_iter().map(Some).collect(),
+                is_other: false,
+                suppressed: false,
+                noise_scale: Some(b[0]),
+            });
+        }
+        records.insert(
+            table.as_str(),
+            DpTableRecord {
+                epsilon: dp.epsilon,
+                delta: dp.delta,
+                rows_per_visitor,
+                sensitivity: table
+                    .measures()
+                    .iter()
+                    .copied()
+                    .zip(sensitivity.iter().copied())
+                    .collect(),
+                noise_scale: table
+                    .measures()
+                    .iter()
+                    .copied()
+                    .zip(b.iter().copied())
+                    .collect(),
+                threshold: tau,
+            },
+        );
+        counts.insert(table.as_str(), c);
+        tables.push((table, by_day));
+    }
+    Ok((
+        Publishable {
+            tables,
+            days,
+            noisy: true,
+        },
+        counts,
+        records,
+    ))
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ impl RandomStream {
         let mut h = blake3::Hasher::new_keyed(key);
         h.update(&(label.len() as u64).to_le_bytes());
         h.update(label);
-        RandomStream { reader: h.finalize_xof() }
+        RandomStream {
+            reader: h.finalize_xof(),
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -87,9 +89,10 @@ impl RandomStream {
 /// ε as a rational with denominator 10⁶, so scales are exact integers ratios.
 pub const EPSILON_DENOMINATOR: u64 = 1_000_000;
 
-/// The discrete Laplace scale `sensitivity / epsilon` as (s, t) with scale = t/s.
+/// The discrete Laplace scale `sensitivity / epsilon` as (s, t) with scale = t/s. ε is rounded
+/// down to a multiple of 10⁻⁶, so the noise is never smaller than asked.
 pub fn laplace_scale(sensitivity: u64, epsilon: f64) -> (u64, u64) {
-    let s = ((epsilon * EPSILON_DENOMINATOR as f64).round() as u64).max(1);
+    let s = ((epsilon * EPSILON_DENOMINATOR as f64).floor() as u64).max(1);
     (s, sensitivity * EPSILON_DENOMINATOR)
 }
 
@@ -107,11 +110,15 @@ mod tests {
     #[test]
     fn dp_noise_is_deterministic_per_cell_and_differs_across_cells() {
         let key = [9u8; 32];
-        let a = RandomStream::for_cell(&key, b"pages|2026-11-03|/|visitors|17").discrete_laplace(1, 4);
-        let b = RandomStream::for_cell(&key, b"pages|2026-11-03|/|visitors|17").discrete_laplace(1, 4);
+        let a =
+            RandomStream::for_cell(&key, b"pages|2026-11-03|/|visitors|17").discrete_laplace(1, 4);
+        let b =
+            RandomStream::for_cell(&key, b"pages|2026-11-03|/|visitors|17").discrete_laplace(1, 4);
         assert_eq!(a, b);
         let draws: Vec<i64> = (0..50)
-            .map(|i| RandomStream::for_cell(&key, format!("cell {i}").as_bytes()).discrete_laplace(1, 4))
+            .map(|i| {
+                RandomStream::for_cell(&key, format!("cell {i}").as_bytes()).discrete_laplace(1, 4)
+            })
             .collect();
         assert!(draws.iter().any(|d| *d != draws[0]));
     }
@@ -126,7 +133,8 @@ mod tests {
         assert_eq!(b, 2.0);
         let q = (-1.0 / b).exp();
         let n = 200_000usize;
-        let mut stream = RandomStream::for_cell(&[1u8; 32], b"fixed seed for the distribution test");
+        let mut stream =
+            RandomStream::for_cell(&[1u8; 32], b"fixed seed for the distribution test");
         let draws: Vec<i64> = (0..n).map(|_| stream.discrete_laplace(s, t)).collect();
         for x in -8i64..=8 {
             let p = (1.0 - q) / (1.0 + q) * q.powi(x.unsigned_abs() as i32);
@@ -137,11 +145,18 @@ mod tests {
         let mean = draws.iter().sum::<i64>() as f64 / n as f64;
         let var = 2.0 * q / (1.0 - q).powi(2);
         assert!(mean.abs() < 5.0 * (var / n as f64).sqrt(), "mean {mean}");
-        let emp_var = draws.iter().map(|d| (*d as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+        let emp_var = draws
+            .iter()
+            .map(|d| (*d as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
         // The variance of the sample variance of a Laplace-like law: (μ4 − σ⁴)/n, with
         // μ4 ≤ 6σ⁴ for the (discrete) Laplace; 5 standard errors.
         let se_var = (5.0 * var * var / n as f64).sqrt();
-        assert!((emp_var - var).abs() < 5.0 * se_var, "variance {emp_var} vs {var}");
+        assert!(
+            (emp_var - var).abs() < 5.0 * se_var,
+            "variance {emp_var} vs {var}"
+        );
     }
 
     #[test]
@@ -151,5 +166,44 @@ mod tests {
         assert!(threshold(2.0, 1e-9, 1) > t);
         assert!(threshold(4.0, 1e-6, 1) > t);
         assert!(threshold(2.0, 1e-6, 5) > t);
+    }
+}
+
+/// Contribution bounds, enforced before aggregation (per visitor and day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Bounds {
+    pub max_visits_per_day: u32,
+    pub max_pageviews_per_visit: u32,
+    pub max_pages_per_visitor: u32,
+    /// Each visit's duration counts at most this much in the duration sum.
+    pub max_duration_s: i64,
+}
+
+/// A pipeline's differential-privacy settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DpSettings {
+    pub epsilon_budget: f64,
+    pub window_days: u32,
+    /// ε per table per released day.
+    pub epsilon: f64,
+    pub delta: f64,
+    pub bounds: Bounds,
+}
+
+impl Bounds {
+    /// (rows one visitor-day can touch, L1 sensitivity of each measure in
+    /// `TableName::measures` order) under the bounds.
+    pub fn sensitivity(&self, table: crate::aggregate::TableName) -> (u64, Vec<u64>) {
+        use crate::aggregate::TableName::*;
+        let n = u64::from(self.max_visits_per_day);
+        let p = u64::from(self.max_pageviews_per_visit);
+        let m = u64::from(self.max_pages_per_visitor);
+        let d = self.max_duration_s.max(1) as u64;
+        match table {
+            Overview => (1, vec![1, n, n * p, n, n * d]),
+            Hourly => (n, vec![n, n, n * p]),
+            Pages => (m, vec![m, n * p, n, n]),
+            Referrers | Devices => (n, vec![n, n]),
+        }
     }
 }

@@ -12,7 +12,6 @@
 //! The ledger lives in the pipeline's state dir (0700), as `ledger.json` (0600), rewritten
 //! atomically.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -38,8 +37,16 @@ pub struct Charge {
 pub enum LedgerError {
     #[error("cannot use the privacy ledger {path}: {message}")]
     Io { path: String, message: String },
-    #[error("the privacy budget is spent: releasing {table} for {date} would bring ε over the {window_days} days ending that date to {would:.3}, above the budget {budget}; nothing was released")]
-    Spent { table: String, date: String, window_days: u32, would: f64, budget: f64 },
+    #[error(
+        "the privacy budget is spent: releasing {table} for {date} would bring ε over the {window_days} days ending that date to {would:.3}, above the budget {budget}; nothing was released"
+    )]
+    Spent {
+        table: String,
+        date: String,
+        window_days: u32,
+        would: f64,
+        budget: f64,
+    },
 }
 
 /// A release to account for.
@@ -118,7 +125,7 @@ impl Ledger {
                 });
             }
         }
-        let total = added.iter().map(|c| c.epsilon).sum();
+        let total = added.iter().fold(0.0, |sum, c| sum + c.epsilon);
         self.entries.extend(added);
         Ok(total)
     }
@@ -144,7 +151,10 @@ impl Ledger {
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Io { path: path.display().to_string(), message: e.to_string() }
+    LedgerError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -160,26 +170,51 @@ mod tests {
     use super::*;
 
     fn rel(table: &str, date: &str, eps: f64, digest: &str) -> Release {
-        Release { table: table.into(), date: Day::parse(date).unwrap(), epsilon: eps, digest: digest.into() }
+        Release {
+            table: table.into(),
+            date: Day::parse(date).unwrap(),
+            epsilon: eps,
+            digest: digest.into(),
+        }
     }
 
     #[test]
     fn ledger_charges_new_content_only_and_refuses_over_budget() {
         let mut l = Ledger::default();
         // Budget 1.0 over 3 days, 0.4 per release.
-        assert_eq!(l.charge(&[rel("pages", "2026-11-01", 0.4, "a")], 1.0, 3, "r1").unwrap(), 0.4);
+        assert_eq!(
+            l.charge(&[rel("pages", "2026-11-01", 0.4, "a")], 1.0, 3, "r1")
+                .unwrap(),
+            0.4
+        );
         // The same content again: free.
-        assert_eq!(l.charge(&[rel("pages", "2026-11-01", 0.4, "a")], 1.0, 3, "r2").unwrap(), 0.0);
+        assert_eq!(
+            l.charge(&[rel("pages", "2026-11-01", 0.4, "a")], 1.0, 3, "r2")
+                .unwrap(),
+            0.0
+        );
         // Changed content for the same date: charged again (differencing).
-        assert_eq!(l.charge(&[rel("pages", "2026-11-01", 0.4, "b")], 1.0, 3, "r3").unwrap(), 0.4);
+        assert_eq!(
+            l.charge(&[rel("pages", "2026-11-01", 0.4, "b")], 1.0, 3, "r3")
+                .unwrap(),
+            0.4
+        );
         // Another table has its own budget.
-        assert!(l.charge(&[rel("hourly", "2026-11-01", 0.4, "a")], 1.0, 3, "r4").is_ok());
+        assert!(
+            l.charge(&[rel("hourly", "2026-11-01", 0.4, "a")], 1.0, 3, "r4")
+                .is_ok()
+        );
         // 0.8 spent in the window ending 2026-11-03: a third 0.4 would exceed 1.0.
-        let err = l.charge(&[rel("pages", "2026-11-03", 0.4, "c")], 1.0, 3, "r5").unwrap_err();
+        let err = l
+            .charge(&[rel("pages", "2026-11-03", 0.4, "c")], 1.0, 3, "r5")
+            .unwrap_err();
         assert!(matches!(err, LedgerError::Spent { .. }));
         assert_eq!(l.entries.len(), 3, "a refused charge records nothing");
         // 2026-11-04's window (02..04) no longer holds the 01 charges.
-        assert!(l.charge(&[rel("pages", "2026-11-04", 0.4, "d")], 1.0, 3, "r6").is_ok());
+        assert!(
+            l.charge(&[rel("pages", "2026-11-04", 0.4, "d")], 1.0, 3, "r6")
+                .is_ok()
+        );
     }
 
     #[test]
@@ -188,10 +223,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().join("state");
         let mut l = Ledger::load(&state).unwrap();
-        l.charge(&[rel("pages", "2026-11-01", 0.4, "a")], 1.0, 3, "r1").unwrap();
+        l.charge(&[rel("pages", "2026-11-01", 0.4, "a")], 1.0, 3, "r1")
+            .unwrap();
         l.save(&state).unwrap();
         assert_eq!(Ledger::load(&state).unwrap().entries, l.entries);
-        assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
-        assert_eq!(std::fs::metadata(Ledger::path(&state)).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            std::fs::metadata(Ledger::path(&state))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{KeySource, Pipeline};
 use crate::day::Day;
 use crate::disclose;
 use crate::ingest::{self, Reject, reader, reader::Line};
+use crate::ledger::{self, Ledger};
 use crate::output;
 use crate::pseudonymise::keyring::{KeyRing, KeySet};
 use crate::pseudonymise::{self, FilterRule, Outcome, Pseudonymiser, keys::MasterKey};
@@ -24,6 +25,7 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const LOCKED: u8 = 3;
+    pub const BUDGET_SPENT: u8 = 4;
     pub const AUDIT_FAILED: u8 = 5;
 }
 
@@ -346,13 +348,17 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         }
     };
     let frame = events.into_frame().map_err(polars_err("event frame"))?;
-    let sessions = aggregate::sessionise(
+    let mut sessions = aggregate::sessionise(
         frame,
         pipeline.session_timeout_s,
         pipeline.max_visit_s,
         days,
     )
     .map_err(polars_err("sessions"))?;
+    if let Some(dp) = &pipeline.dp {
+        sessions = aggregate::bound_contributions(sessions, &dp.bounds)
+            .map_err(polars_err("contribution bounds"))?;
+    }
     record.visits = sessions.visits.height() as u64;
     if record.visits == 0 {
         notes.push(format!(
@@ -370,13 +376,25 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             aggregate::rows(table, &total).map_err(polars_err(table.as_str()))?,
         ));
     }
-    let (release, counts) =
-        disclose::disclose(merged, pipeline.k, days, |table: TableName, keys| {
+    let true_rows = merged.clone();
+    let (release, counts) = match &pipeline.dp {
+        None => disclose::disclose(merged, pipeline.k, days, |table: TableName, keys| {
             let folded = aggregate::keys_frame(table, keys)?;
             let other = aggregate::other_rows(&sessions, table, folded)?;
             Ok(aggregate::day_measures(table, &other)?)
         })
-        .map_err(|e| Failure::new(exit::FAILED, format!("disclosure failed: {e}")))?;
+        .map_err(|e| Failure::new(exit::FAILED, format!("disclosure failed: {e}")))?,
+        Some(dp) => {
+            let keys = ps.keys();
+            let release_key = |day: Day| keys.master_for(day).map(|m| *m.release_key(day));
+            let (release, counts, tables) =
+                disclose::disclose_dp(merged, dp, pipeline.k, days, &release_key)
+                    .map_err(|e| Failure::new(exit::FAILED, format!("disclosure failed: {e}")))?;
+            record.differential_privacy =
+                Some(serde_json::json!({ "settings": dp, "tables": tables }));
+            (release, counts)
+        }
+    };
     record.disclosure = counts
         .iter()
         .map(|(t, c)| (t.to_string(), c.into()))
@@ -424,6 +442,45 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
                     .join("; ")
             ),
         ));
+    }
+    // The privacy ledger: charge ε for every table and day whose pre-noise content is new, or
+    // release nothing. Saved before the files become visible, so no release goes uncharged.
+    if let Some(dp) = &pipeline.dp {
+        let mut ledger = Ledger::load(&pipeline.state_dir).map_err(failed)?;
+        let mut releases = Vec::new();
+        for (table, rows) in &true_rows {
+            for day in &to_publish {
+                let Some(master) = ps.keys().master_for(*day) else {
+                    continue;
+                };
+                let mut h = blake3::Hasher::new_keyed(&master.ledger_key(*day));
+                for r in rows.iter().filter(|r| r.day == *day) {
+                    h.update(format!("{:?}|{:?}\n", r.keys, r.measures).as_bytes());
+                }
+                releases.push(ledger::Release {
+                    table: table.as_str().to_string(),
+                    date: *day,
+                    epsilon: dp.epsilon,
+                    digest: h.finalize().to_hex().to_string(),
+                });
+            }
+        }
+        let charged =
+            match ledger.charge(&releases, dp.epsilon_budget, dp.window_days, &record.run_id) {
+                Ok(c) => c,
+                Err(e @ ledger::LedgerError::Spent { .. }) => {
+                    output::discard(&out, &record.run_id);
+                    return Err(Failure::new(exit::BUDGET_SPENT, e.to_string()));
+                }
+                Err(e) => {
+                    output::discard(&out, &record.run_id);
+                    return Err(failed(e));
+                }
+            };
+        if let Some(v) = record.differential_privacy.as_mut() {
+            v["epsilon_charged"] = serde_json::json!(charged);
+        }
+        ledger.save(&pipeline.state_dir).map_err(failed)?;
     }
     let record_path = output::commit(&out, &record).map_err(failed)?;
     Ok(RunReport {

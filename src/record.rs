@@ -30,6 +30,10 @@ pub struct RunRecord {
     /// truncated; they cannot be used to recompute a pseudonym.
     pub key_epochs: BTreeMap<String, String>,
     pub key_mode: String,
+    /// Differential privacy: settings, per-table ε, sensitivities, noise scales, thresholds,
+    /// and the ε this run charged to the ledger. Absent when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential_privacy: Option<serde_json::Value>,
     pub notes: Vec<String>,
     pub files: Vec<FileInfo>,
 }

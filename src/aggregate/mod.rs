@@ -374,3 +374,183 @@ pub fn day_measures(table: TableName, df: &DataFrame) -> PolarsResult<BTreeMap<D
         })
         .collect())
 }
+
+/// Enforces the differential-privacy contribution bounds on one partial's sessions, before
+/// any table is computed: per visitor and day at most `max_visits_per_day` visits (the
+/// earliest), per visit at most `max_pageviews_per_visit` pageviews (the first) and a duration
+/// of at most `max_duration_s`, and at most `max_pages_per_visitor` distinct paths (the first
+/// ones seen).
+pub fn bound_contributions(s: Sessions, b: &crate::dp::Bounds) -> PolarsResult<Sessions> {
+    let n = b.max_visits_per_day;
+    let p = b.max_pageviews_per_visit;
+    let visits = s
+        .visits
+        .lazy()
+        .sort(
+            ["visitor", "day", "start", "visit_id"],
+            SortMultipleOptions::default(),
+        )
+        .with_columns([col("visit_id")
+            .cum_count(false)
+            .over([col("visitor"), col("day")])?
+            .alias("visit_rank")])
+        .filter(col("visit_rank").lt_eq(lit(n)))
+        .with_columns([
+            when(col("pageviews").gt(lit(p)))
+                .then(lit(p))
+                .otherwise(col("pageviews"))
+                .alias("pageviews"),
+            when((col("end") - col("start")).gt(lit(b.max_duration_s)))
+                .then(col("start") + lit(b.max_duration_s))
+                .otherwise(col("end"))
+                .alias("end"),
+        ])
+        .drop(by_name(["visit_rank"], true, false))
+        .sort(["visit_id"], SortMultipleOptions::default())
+        .collect()?;
+    let kept = visits.clone().lazy().select([col("visit_id")]);
+    let pageviews = s
+        .pageviews
+        .lazy()
+        .with_row_index("row", None)
+        .join(
+            kept,
+            [col("visit_id")],
+            [col("visit_id")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .sort(["row"], SortMultipleOptions::default())
+        .with_columns([col("row")
+            .cum_count(false)
+            .over([col("visit_id")])?
+            .alias("pv_rank")])
+        .filter(col("pv_rank").lt_eq(lit(p)))
+        .with_columns([col("row")
+            .min()
+            .over([col("visitor"), col("day"), col("path")])?
+            .alias("path_first")])
+        .with_columns([col("path_first")
+            .rank(
+                RankOptions {
+                    method: RankMethod::Dense,
+                    descending: false,
+                },
+                None,
+            )
+            .over([col("visitor"), col("day")])?
+            .alias("path_rank")])
+        .filter(col("path_rank").lt_eq(lit(b.max_pages_per_visitor)))
+        .sort(["row"], SortMultipleOptions::default())
+        .select([
+            col("visit_id"),
+            col("visitor"),
+            col("day"),
+            col("path"),
+            col("is_entry"),
+            col("is_exit"),
+        ])
+        .collect()?;
+    Ok(Sessions { visits, pageviews })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pseudonymise::Event;
+    use std::sync::Arc;
+
+    fn event(ts: i64, visitor: u64, path: &str) -> Event {
+        Event {
+            ts,
+            day: Day((ts / 86_400) as i32),
+            hour: ((ts % 86_400) / 3600) as u8,
+            visitor,
+            link: None,
+            path: Arc::from(path),
+            referrer_host: None,
+            channel: "direct",
+            browser: Arc::from("Firefox"),
+            os: Arc::from("Linux"),
+            device_type: "desktop",
+            utm_source: None,
+            utm_medium: None,
+            utm_campaign: None,
+            utm_term: None,
+            utm_content: None,
+            click_id: None,
+        }
+    }
+
+    /// One visitor with 2 000 visits of 3 pageviews over 12 distinct paths in one day, and
+    /// another with one visit: the bounds leave the first 4 visits, 10 pageviews per visit at
+    /// most, and 5 distinct paths per visitor.
+    #[test]
+    fn bound_contributions_on_a_visitor_with_thousands_of_visits() {
+        let mut cols = events::EventColumns::default();
+        let mut seq = 0;
+        for v in 0..2000i64 {
+            for p in 0..3i64 {
+                let path = format!("/p{}", (v * 3 + p) % 12);
+                cols.push(seq, event(v * 40 + p, 1, &path));
+                seq += 1;
+            }
+        }
+        for p in 0..12i64 {
+            cols.push(seq, event(50_000 + p, 2, &format!("/q{p}")));
+            seq += 1;
+        }
+        let frame = cols.into_frame().unwrap();
+        // Timeout 30 s: each visitor-1 burst (3 pageviews in 3 s, 40 s apart) is one visit.
+        let s = sessionise(frame, 30, 3600, (Day(0), Day(0))).unwrap();
+        assert_eq!(s.visits.height(), 2001);
+        let bounds = crate::dp::Bounds {
+            max_visits_per_day: 4,
+            max_pageviews_per_visit: 10,
+            max_pages_per_visitor: 5,
+            max_duration_s: 1800,
+        };
+        let b = bound_contributions(s, &bounds).unwrap();
+        assert_eq!(
+            b.visits.height(),
+            5,
+            "4 visits of visitor 1, 1 of visitor 2"
+        );
+        let pv = |visitor: u64| -> Vec<String> {
+            let df = b
+                .pageviews
+                .clone()
+                .lazy()
+                .filter(col("visitor").eq(lit(visitor)))
+                .collect()
+                .unwrap();
+            df.column("path")
+                .unwrap()
+                .str()
+                .unwrap()
+                .iter()
+                .map(|s| s.unwrap().to_string())
+                .collect()
+        };
+        // Visitor 1: 4 visits × 3 pageviews over paths /p0../p11 in order: the first 5
+        // distinct paths are /p0../p4, so 5 of the 12 pageviews remain.
+        assert_eq!(pv(1), ["/p0", "/p1", "/p2", "/p3", "/p4"]);
+        // Visitor 2: 12 pageviews in one visit → 10 kept → 5 distinct paths.
+        assert_eq!(pv(2), ["/q0", "/q1", "/q2", "/q3", "/q4"]);
+        let pageviews: Vec<i64> = b
+            .visits
+            .column("pageviews")
+            .unwrap()
+            .cast(&DataType::Int64)
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap())
+            .collect();
+        assert_eq!(
+            pageviews.iter().max(),
+            Some(&10),
+            "pageviews per visit capped at 10"
+        );
+    }
+}

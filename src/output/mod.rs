@@ -177,7 +177,7 @@ pub fn stage(
             let rows = by_day.get(&day).map_or(&[][..], Vec::as_slice);
             let parent = staged.parent().expect("has a parent");
             fs::create_dir_all(parent).map_err(io_err(parent))?;
-            parquet::write_table(*table, rows, &staged)?;
+            parquet::write_table(*table, rows, release.noisy(), &staged)?;
             let bytes = fs::read(&staged).map_err(io_err(&staged))?;
             files.push(FileInfo {
                 path: rel,

@@ -12,12 +12,17 @@ use crate::aggregate::{self, TableName};
 use crate::disclose::ReleasedRow;
 
 /// Writes one table's rows of one day.
-pub fn write_table(table: TableName, rows: &[ReleasedRow], path: &Path) -> Result<(), OutputError> {
+pub fn write_table(
+    table: TableName,
+    rows: &[ReleasedRow],
+    noisy: bool,
+    path: &Path,
+) -> Result<(), OutputError> {
     let parquet_err = |e: PolarsError| OutputError::Parquet {
         path: path.display().to_string(),
         message: e.to_string(),
     };
-    let mut df = frame(table, rows).map_err(parquet_err)?;
+    let mut df = frame(table, rows, noisy).map_err(parquet_err)?;
     let mut file = File::create(path).map_err(super::io_err(path))?;
     ParquetWriter::new(&mut file)
         .with_compression(ParquetCompression::Zstd(None))
@@ -30,7 +35,7 @@ pub fn write_table(table: TableName, rows: &[ReleasedRow], path: &Path) -> Resul
 
 /// The released frame: keys, measures (overview adds its ratios), then `is_other` or
 /// `suppressed`. Column names are part of the public interface: users' SQL depends on them.
-pub fn frame(table: TableName, rows: &[ReleasedRow]) -> PolarsResult<DataFrame> {
+pub fn frame(table: TableName, rows: &[ReleasedRow], noisy: bool) -> PolarsResult<DataFrame> {
     let mut columns = Vec::new();
     for (i, key) in table.keys().iter().enumerate() {
         columns.push(aggregate::key_column(key, rows.iter().map(|r| &r.keys[i])));
@@ -79,6 +84,14 @@ pub fn frame(table: TableName, rows: &[ReleasedRow]) -> PolarsResult<DataFrame> 
         columns.push(Column::new(
             "is_other".into(),
             rows.iter().map(|r| r.is_other).collect::<Vec<bool>>(),
+        ));
+    }
+    if noisy {
+        columns.push(Column::new(
+            "noise_scale".into(),
+            rows.iter()
+                .map(|r| r.noise_scale)
+                .collect::<Vec<Option<f64>>>(),
         ));
     }
     DataFrame::new(rows.len(), columns)

@@ -20,6 +20,8 @@ use crate::day::Day;
 /// Context strings are fixed forever for a given meaning: changing one changes every pseudonym.
 const VISITOR_CONTEXT: &str = "logveil 2026-11-24 visitor pseudonym v1";
 const FINGERPRINT_CONTEXT: &str = "logveil 2026-11-24 key epoch fingerprint v1";
+const RELEASE_CONTEXT: &str = "logveil 2026-11-24 dp release noise v1";
+const LEDGER_CONTEXT: &str = "logveil 2026-11-24 dp ledger digest v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -178,6 +180,16 @@ impl MasterKey {
     pub fn epoch_id(&self, epoch: Day) -> String {
         let derived = Zeroizing::new(self.derive(FINGERPRINT_CONTEXT, epoch));
         derived[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The key of the noise stream for the cells released for `day` (differential privacy).
+    pub fn release_key(&self, day: Day) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.derive(RELEASE_CONTEXT, day))
+    }
+
+    /// The key of the privacy ledger's content digests for `day`.
+    pub fn ledger_key(&self, day: Day) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.derive(LEDGER_CONTEXT, day))
     }
 
     fn derive(&self, context: &str, epoch: Day) -> [u8; 32] {

@@ -197,6 +197,11 @@ impl Pseudonymiser {
         }
     }
 
+    /// The masters in use (for keys derived for other purposes, e.g. release noise).
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
     /// Public ids of the key epochs used so far (for the run record).
     pub fn epoch_ids(&self) -> Vec<(Day, String)> {
         let mut days: Vec<Day> = self

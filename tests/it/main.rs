@@ -2,6 +2,7 @@
 
 mod audit;
 mod cli;
+mod dp;
 mod helpers;
 mod parse;
 mod privacy;
