@@ -30,12 +30,57 @@ pub struct RunRecord {
     /// truncated; they cannot be used to recompute a pseudonym.
     pub key_epochs: BTreeMap<String, String>,
     pub key_mode: String,
+    /// What was read, dropped and derived: the depersonalisation actions of this run.
+    #[serde(default)]
+    pub processing: Processing,
     /// Differential privacy: settings, per-table ε, sensitivities, noise scales, thresholds,
     /// and the ε this run charged to the ledger. Absent when off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub differential_privacy: Option<serde_json::Value>,
     pub notes: Vec<String>,
     pub files: Vec<FileInfo>,
+}
+
+/// The depersonalisation applied by every run (152-FZ asks that each action be recorded).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Processing {
+    pub fields_read: Vec<String>,
+    pub dropped_at_parse: Vec<String>,
+    pub derived: Vec<String>,
+    pub retention: Vec<String>,
+}
+
+impl Default for Processing {
+    fn default() -> Self {
+        let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        Processing {
+            fields_read: v(&[
+                "client address (%h)", "timestamp (%t)", "request line (%r)", "status (%>s)",
+                "response size (%b)", "referrer", "user agent", "virtual host (vhost formats)",
+            ]),
+            dropped_at_parse: v(&[
+                "identd and user name (%l, %u): skipped unread",
+                "client address: used only as input to the keyed visitor pseudonym",
+                "user agent: used only for the pseudonym and the browser/OS/device class",
+                "query string and fragment: only utm_* values read; click-id values never kept",
+                "referrer path and query: only the host kept",
+                "response size: not used",
+            ]),
+            derived: v(&[
+                "visitor pseudonym: keyed BLAKE3 under a per-day key, 64 bits, in memory only",
+                "path: normalised, identifier-shaped segments replaced by placeholders",
+                "referrer host: registrable domain; channel from utm_medium, click-id kind, referrer kind",
+                "browser family, OS family, device type (uap-core, crawler-user-agents, device rules)",
+                "local day and hour in the pipeline's time zone",
+            ]),
+            retention: v(&[
+                "raw lines: never stored by logveil",
+                "pseudonyms and events: process memory for the run only",
+                "outputs: aggregate tables under the k rule (and noise when differential privacy is on)",
+                "key files: until deleted (`logveil key destroy` for key rings)",
+            ]),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
