@@ -5,7 +5,15 @@ Three days of Apache "combined" log lines for a made-up Russian shop/blog (examp
 rotated at 04:00 Europe/Moscow (+0300), gzip-compressed. Output is byte-identical on every
 run: one fixed seed, no clock, no set iteration, English month names (no locale), and
 gzip headers with mtime=0 and no file name. Run: python3 sample-data/generate.py
+
+Flags write other (e.g. much larger) logs elsewhere, still deterministic for given flags:
+    python3 sample-data/generate.py --out DIR --days 7 --visitors-per-day 60000 --plain
+With no flags the output is the bundled sample, byte for byte. A visitor-day makes about 11
+lines (pageviews, assets, redirects, API calls, plus ~10% bots and ~0.3% malformed lines).
+When days x visitors-per-day exceeds 9,000, the 762 documentation IPv4 addresses cannot give
+each visitor its own (IP, UA) pair, so 198.18.0.0/15 (RFC 2544, benchmarking) is added.
 """
+import argparse
 import gzip
 import ipaddress
 import random
@@ -131,6 +139,8 @@ def next_page(rng, cur):
 
 # --- clients -----------------------------------------------------------------------------
 V4_NETS = ["192.0.2", "198.51.100", "203.0.113"]  # RFC 5737
+V4_BENCH_NETS = [f"198.{18 + i // 256}.{i % 256}" for i in range(512)]  # RFC 2544 198.18/15
+MAX_DOC_VISITORS = 9000  # above this many visitors in all, V4_BENCH_NETS are used as well
 V6_BASE = int(ipaddress.IPv6Address("2001:db8::"))  # RFC 3849, 2001:db8::/32
 
 
@@ -319,7 +329,8 @@ def start_time(rng, day):
 def humans(rng, log):
     used, pool = {}, []
     for day in range(DAYS):
-        back = rng.sample(pool, len(pool) // 10)  # ~10% of earlier visitors come back
+        # ~10% of earlier visitors come back (at most half of a day's visitors: long runs)
+        back = rng.sample(pool, min(len(pool) // 10, VISITORS_PER_DAY // 2))
         today = back + [new_visitor(rng, used) for _ in range(VISITORS_PER_DAY - len(back))]
         log.stats["returning_visitor_days"] += len(back)
         for v in today:
@@ -389,7 +400,7 @@ def malformed(rng, log):
                 pick(rng, HUMAN_UAS), "malformed_long")
 
 
-def write(log):
+def write(log, plain=False):
     OUT.mkdir(parents=True, exist_ok=True)
     rng = random.Random(SEED + 1)  # only for where truncated lines are cut
     files = [[] for _ in range(DAYS)]
@@ -403,21 +414,57 @@ def write(log):
         files[t // DAY].append(line)
         log.stats[kind] += 1
     for day, lines in enumerate(files):
-        name = OUT / f"access-{(START + timedelta(days=day)):%Y-%m-%d}.log.gz"
-        with open(name, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0,
-                                                   filename="") as gz:
-            gz.write(("\n".join(lines) + "\n").encode("utf-8"))
-        print(f"{name.name}: {len(lines)} lines, {name.stat().st_size} bytes gzip, "
-              f"{len(visitors[day])} human visitors")
+        name = OUT / f"access-{(START + timedelta(days=day)):%Y-%m-%d}.log"
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        files[day] = lines = len(lines)  # let the day's lines go before the next day's
+        if plain:
+            name.write_bytes(data)
+        else:
+            name = name.with_name(name.name + ".gz")
+            with open(name, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0,
+                                                       filename="") as gz:
+                gz.write(data)
+        del data
+        print(f"{name.name}: {lines} lines, {name.stat().st_size} bytes "
+              f"{'plain' if plain else 'gzip'}, {len(visitors[day])} human visitors")
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(
+        description="Write synthetic combined-format access logs, one file per day "
+        "(rotated at 04:00 +0300). With no flags: the bundled sample in "
+        "sample-data/realistic/, byte-identical on every run.")
+    ap.add_argument("--out", type=Path, default=OUT,
+                    help="output directory (default: sample-data/realistic/)")
+    ap.add_argument("--days", type=int, default=DAYS,
+                    help=f"number of daily files, from 2026-11-02 on (default: {DAYS})")
+    ap.add_argument("--visitors-per-day", type=int, default=VISITORS_PER_DAY,
+                    help=f"human (IP, UA) pairs active per day (default: {VISITORS_PER_DAY})")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiplies --visitors-per-day (default: 1)")
+    ap.add_argument("--plain", action="store_true",
+                    help="write uncompressed access-DATE.log files instead of .log.gz")
+    args = ap.parse_args()
+    if args.days < 1:
+        ap.error("--days must be at least 1")
+    args.visitors_per_day = round(args.visitors_per_day * args.scale)
+    if args.visitors_per_day < 1:
+        ap.error("--visitors-per-day (times --scale) must be at least 1")
+    return args
 
 
 def main():
+    global DAYS, VISITORS_PER_DAY, OUT, V4_NETS
+    args = parse_args()
+    DAYS, VISITORS_PER_DAY, OUT = args.days, args.visitors_per_day, args.out
+    if DAYS * VISITORS_PER_DAY > MAX_DOC_VISITORS:
+        V4_NETS = V4_NETS + V4_BENCH_NETS
     rng = random.Random(SEED)
     log = Log()
     humans(rng, log)
     bots(rng, log, len(log.events) // 9)  # bots ~10% of all lines
     malformed(rng, log)
-    write(log)
+    write(log, plain=args.plain)
     for k in sorted(log.stats):
         print(f"  {k}: {log.stats[k]}")
 

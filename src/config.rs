@@ -66,6 +66,9 @@ pub struct PipelineFile {
     pub filters: Option<FiltersFile>,
     pub paths: Option<PathsFile>,
     pub channels: Option<HostLists>,
+    /// Partitions of the clients, processed one at a time (default 8): more buckets, less
+    /// memory. Outputs do not depend on it.
+    pub buckets: Option<u16>,
     /// Differential privacy: present = on.
     pub differential_privacy: Option<DpFile>,
 }
@@ -146,6 +149,7 @@ pub struct Pipeline {
     pub path_rules: PathRules,
     pub host_lists: HostLists,
     pub state_dir: PathBuf,
+    pub buckets: u16,
     pub dp: Option<crate::dp::DpSettings>,
 }
 
@@ -363,6 +367,11 @@ impl Pipeline {
             path_rules,
             host_lists,
             state_dir,
+            buckets: match file.buckets {
+                None => 8,
+                Some(b @ 1..=4096) => b,
+                Some(b) => return Err(invalid(format!("`buckets` = {b}: use 1 to 4096"))),
+            },
             dp,
         })
     }

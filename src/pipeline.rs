@@ -4,11 +4,15 @@
 //! pseudonymise; reduce: sessions and additive partial tables; merge: sums, then the privacy
 //! rules once), here in one process with one partial.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::aggregate::{self, TABLES, TableName, events::EventColumns};
+use crate::aggregate::{
+    self, TABLES, TableName,
+    spill::{SpillDir, SpillWriter},
+};
 use crate::config::{KeySource, Pipeline};
 use crate::day::Day;
 use crate::disclose;
@@ -70,6 +74,8 @@ pub struct RunOptions {
     pub key_file: Option<PathBuf>,
     pub key_dir: Option<PathBuf>,
     pub date: Option<DateArg>,
+    /// Worker threads for ingest (default: the machine's cores).
+    pub threads: Option<usize>,
     /// Replace a complete published day with a partial one.
     pub force: bool,
 }
@@ -145,22 +151,21 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     let files =
         reader::expand_inputs(&patterns).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
 
-    let mut ps = Pseudonymiser::new(
-        keys,
-        pseudonymise::Settings {
-            time_zone: tz.clone(),
-            filters: pipeline.filters.clone(),
-            path_rules: pipeline.path_rules.clone(),
-            host_lists: pipeline.host_lists.clone(),
-            site_hosts: pipeline.site_hosts.clone(),
-            check_vhost: matches!(
-                pipeline.format,
-                ingest::Format::VhostCombined | ingest::Format::VhostCommon
-            ),
-            link_window_s: reach,
-            window,
-        },
-    );
+    let keys = Arc::new(keys);
+    let settings = pseudonymise::Settings {
+        time_zone: tz.clone(),
+        filters: pipeline.filters.clone(),
+        path_rules: pipeline.path_rules.clone(),
+        host_lists: pipeline.host_lists.clone(),
+        site_hosts: pipeline.site_hosts.clone(),
+        check_vhost: matches!(
+            pipeline.format,
+            ingest::Format::VhostCombined | ingest::Format::VhostCommon
+        ),
+        link_window_s: reach,
+        window,
+        buckets: pipeline.buckets,
+    };
 
     let mut record = RunRecord {
         logveil_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -180,114 +185,69 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         ..RunRecord::default()
     };
 
-    // Ingest and pseudonymise, file by file. A file's lines count only once its whole content
-    // has been read: an identical earlier file makes it a duplicate, a read error fails the run.
-    let mut events = EventColumns::default();
+    // Shard: ingest and pseudonymise on worker threads, a file at a time, each worker
+    // spilling its pseudonymous events into encrypted buckets. A file's lines count only once
+    // its whole content has been read: an identical earlier file makes it a duplicate (its
+    // events are skipped when the buckets are read), a read error fails the run.
+    let spill = SpillDir::create(
+        &pipeline.state_dir,
+        &record.run_id,
+        usize::from(pipeline.buckets),
+    )
+    .map_err(|e| {
+        Failure::new(
+            exit::FAILED,
+            format!(
+                "cannot create spill directory under {}: {e}",
+                pipeline.state_dir.display()
+            ),
+        )
+    })?;
+    let threads = options
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = threads.clamp(1, files.len().max(1)) as u16;
+    let (results, epoch_ids) = shard(&files, pipeline.format, &keys, &settings, &spill, workers)?;
+
     let mut seen_content: HashMap<blake3::Hash, String> = HashMap::new();
+    let mut excluded: HashSet<u32> = HashSet::new();
     let mut filtered: BTreeMap<FilterRule, u64> = BTreeMap::new();
     let mut rejected: BTreeMap<Reject, record::RejectInfo> = BTreeMap::new();
     let mut coverage: Option<(i64, i64)> = None;
-    let mut seq = 0u64;
-    for path in &files {
-        let shown = path.display().to_string();
-        let unreadable = |e: std::io::Error, line: Option<u64>| {
-            let at = line.map(|l| format!(" after line {l}")).unwrap_or_default();
-            Failure::new(
-                exit::FAILED,
-                format!(
-                    "input {shown} is unreadable or corrupt{at}: {e}; nothing was published (fix or remove the file and run again)"
-                ),
-            )
-        };
-        let size = fs::metadata(path).map_err(|e| unreadable(e, None))?.len();
-        let mut lines = reader::LineReader::open(path).map_err(|e| unreadable(e, None))?;
-        let mut batch = EventColumns::default();
-        let mut file_filtered: BTreeMap<FilterRule, u64> = BTreeMap::new();
-        let mut file_rejected: BTreeMap<Reject, (u64, Vec<u64>)> = BTreeMap::new();
-        let mut file_coverage: Option<(i64, i64)> = None;
-        let (mut read, mut parsed) = (0u64, 0u64);
-        let mut last_line = 0;
-        loop {
-            let next = lines
-                .next_line()
-                .map_err(|e| unreadable(e, Some(last_line)))?;
-            let Some((line_no, line)) = next else { break };
-            last_line = line_no;
-            read += 1;
-            let result = match line {
-                Line::TooLong => Err(Reject::LineTooLong),
-                Line::Text(text) => ingest::parse_line(pipeline.format, text).map(|rec| {
-                    file_coverage = Some(match file_coverage {
-                        None => (rec.ts, rec.ts),
-                        Some((a, b)) => (a.min(rec.ts), b.max(rec.ts)),
-                    });
-                    ps.process(&rec)
-                }),
-            };
-            match result {
-                Err(reason) => {
-                    let entry = file_rejected.entry(reason).or_default();
-                    entry.0 += 1;
-                    if entry.1.len() < MAX_LINE_NUMBERS {
-                        entry.1.push(line_no);
-                    }
-                }
-                Ok(outcome) => {
-                    parsed += 1;
-                    match outcome {
-                        Outcome::Pageview(event) => {
-                            batch.push(seq, *event);
-                            seq += 1;
-                        }
-                        Outcome::Filtered(rule) => *file_filtered.entry(rule).or_default() += 1,
-                        Outcome::MissingKey(day) => {
-                            let ring = match &source {
-                                KeySource::Ring(dir) => dir.display().to_string(),
-                                _ => String::new(),
-                            };
-                            return Err(Failure::new(
-                                exit::USAGE,
-                                format!(
-                                    "no master key in the key ring {ring} covers {day} (found at {shown} line {line_no}); add one with `logveil key rotate --key-dir {ring} --from DATE` or leave that day out with --date. Nothing was published"
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        let (digest, decompressed) = lines.content_digest();
-        let duplicate_of = seen_content.get(&digest).cloned();
+    let mut pageview_days: Option<(Day, Day)> = None;
+    for r in results {
+        let duplicate_of = seen_content.get(&r.digest).cloned();
         record.inputs.push(InputInfo {
-            path: shown.clone(),
-            size_bytes: size,
-            decompressed_bytes: decompressed,
-            gzip: lines.compressed,
-            lines: read,
             duplicate_of: duplicate_of.clone(),
+            ..r.info.clone()
         });
         if let Some(first) = duplicate_of {
             notes.push(format!(
-                "{shown} has the same content as {first}; its lines were counted once"
+                "{} has the same content as {first}; its lines were counted once",
+                r.info.path
             ));
+            excluded.insert(r.index);
             continue;
         }
-        seen_content.insert(digest, shown.clone());
-        record.lines.read += read;
-        record.lines.parsed += parsed;
-        for (rule, n) in file_filtered {
+        seen_content.insert(r.digest, r.info.path.clone());
+        record.lines.read += r.read;
+        record.lines.parsed += r.parsed;
+        record.pageviews += r.pageviews;
+        for (rule, n) in r.filtered {
             *filtered.entry(rule).or_default() += n;
         }
-        for (reason, (n, line_numbers)) in file_rejected {
+        for (reason, (n, line_numbers)) in r.rejected {
             record.lines.rejected += n;
             let info = rejected.entry(reason).or_default();
             info.count += n;
-            info.lines.insert(shown.clone(), line_numbers);
+            info.lines.insert(r.info.path.clone(), line_numbers);
         }
-        if let Some((a, b)) = file_coverage {
+        if let Some((a, b)) = r.coverage {
             coverage = Some(coverage.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
         }
-        events.append(batch);
+        if let Some((a, b)) = r.days {
+            pageview_days = Some(pageview_days.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+        }
     }
     record.lines.rejected_by_reason = rejected
         .into_iter()
@@ -297,9 +257,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .iter()
         .map(|(r, n)| (r.name().to_string(), *n))
         .collect();
-    record.pageviews = events.len() as u64;
-    record.key_epochs = ps
-        .epoch_ids()
+    record.key_epochs = epoch_ids
         .into_iter()
         .map(|(d, id)| (d.to_string(), id))
         .collect();
@@ -325,8 +283,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
 
     let days = match target {
         Some(d) => Some((d, d)),
-        None if events.is_empty() => None,
-        None => events.day_range(),
+        None => pageview_days,
     };
     let Some(days) = days else {
         notes.push("no pageviews in the inputs: nothing was published".into());
@@ -340,26 +297,47 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         });
     };
 
-    // Aggregate and merge (one partial in a single-process run), then disclose.
+    // Reduce: sessions and additive partial tables, one bucket at a time (memory is bounded by
+    // a bucket). Merge: sums of the partials. The privacy rules then apply once, to the totals.
     let polars_err = |what: &str| {
         let what = what.to_string();
         move |e: polars::prelude::PolarsError| {
             Failure::new(exit::FAILED, format!("aggregation {what} failed: {e}"))
         }
     };
-    let frame = events.into_frame().map_err(polars_err("event frame"))?;
-    let mut sessions = aggregate::sessionise(
-        frame,
-        pipeline.session_timeout_s,
-        pipeline.max_visit_s,
-        days,
-    )
-    .map_err(polars_err("sessions"))?;
-    if let Some(dp) = &pipeline.dp {
-        sessions = aggregate::bound_contributions(sessions, &dp.bounds)
-            .map_err(polars_err("contribution bounds"))?;
+    let bucket_sessions = |b: usize| -> Result<Option<aggregate::Sessions>, Failure> {
+        let cols = spill.read_bucket(b, workers, &excluded).map_err(|e| {
+            Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
+        })?;
+        if cols.is_empty() {
+            return Ok(None);
+        }
+        let frame = cols.into_frame().map_err(polars_err("event frame"))?;
+        let mut sessions = aggregate::sessionise(
+            frame,
+            pipeline.session_timeout_s,
+            pipeline.max_visit_s,
+            days,
+        )
+        .map_err(polars_err("sessions"))?;
+        if let Some(dp) = &pipeline.dp {
+            sessions = aggregate::bound_contributions(sessions, &dp.bounds)
+                .map_err(polars_err("contribution bounds"))?;
+        }
+        Ok(Some(sessions))
+    };
+    let mut partials: Vec<Vec<polars::prelude::DataFrame>> = vec![Vec::new(); TABLES.len()];
+    for b in 0..spill.buckets {
+        let Some(sessions) = bucket_sessions(b)? else {
+            continue;
+        };
+        record.visits += sessions.visits.height() as u64;
+        for (i, table) in TABLES.iter().enumerate() {
+            partials[i].push(
+                aggregate::partial_table(&sessions, *table).map_err(polars_err(table.as_str()))?,
+            );
+        }
     }
-    record.visits = sessions.visits.height() as u64;
     if record.visits == 0 {
         notes.push(format!(
             "no visit starts between {} and {} in these inputs: the published tables are empty",
@@ -367,25 +345,39 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         ));
     }
     let mut merged = Vec::new();
-    for table in TABLES {
-        let partial =
-            aggregate::partial_table(&sessions, table).map_err(polars_err(table.as_str()))?;
-        let total = aggregate::merge(table, vec![partial]).map_err(polars_err(table.as_str()))?;
-        merged.push((
-            table,
-            aggregate::rows(table, &total).map_err(polars_err(table.as_str()))?,
-        ));
+    for (table, parts) in TABLES.iter().zip(partials) {
+        let rows = if parts.is_empty() {
+            Vec::new()
+        } else {
+            let total = aggregate::merge(*table, parts).map_err(polars_err(table.as_str()))?;
+            aggregate::rows(*table, &total).map_err(polars_err(table.as_str()))?
+        };
+        merged.push((*table, rows));
     }
+    // The exact measures of a union of rows (an `(other)` row, hidden hours): a second pass
+    // over the buckets, summed (buckets never share a client).
+    let other = |table: TableName,
+                 keys: &[(Day, Vec<aggregate::KeyValue>)]|
+     -> anyhow::Result<BTreeMap<Day, Vec<i64>>> {
+        let folded = aggregate::keys_frame(table, keys)?;
+        let mut sums: BTreeMap<Day, Vec<i64>> = BTreeMap::new();
+        for b in 0..spill.buckets {
+            let Some(sessions) = bucket_sessions(b).map_err(|f| anyhow::anyhow!(f.message))? else {
+                continue;
+            };
+            let part = aggregate::other_rows(&sessions, table, folded.clone())?;
+            for (day, measures) in aggregate::day_measures(table, &part)? {
+                let e = sums.entry(day).or_insert_with(|| vec![0; measures.len()]);
+                e.iter_mut().zip(measures).for_each(|(a, m)| *a += m);
+            }
+        }
+        Ok(sums)
+    };
     let true_rows = merged.clone();
     let (release, counts) = match &pipeline.dp {
-        None => disclose::disclose(merged, pipeline.k, days, |table: TableName, keys| {
-            let folded = aggregate::keys_frame(table, keys)?;
-            let other = aggregate::other_rows(&sessions, table, folded)?;
-            Ok(aggregate::day_measures(table, &other)?)
-        })
-        .map_err(|e| Failure::new(exit::FAILED, format!("disclosure failed: {e}")))?,
+        None => disclose::disclose(merged, pipeline.k, days, other)
+            .map_err(|e| Failure::new(exit::FAILED, format!("disclosure failed: {e}")))?,
         Some(dp) => {
-            let keys = ps.keys();
             let release_key = |day: Day| keys.master_for(day).map(|m| *m.release_key(day));
             let (release, counts, tables) =
                 disclose::disclose_dp(merged, dp, pipeline.k, days, &release_key)
@@ -450,7 +442,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         let mut releases = Vec::new();
         for (table, rows) in &true_rows {
             for day in &to_publish {
-                let Some(master) = ps.keys().master_for(*day) else {
+                let Some(master) = keys.master_for(*day) else {
                     continue;
                 };
                 let mut h = blake3::Hasher::new_keyed(&master.ledger_key(*day));
@@ -488,6 +480,196 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         record_path,
         output: out,
     })
+}
+
+/// What one input file gave.
+struct FileResult {
+    index: u32,
+    info: InputInfo,
+    digest: blake3::Hash,
+    read: u64,
+    parsed: u64,
+    pageviews: u64,
+    filtered: BTreeMap<FilterRule, u64>,
+    rejected: BTreeMap<Reject, (u64, Vec<u64>)>,
+    /// First and last timestamp of the placed lines.
+    coverage: Option<(i64, i64)>,
+    /// First and last local day of the pageviews.
+    days: Option<(Day, Day)>,
+}
+
+type ShardOutput = (Vec<FileResult>, BTreeMap<Day, String>);
+/// One worker's files and the key epochs it used.
+type WorkerOutput = (Vec<FileResult>, Vec<(Day, String)>);
+
+/// Runs the shard stage on `workers` threads: each takes the next file, parses and
+/// pseudonymises it, and spills its events. Results come back in file order.
+fn shard(
+    files: &[PathBuf],
+    format: ingest::Format,
+    keys: &Arc<KeySet>,
+    settings: &pseudonymise::Settings,
+    spill: &SpillDir,
+    workers: u16,
+) -> Result<ShardOutput, Failure> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let abort = std::sync::atomic::AtomicBool::new(false);
+    let outcomes: Vec<Result<WorkerOutput, Failure>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (next, abort) = (&next, &abort);
+                scope.spawn(move || -> Result<WorkerOutput, Failure> {
+                    let mut ps = Pseudonymiser::new(keys.clone(), settings.clone());
+                    let mut writer = spill.writer(w).map_err(|e| {
+                        Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
+                    })?;
+                    let mut done = Vec::new();
+                    loop {
+                        if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(path) = files.get(i) else { break };
+                        match ingest_file(i as u32, path, format, &mut ps, &mut writer) {
+                            Ok(r) => done.push(r),
+                            Err(f) => {
+                                abort.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return Err(f);
+                            }
+                        }
+                    }
+                    writer.finish().map_err(|e| {
+                        Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
+                    })?;
+                    Ok((done, ps.epoch_ids()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("an ingest worker panicked"))
+            .collect()
+    });
+    let mut results = Vec::new();
+    let mut epoch_ids = BTreeMap::new();
+    let mut first_error: Option<(usize, Failure)> = None;
+    for (w, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Ok((done, ids)) => {
+                results.extend(done);
+                epoch_ids.extend(ids);
+            }
+            Err(f) => {
+                if first_error.is_none() {
+                    first_error = Some((w, f));
+                }
+            }
+        }
+    }
+    if let Some((_, f)) = first_error {
+        return Err(f);
+    }
+    results.sort_by_key(|r| r.index);
+    Ok((results, epoch_ids))
+}
+
+/// Reads, parses and pseudonymises one file, spilling its pageviews.
+fn ingest_file(
+    index: u32,
+    path: &std::path::Path,
+    format: ingest::Format,
+    ps: &mut Pseudonymiser,
+    writer: &mut SpillWriter,
+) -> Result<FileResult, Failure> {
+    let shown = path.display().to_string();
+    let unreadable = |e: std::io::Error, line: Option<u64>| {
+        let at = line.map(|l| format!(" after line {l}")).unwrap_or_default();
+        Failure::new(
+            exit::FAILED,
+            format!(
+                "input {shown} is unreadable or corrupt{at}: {e}; nothing was published (fix or remove the file and run again)"
+            ),
+        )
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| unreadable(e, None))?
+        .len();
+    let mut lines = reader::LineReader::open(path).map_err(|e| unreadable(e, None))?;
+    let mut r = FileResult {
+        index,
+        info: InputInfo {
+            path: shown.clone(),
+            size_bytes: size,
+            ..InputInfo::default()
+        },
+        digest: blake3::hash(b""),
+        read: 0,
+        parsed: 0,
+        pageviews: 0,
+        filtered: BTreeMap::new(),
+        rejected: BTreeMap::new(),
+        coverage: None,
+        days: None,
+    };
+    let mut last_line = 0;
+    loop {
+        let next = lines
+            .next_line()
+            .map_err(|e| unreadable(e, Some(last_line)))?;
+        let Some((line_no, line)) = next else { break };
+        last_line = line_no;
+        r.read += 1;
+        let result = match line {
+            Line::TooLong => Err(Reject::LineTooLong),
+            Line::Text(text) => ingest::parse_line(format, text).map(|rec| {
+                r.coverage = Some(match r.coverage {
+                    None => (rec.ts, rec.ts),
+                    Some((a, b)) => (a.min(rec.ts), b.max(rec.ts)),
+                });
+                ps.process(&rec)
+            }),
+        };
+        match result {
+            Err(reason) => {
+                let entry = r.rejected.entry(reason).or_default();
+                entry.0 += 1;
+                if entry.1.len() < MAX_LINE_NUMBERS {
+                    entry.1.push(line_no);
+                }
+            }
+            Ok(outcome) => {
+                r.parsed += 1;
+                match outcome {
+                    Outcome::Pageview(event) => {
+                        let day = event.day;
+                        r.days = Some(r.days.map_or((day, day), |(a, b)| (a.min(day), b.max(day))));
+                        r.pageviews += 1;
+                        // Input order breaks ties between pageviews of one second, whatever
+                        // the key: file index, then line number.
+                        let seq = (u64::from(index) << 40) | line_no;
+                        writer.push(seq, &event).map_err(|e| {
+                            Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
+                        })?;
+                    }
+                    Outcome::Filtered(rule) => *r.filtered.entry(rule).or_default() += 1,
+                    Outcome::MissingKey(day) => {
+                        return Err(Failure::new(
+                            exit::USAGE,
+                            format!(
+                                "no master key in the key ring covers {day} (found at {shown} line {line_no}); add one with `logveil key rotate --key-dir DIR --from DATE` or leave that day out with --date. Nothing was published"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let (digest, decompressed) = lines.content_digest();
+    r.digest = digest;
+    r.info.decompressed_bytes = decompressed;
+    r.info.gzip = lines.compressed;
+    r.info.lines = r.read;
+    Ok(r)
 }
 
 /// UTC second of local midnight starting `day` in `tz`.

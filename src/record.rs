@@ -55,21 +55,27 @@ impl Default for Processing {
         let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
         Processing {
             fields_read: v(&[
-                "client address (%h)", "timestamp (%t)", "request line (%r)", "status (%>s)",
-                "response size (%b)", "referrer", "user agent", "virtual host (vhost formats)",
+                "client address (%h)",
+                "timestamp (%t)",
+                "request line (%r)",
+                "status (%>s)",
+                "response size (%b)",
+                "referrer",
+                "user agent",
+                "virtual host (vhost formats)",
             ]),
             dropped_at_parse: v(&[
                 "identd and user name (%l, %u): skipped unread",
                 "client address: used only as input to the keyed visitor pseudonym",
                 "user agent: used only for the pseudonym and the browser/OS/device class",
-                "query string and fragment: only utm_* values read; click-id values never kept",
+                "query string and fragment: only the campaign (UTM) parameters read; click-id values never kept",
                 "referrer path and query: only the host kept",
                 "response size: not used",
             ]),
             derived: v(&[
                 "visitor pseudonym: keyed BLAKE3 under a per-day key, 64 bits, in memory only",
                 "path: normalised, identifier-shaped segments replaced by placeholders",
-                "referrer host: registrable domain; channel from utm_medium, click-id kind, referrer kind",
+                "referrer host: registrable domain; channel from the campaign medium, click-id kind and referrer kind",
                 "browser family, OS family, device type (uap-core, crawler-user-agents, device rules)",
                 "local day and hour in the pipeline's time zone",
             ]),

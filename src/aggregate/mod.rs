@@ -11,6 +11,7 @@
 //! that day. A visit ends after `timeout` without a pageview and is cut at `max_visit`.
 
 pub mod events;
+pub mod spill;
 
 use std::collections::BTreeMap;
 
@@ -466,6 +467,7 @@ mod tests {
             hour: ((ts % 86_400) / 3600) as u8,
             visitor,
             link: None,
+            bucket: 0,
             path: Arc::from(path),
             referrer_host: None,
             channel: "direct",

@@ -32,6 +32,12 @@ pub struct RunArgs {
     /// Let a partial day replace a complete one already published.
     #[arg(long)]
     pub force: bool,
+    /// Worker threads for reading and pseudonymising (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Client buckets (partitions processed one at a time); replaces the pipeline's `buckets`.
+    #[arg(long)]
+    pub buckets: Option<u16>,
 }
 
 fn parse_date(s: &str) -> Result<DateArg, String> {
@@ -44,8 +50,14 @@ fn parse_date(s: &str) -> Result<DateArg, String> {
 }
 
 pub fn run(args: RunArgs) -> Result<String, Failure> {
-    let pipeline = Pipeline::load(args.pipeline.as_deref())
+    let mut pipeline = Pipeline::load(args.pipeline.as_deref())
         .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+    if let Some(b) = args.buckets {
+        if b == 0 {
+            return Err(Failure::new(exit::USAGE, "--buckets must be at least 1"));
+        }
+        pipeline.buckets = b;
+    }
     let options = RunOptions {
         inputs: args.input,
         output: args.output,
@@ -53,6 +65,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         key_dir: args.key_dir,
         date: args.date,
         force: args.force,
+        threads: args.threads,
     };
     let report = pipeline::run(&pipeline, &options)?;
     let r = &report.record;

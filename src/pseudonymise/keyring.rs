@@ -39,6 +39,32 @@ impl KeySet {
     pub fn epoch_id(&self, day: Day) -> Option<String> {
         self.master_for(day).map(|m| m.epoch_id(day))
     }
+
+    /// The period in force on `day` (its start) and its master. A single key is one period.
+    pub fn period_of(&self, day: Day) -> Option<(Day, &MasterKey)> {
+        match self {
+            KeySet::Single(m) => Some((Day(0), m)),
+            KeySet::Ring(r) => r
+                .masters
+                .iter()
+                .rev()
+                .find(|(start, _)| *start <= day)
+                .map(|(d, m)| (*d, m)),
+        }
+    }
+
+    /// The bucket key of a run: derived from the newest master, so that every event of a run,
+    /// whatever its day, is partitioned the same way (a visit crossing the midnight where a
+    /// new period starts stays in one bucket).
+    pub fn run_bucket_key(&self) -> [u8; 32] {
+        match self {
+            KeySet::Single(m) => *m.bucket_key(Day(0)),
+            KeySet::Ring(r) => {
+                let (start, m) = r.masters.last().expect("a ring is never empty");
+                *m.bucket_key(*start)
+            }
+        }
+    }
 }
 
 pub struct KeyRing {

@@ -22,6 +22,7 @@ const VISITOR_CONTEXT: &str = "logveil 2026-11-24 visitor pseudonym v1";
 const FINGERPRINT_CONTEXT: &str = "logveil 2026-11-24 key epoch fingerprint v1";
 const RELEASE_CONTEXT: &str = "logveil 2026-11-24 dp release noise v1";
 const LEDGER_CONTEXT: &str = "logveil 2026-11-24 dp ledger digest v1";
+const BUCKET_CONTEXT: &str = "logveil 2026-11-24 client bucket v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -185,6 +186,11 @@ impl MasterKey {
     /// The key of the noise stream for the cells released for `day` (differential privacy).
     pub fn release_key(&self, day: Day) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.derive(RELEASE_CONTEXT, day))
+    }
+
+    /// The key that partitions clients into buckets during the period starting `period_start`.
+    pub fn bucket_key(&self, period_start: Day) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.derive(BUCKET_CONTEXT, period_start))
     }
 
     /// The key of the privacy ledger's content digests for `day`.

@@ -68,6 +68,8 @@ pub struct Event {
     /// Pseudonym under the previous day's key, for events early enough after local midnight to
     /// continue a visit that started the day before (decision 2). In memory only.
     pub link: Option<u64>,
+    /// The partition of the client's events (see [`Settings::buckets`]).
+    pub bucket: u16,
     pub path: Arc<str>,
     pub referrer_host: Option<Arc<str>>,
     pub channel: &'static str,
@@ -154,6 +156,7 @@ impl Filters {
 }
 
 /// What the pseudonymiser needs from the pipeline.
+#[derive(Clone)]
 pub struct Settings {
     pub time_zone: jiff::tz::TimeZone,
     pub filters: Filters,
@@ -166,6 +169,8 @@ pub struct Settings {
     pub link_window_s: i64,
     /// Only events with `window.0 <= ts < window.1` (UTC seconds) are kept.
     pub window: Option<(i64, i64)>,
+    /// Number of buckets events are partitioned into (by a keyed hash of the client).
+    pub buckets: u16,
 }
 
 pub enum Outcome {
@@ -176,7 +181,8 @@ pub enum Outcome {
 }
 
 pub struct Pseudonymiser {
-    keys: KeySet,
+    keys: Arc<KeySet>,
+    bucket_key: zeroize::Zeroizing<[u8; 32]>,
     /// Epoch keys derived so far (`None`: no master covers the day).
     epoch_keys: HashMap<Day, Option<EpochKey>>,
     user_agents: UaClassifier,
@@ -186,8 +192,9 @@ pub struct Pseudonymiser {
 }
 
 impl Pseudonymiser {
-    pub fn new(keys: KeySet, settings: Settings) -> Pseudonymiser {
+    pub fn new(keys: Arc<KeySet>, settings: Settings) -> Pseudonymiser {
         Pseudonymiser {
+            bucket_key: zeroize::Zeroizing::new(keys.run_bucket_key()),
             keys,
             epoch_keys: HashMap::new(),
             user_agents: UaClassifier::new(),
@@ -200,6 +207,21 @@ impl Pseudonymiser {
     /// The masters in use (for keys derived for other purposes, e.g. release noise).
     pub fn keys(&self) -> &KeySet {
         &self.keys
+    }
+
+    /// The bucket of a client: a keyed hash under the run's bucket key, so one client's
+    /// events share a bucket across midnight.
+    fn bucket(&self, client: &[u8], user_agent: &[u8]) -> u16 {
+        if self.settings.buckets <= 1 {
+            return 0;
+        }
+        let mut h = blake3::Hasher::new_keyed(&self.bucket_key);
+        let canonical = keys::canonical_client(client);
+        h.update(&(canonical.len() as u32).to_le_bytes());
+        h.update(&canonical);
+        h.update(user_agent);
+        let v = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+        (v % u64::from(self.settings.buckets)) as u16
     }
 
     /// Public ids of the key epochs used so far (for the run record).
@@ -276,6 +298,7 @@ impl Pseudonymiser {
             None
         };
 
+        let bucket = self.bucket(rec.client, user_agent);
         let campaign = query.map(Campaign::parse).unwrap_or_default();
         let referrer = rec.referrer.and_then(|r| self.referrers.classify(r));
         let channel = channel_of(&campaign, referrer.as_ref().map(|r| r.kind));
@@ -285,6 +308,7 @@ impl Pseudonymiser {
             hour,
             visitor,
             link,
+            bucket,
             path,
             referrer_host: referrer.map(|r| r.host),
             channel,

@@ -491,3 +491,37 @@ fn cli_key_ring_rotation_run_and_destruction() {
     let log = std::fs::read_to_string(ring.join("key-log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3);
 }
+
+#[test]
+fn cli_outputs_do_not_depend_on_buckets_or_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let demo = repo().join("pipelines/demo.toml");
+    let run_with = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let o = logveil()
+            .env("XDG_STATE_HOME", &state)
+            .args(["run", "--pipeline"])
+            .arg(&demo)
+            .arg("--output")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        parquet_hashes(&out)
+    };
+    let one = run_with("one", &["--buckets", "1", "--threads", "1"]);
+    assert_eq!(one.len(), 20);
+    assert_eq!(
+        run_with("seven", &["--buckets", "7", "--threads", "2"]),
+        one
+    );
+    assert_eq!(
+        run_with("many", &["--buckets", "64", "--threads", "3"]),
+        one
+    );
+    // The encrypted spill is gone once the run ends.
+    let spill = state.join("logveil/demo/spill");
+    assert!(!spill.exists() || std::fs::read_dir(&spill).unwrap().next().is_none());
+}

@@ -1,0 +1,379 @@
+//! Spilled buckets: pseudonymous events partitioned by a keyed hash of the client, on disk,
+//! encrypted, so a run's memory is bounded by one bucket rather than by its input (decision 3,
+//! 7, 21).
+//!
+//! Every event of one client lands in one bucket (across midnight too), so sessions and
+//! distinct counts are exact per bucket and the buckets' partial tables add up to the totals.
+//! Files live in `<state dir>/spill/<run id>/` (0700), one per writer and bucket, as a sequence
+//! of ChaCha20-Poly1305 chunks under a random key that exists only in this process's memory:
+//! a killed run leaves nothing readable, and the directory is removed when the run ends.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+
+use super::events::EventColumns;
+use crate::day::Day;
+use crate::pseudonymise::{Event, channel};
+
+const CHUNK: usize = 256 * 1024;
+const DEVICE_TYPES: [&str; 4] = ["desktop", "mobile", "tablet", "bot"];
+
+/// The per-run spill directory and its key; removes the directory when dropped.
+pub struct SpillDir {
+    dir: PathBuf,
+    key: Arc<[u8; 32]>,
+    pub buckets: usize,
+}
+
+impl SpillDir {
+    pub fn create(state_dir: &Path, run_id: &str, buckets: usize) -> io::Result<SpillDir> {
+        let dir = state_dir.join("spill").join(run_id);
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
+        #[cfg(unix)]
+        for d in [
+            state_dir.to_path_buf(),
+            state_dir.join("spill"),
+            dir.clone(),
+        ] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(SpillDir {
+            dir,
+            key: Arc::new(key),
+            buckets: buckets.max(1),
+        })
+    }
+
+    /// A writer for one ingest worker.
+    pub fn writer(&self, worker: u16) -> io::Result<SpillWriter> {
+        let mut files = Vec::with_capacity(self.buckets);
+        for b in 0..self.buckets {
+            let path = self.dir.join(format!("w{worker}-b{b}.bin"));
+            files.push(BucketFile {
+                out: BufWriter::new(File::create(path)?),
+                buf: Vec::new(),
+                chunks: 0,
+            });
+        }
+        Ok(SpillWriter {
+            key: sealing_key(&self.key),
+            worker,
+            files,
+        })
+    }
+
+    /// Every event of bucket `b` from all writers, except those of `excluded` inputs.
+    pub fn read_bucket(
+        &self,
+        b: usize,
+        workers: u16,
+        excluded: &HashSet<u32>,
+    ) -> io::Result<EventColumns> {
+        let key = sealing_key(&self.key);
+        let mut cols = EventColumns::default();
+        let mut strings: HashMap<Vec<u8>, Arc<str>> = HashMap::new();
+        for w in 0..workers {
+            let path = self.dir.join(format!("w{w}-b{b}.bin"));
+            let mut input = BufReader::new(File::open(path)?);
+            let mut chunk_no = 0u64;
+            loop {
+                let mut len = [0u8; 4];
+                match input.read_exact(&mut len) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e),
+                }
+                let mut sealed = vec![0u8; u32::from_le_bytes(len) as usize];
+                input.read_exact(&mut sealed)?;
+                let plain = key
+                    .open_in_place(nonce(w, b, chunk_no), Aad::empty(), &mut sealed)
+                    .map_err(|_| io::Error::other("a spilled bucket failed authentication"))?;
+                chunk_no += 1;
+                decode(plain, &mut cols, &mut strings, excluded)?;
+            }
+        }
+        Ok(cols)
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sealing_key(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte key"))
+}
+
+/// Unique per (worker, bucket, chunk) under one run key.
+fn nonce(worker: u16, bucket: usize, chunk: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..2].copy_from_slice(&worker.to_le_bytes());
+    n[2..4].copy_from_slice(&(bucket as u16).to_le_bytes());
+    n[4..].copy_from_slice(&chunk.to_le_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+struct BucketFile {
+    out: BufWriter<File>,
+    buf: Vec<u8>,
+    chunks: u64,
+}
+
+pub struct SpillWriter {
+    key: LessSafeKey,
+    worker: u16,
+    files: Vec<BucketFile>,
+}
+
+impl SpillWriter {
+    pub fn push(&mut self, seq: u64, e: &Event) -> io::Result<()> {
+        let b = usize::from(e.bucket) % self.files.len();
+        encode(seq, e, &mut self.files[b].buf);
+        if self.files[b].buf.len() >= CHUNK {
+            self.flush_bucket(b)?;
+        }
+        Ok(())
+    }
+
+    fn flush_bucket(&mut self, b: usize) -> io::Result<()> {
+        let f = &mut self.files[b];
+        if f.buf.is_empty() {
+            return Ok(());
+        }
+        let mut sealed = std::mem::take(&mut f.buf);
+        self.key
+            .seal_in_place_append_tag(nonce(self.worker, b, f.chunks), Aad::empty(), &mut sealed)
+            .map_err(|_| io::Error::other("encryption failed"))?;
+        f.chunks += 1;
+        f.out.write_all(&(sealed.len() as u32).to_le_bytes())?;
+        f.out.write_all(&sealed)
+    }
+
+    pub fn finish(mut self) -> io::Result<()> {
+        for b in 0..self.files.len() {
+            self.flush_bucket(b)?;
+            self.files[b].out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn encode(seq: u64, e: &Event, buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&e.ts.to_le_bytes());
+    buf.extend_from_slice(&e.day.0.to_le_bytes());
+    buf.push(e.hour);
+    buf.extend_from_slice(&e.visitor.to_le_bytes());
+    buf.extend_from_slice(&e.link.unwrap_or(0).to_le_bytes());
+    buf.push(u8::from(e.link.is_some()));
+    buf.push(
+        channel::ALL
+            .iter()
+            .position(|c| *c == e.channel)
+            .unwrap_or(0) as u8,
+    );
+    buf.push(
+        DEVICE_TYPES
+            .iter()
+            .position(|d| *d == e.device_type)
+            .unwrap_or(0) as u8,
+    );
+    put_str(buf, &e.path);
+    match &e.referrer_host {
+        Some(h) => {
+            buf.push(1);
+            put_str(buf, h);
+        }
+        None => buf.push(0),
+    }
+    put_str(buf, &e.browser);
+    put_str(buf, &e.os);
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
+        let s = self
+            .b
+            .get(self.at..self.at + n)
+            .ok_or_else(|| io::Error::other("a spilled bucket is truncated"))?;
+        self.at += n;
+        Ok(s)
+    }
+    fn u64(&mut self) -> io::Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn u8(&mut self) -> io::Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn str(&mut self, strings: &mut HashMap<Vec<u8>, Arc<str>>) -> io::Result<Arc<str>> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4")) as usize;
+        let bytes = self.take(len)?;
+        if let Some(s) = strings.get(bytes) {
+            return Ok(s.clone());
+        }
+        let s: Arc<str> = Arc::from(std::str::from_utf8(bytes).map_err(io::Error::other)?);
+        strings.insert(bytes.to_vec(), s.clone());
+        Ok(s)
+    }
+}
+
+fn decode(
+    plain: &[u8],
+    cols: &mut EventColumns,
+    strings: &mut HashMap<Vec<u8>, Arc<str>>,
+    excluded: &HashSet<u32>,
+) -> io::Result<()> {
+    let mut c = Cursor { b: plain, at: 0 };
+    while c.at < plain.len() {
+        let seq = c.u64()?;
+        let ts = c.u64()? as i64;
+        let day = i32::from_le_bytes(c.take(4)?.try_into().expect("4"));
+        let hour = c.u8()?;
+        let visitor = c.u64()?;
+        let link = c.u64()?;
+        let has_link = c.u8()? == 1;
+        let channel = channel::ALL[usize::from(c.u8()?) % channel::ALL.len()];
+        let device_type = DEVICE_TYPES[usize::from(c.u8()?) % DEVICE_TYPES.len()];
+        let path = c.str(strings)?;
+        let referrer_host = if c.u8()? == 1 {
+            Some(c.str(strings)?)
+        } else {
+            None
+        };
+        let browser = c.str(strings)?;
+        let os = c.str(strings)?;
+        if excluded.contains(&((seq >> 40) as u32)) {
+            continue;
+        }
+        cols.push(
+            seq,
+            Event {
+                ts,
+                day: Day(day),
+                hour,
+                visitor,
+                link: has_link.then_some(link),
+                bucket: 0,
+                path,
+                referrer_host,
+                channel,
+                browser,
+                os,
+                device_type,
+                utm_source: None,
+                utm_medium: None,
+                utm_campaign: None,
+                utm_term: None,
+                utm_content: None,
+                click_id: None,
+            },
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(ts: i64, bucket: u16, path: &str) -> Event {
+        Event {
+            ts,
+            day: Day(20_000),
+            hour: 3,
+            visitor: 0xDEAD_BEEF_0000_0001,
+            link: Some(42),
+            bucket,
+            path: Arc::from(path),
+            referrer_host: Some(Arc::from("yandex.ru")),
+            channel: "organic_search",
+            browser: Arc::from("Chrome"),
+            os: Arc::from("Windows"),
+            device_type: "mobile",
+            utm_source: None,
+            utm_medium: None,
+            utm_campaign: None,
+            utm_term: None,
+            utm_content: None,
+            click_id: None,
+        }
+    }
+
+    #[test]
+    fn spill_round_trips_encrypted_and_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spill = SpillDir::create(tmp.path(), "run-1", 3).unwrap();
+        let mut w = spill.writer(0).unwrap();
+        for i in 0..10_000i64 {
+            w.push(i as u64, &event(i, (i % 3) as u16, "/secret-path-xyz"))
+                .unwrap();
+        }
+        w.push((7 << 40) | 5, &event(99, 1, "/excluded")).unwrap();
+        w.finish().unwrap();
+        // Nothing of the events is readable on disk.
+        for entry in std::fs::read_dir(tmp.path().join("spill/run-1")).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(12).any(|x| x == b"/secret-path"));
+            assert!(!bytes.windows(9).any(|x| x == b"yandex.ru"));
+        }
+        let excluded = HashSet::from([7u32]);
+        let b1 = spill.read_bucket(1, 1, &excluded).unwrap();
+        assert_eq!(b1.len(), 3333);
+        let all: usize = (0..3)
+            .map(|b| spill.read_bucket(b, 1, &excluded).unwrap().len())
+            .sum();
+        assert_eq!(all, 10_000, "the excluded input's event is skipped");
+        let df = spill
+            .read_bucket(0, 1, &HashSet::new())
+            .unwrap()
+            .into_frame()
+            .unwrap();
+        let row = |c: &str| df.column(c).unwrap().get(0).unwrap().to_string();
+        assert_eq!(row("path"), "\"/secret-path-xyz\"");
+        assert_eq!(row("referrer_host"), "\"yandex.ru\"");
+        assert_eq!(row("channel"), "\"organic_search\"");
+        assert_eq!(row("device_type"), "\"mobile\"");
+        let dir = tmp.path().join("spill/run-1");
+        drop(spill);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn spill_tampering_is_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spill = SpillDir::create(tmp.path(), "run-2", 1).unwrap();
+        let mut w = spill.writer(0).unwrap();
+        w.push(1, &event(1, 0, "/a")).unwrap();
+        w.finish().unwrap();
+        let f = tmp.path().join("spill/run-2/w0-b0.bin");
+        let mut bytes = std::fs::read(&f).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&f, bytes).unwrap();
+        assert!(spill.read_bucket(0, 1, &HashSet::new()).is_err());
+    }
+}
