@@ -74,9 +74,13 @@ fn bench_pseudonymise(c: &mut Criterion) {
         check_vhost: false,
         link_window_s: 6 * 3600 + 1800,
         window: None,
+        buckets: 8,
     };
     // Caches warm, as in a real run after its first thousand lines.
-    let mut ps = Pseudonymiser::new(KeySet::Single(MasterKey::from_bytes([42; 32])), settings());
+    let mut ps = Pseudonymiser::new(
+        std::sync::Arc::new(KeySet::Single(MasterKey::from_bytes([42; 32]))),
+        settings(),
+    );
     g.bench_function("parse_and_process", |b| {
         b.iter(|| {
             let mut pageviews = 0usize;
