@@ -16,7 +16,7 @@ use crate::aggregate::{
 use crate::config::{KeySource, Pipeline};
 use crate::day::Day;
 use crate::disclose;
-use crate::ingest::{self, Reject, reader, reader::Line};
+use crate::ingest::{self, Reject, reader};
 use crate::ledger::{self, Ledger};
 use crate::output;
 use crate::pseudonymise::keyring::{KeyRing, KeySet};
@@ -206,7 +206,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let workers = threads.clamp(1, files.len().max(1)) as u16;
+    let workers = threads.clamp(1, 64) as u16;
     let (results, epoch_ids) = shard(&files, pipeline.format, &keys, &settings, &spill, workers)?;
 
     let mut seen_content: HashMap<blake3::Hash, String> = HashMap::new();
@@ -502,8 +502,10 @@ type ShardOutput = (Vec<FileResult>, BTreeMap<Day, String>);
 /// One worker's files and the key epochs it used.
 type WorkerOutput = (Vec<FileResult>, Vec<(Day, String)>);
 
-/// Runs the shard stage on `workers` threads: each takes the next file, parses and
-/// pseudonymises it, and spills its events. Results come back in file order.
+/// Runs the shard stage: this thread reads the files in order and cuts them into blocks of
+/// whole lines; `workers` threads parse and pseudonymise the blocks and spill their events.
+/// Whatever thread handles a line, its result is the same (ties are broken by file and line
+/// number), so the outputs do not depend on the number of threads.
 fn shard(
     files: &[PathBuf],
     format: ingest::Format,
@@ -512,122 +514,199 @@ fn shard(
     spill: &SpillDir,
     workers: u16,
 ) -> Result<ShardOutput, Failure> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let abort = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, reader::Chunk)>(usize::from(workers) * 2);
+    let rx = std::sync::Mutex::new(rx);
+    let mut metas: Vec<(InputInfo, blake3::Hash)> = Vec::new();
+    let mut read_error: Option<Failure> = None;
     let outcomes: Vec<Result<WorkerOutput, Failure>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
-                let (next, abort) = (&next, &abort);
+                let rx = &rx;
                 scope.spawn(move || -> Result<WorkerOutput, Failure> {
                     let mut ps = Pseudonymiser::new(keys.clone(), settings.clone());
                     let mut writer = spill.writer(w).map_err(|e| {
                         Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
                     })?;
-                    let mut done = Vec::new();
+                    let mut parts: BTreeMap<u32, FileResult> = BTreeMap::new();
+                    let mut error = None;
                     loop {
-                        if abort.load(std::sync::atomic::Ordering::Relaxed) {
-                            break;
+                        let next = rx.lock().expect("not poisoned").recv();
+                        let Ok((index, chunk)) = next else { break };
+                        if error.is_some() {
+                            continue; // keep draining so the reader never blocks
                         }
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(path) = files.get(i) else { break };
-                        match ingest_file(i as u32, path, format, &mut ps, &mut writer) {
-                            Ok(r) => done.push(r),
-                            Err(f) => {
-                                abort.store(true, std::sync::atomic::Ordering::Relaxed);
-                                return Err(f);
-                            }
+                        let path = &files[index as usize];
+                        let part = parts.entry(index).or_insert_with(|| FileResult::new(index));
+                        if let Err(f) =
+                            process_chunk(path, format, &chunk, &mut ps, &mut writer, part)
+                        {
+                            error = Some(f);
                         }
+                    }
+                    if let Some(f) = error {
+                        return Err(f);
                     }
                     writer.finish().map_err(|e| {
                         Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
                     })?;
-                    Ok((done, ps.epoch_ids()))
+                    Ok((parts.into_values().collect(), ps.epoch_ids()))
                 })
             })
             .collect();
+        'files: for (index, path) in files.iter().enumerate() {
+            let shown = path.display().to_string();
+            let unreadable = |e: std::io::Error, line: Option<u64>| {
+                let at = line.map(|l| format!(" after line {l}")).unwrap_or_default();
+                Failure::new(
+                    exit::FAILED,
+                    format!(
+                        "input {shown} is unreadable or corrupt{at}: {e}; nothing was published (fix or remove the file and run again)"
+                    ),
+                )
+            };
+            let size = match std::fs::metadata(path) {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    read_error = Some(unreadable(e, None));
+                    break;
+                }
+            };
+            let mut chunks = match reader::ChunkReader::open(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    read_error = Some(unreadable(e, None));
+                    break;
+                }
+            };
+            let mut lines = 0;
+            loop {
+                match chunks.next_chunk() {
+                    Ok(Some(chunk)) => {
+                        lines = chunk.first_line - 1
+                            + memchr::memchr_iter(b'\n', &chunk.data).count() as u64;
+                        if tx.send((index as u32, chunk)).is_err() {
+                            break 'files;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        read_error = Some(unreadable(e, Some(lines)));
+                        break 'files;
+                    }
+                }
+            }
+            let (digest, decompressed) = chunks.content_digest();
+            let info = InputInfo {
+                path: shown.clone(),
+                size_bytes: size,
+                decompressed_bytes: decompressed,
+                gzip: chunks.compressed,
+                lines,
+                duplicate_of: None,
+            };
+            metas.push((info, digest));
+        }
+        drop(tx);
         handles
             .into_iter()
             .map(|h| h.join().expect("an ingest worker panicked"))
             .collect()
     });
-    let mut results = Vec::new();
-    let mut epoch_ids = BTreeMap::new();
-    let mut first_error: Option<(usize, Failure)> = None;
-    for (w, outcome) in outcomes.into_iter().enumerate() {
-        match outcome {
-            Ok((done, ids)) => {
-                results.extend(done);
-                epoch_ids.extend(ids);
-            }
-            Err(f) => {
-                if first_error.is_none() {
-                    first_error = Some((w, f));
-                }
-            }
-        }
-    }
-    if let Some((_, f)) = first_error {
+    if let Some(f) = read_error {
         return Err(f);
     }
-    results.sort_by_key(|r| r.index);
+    let mut by_file: BTreeMap<u32, FileResult> = BTreeMap::new();
+    let mut epoch_ids = BTreeMap::new();
+    for outcome in outcomes {
+        let (parts, ids) = outcome?;
+        epoch_ids.extend(ids);
+        for part in parts {
+            by_file
+                .entry(part.index)
+                .or_insert_with(|| FileResult::new(part.index))
+                .absorb(part);
+        }
+    }
+    let mut results = Vec::new();
+    for (index, (info, digest)) in metas.into_iter().enumerate() {
+        let mut r = by_file
+            .remove(&(index as u32))
+            .unwrap_or_else(|| FileResult::new(index as u32));
+        r.read = info.lines;
+        r.info = info;
+        r.digest = digest;
+        for (_, numbers) in r.rejected.values_mut() {
+            numbers.sort_unstable();
+            numbers.truncate(MAX_LINE_NUMBERS);
+        }
+        results.push(r);
+    }
     Ok((results, epoch_ids))
 }
 
-/// Reads, parses and pseudonymises one file, spilling its pageviews.
-fn ingest_file(
-    index: u32,
+impl FileResult {
+    fn new(index: u32) -> FileResult {
+        FileResult {
+            index,
+            info: InputInfo::default(),
+            digest: blake3::hash(b""),
+            read: 0,
+            parsed: 0,
+            pageviews: 0,
+            filtered: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+            coverage: None,
+            days: None,
+        }
+    }
+
+    /// Adds another worker's counts for the same file.
+    fn absorb(&mut self, other: FileResult) {
+        self.read += other.read;
+        self.parsed += other.parsed;
+        self.pageviews += other.pageviews;
+        for (rule, n) in other.filtered {
+            *self.filtered.entry(rule).or_default() += n;
+        }
+        for (reason, (n, numbers)) in other.rejected {
+            let e = self.rejected.entry(reason).or_default();
+            e.0 += n;
+            e.1.extend(numbers);
+        }
+        self.coverage = merge_range(self.coverage, other.coverage);
+        self.days = merge_range(self.days, other.days);
+    }
+}
+
+fn merge_range<T: Ord + Copy>(a: Option<(T, T)>, b: Option<(T, T)>) -> Option<(T, T)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (x, None) | (None, x) => x,
+    }
+}
+
+/// Parses and pseudonymises one block of lines, spilling its pageviews.
+fn process_chunk(
     path: &std::path::Path,
     format: ingest::Format,
+    chunk: &reader::Chunk,
     ps: &mut Pseudonymiser,
     writer: &mut SpillWriter,
-) -> Result<FileResult, Failure> {
-    let shown = path.display().to_string();
-    let unreadable = |e: std::io::Error, line: Option<u64>| {
-        let at = line.map(|l| format!(" after line {l}")).unwrap_or_default();
-        Failure::new(
-            exit::FAILED,
-            format!(
-                "input {shown} is unreadable or corrupt{at}: {e}; nothing was published (fix or remove the file and run again)"
-            ),
-        )
-    };
-    let size = std::fs::metadata(path)
-        .map_err(|e| unreadable(e, None))?
-        .len();
-    let mut lines = reader::LineReader::open(path).map_err(|e| unreadable(e, None))?;
-    let mut r = FileResult {
-        index,
-        info: InputInfo {
-            path: shown.clone(),
-            size_bytes: size,
-            ..InputInfo::default()
-        },
-        digest: blake3::hash(b""),
-        read: 0,
-        parsed: 0,
-        pageviews: 0,
-        filtered: BTreeMap::new(),
-        rejected: BTreeMap::new(),
-        coverage: None,
-        days: None,
-    };
-    let mut last_line = 0;
-    loop {
-        let next = lines
-            .next_line()
-            .map_err(|e| unreadable(e, Some(last_line)))?;
-        let Some((line_no, line)) = next else { break };
-        last_line = line_no;
-        r.read += 1;
-        let result = match line {
-            Line::TooLong => Err(Reject::LineTooLong),
-            Line::Text(text) => ingest::parse_line(format, text).map(|rec| {
-                r.coverage = Some(match r.coverage {
-                    None => (rec.ts, rec.ts),
-                    Some((a, b)) => (a.min(rec.ts), b.max(rec.ts)),
-                });
+    r: &mut FileResult,
+) -> Result<(), Failure> {
+    let mut too_long = chunk.too_long.iter().peekable();
+    for (i, raw) in chunk.data.split_inclusive(|&b| b == b'\n').enumerate() {
+        let line_no = chunk.first_line + i as u64;
+        let result = if too_long.peek() == Some(&&line_no) {
+            too_long.next();
+            Err(Reject::LineTooLong)
+        } else {
+            let text = raw.strip_suffix(b"\n").unwrap_or(raw);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            ingest::parse_line(format, text).map(|rec| {
+                r.coverage = merge_range(r.coverage, Some((rec.ts, rec.ts)));
                 ps.process(&rec)
-            }),
+            })
         };
         match result {
             Err(reason) => {
@@ -642,11 +721,11 @@ fn ingest_file(
                 match outcome {
                     Outcome::Pageview(event) => {
                         let day = event.day;
-                        r.days = Some(r.days.map_or((day, day), |(a, b)| (a.min(day), b.max(day))));
+                        r.days = merge_range(r.days, Some((day, day)));
                         r.pageviews += 1;
                         // Input order breaks ties between pageviews of one second, whatever
                         // the key: file index, then line number.
-                        let seq = (u64::from(index) << 40) | line_no;
+                        let seq = (u64::from(r.index) << 40) | line_no;
                         writer.push(seq, &event).map_err(|e| {
                             Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
                         })?;
@@ -656,7 +735,8 @@ fn ingest_file(
                         return Err(Failure::new(
                             exit::USAGE,
                             format!(
-                                "no master key in the key ring covers {day} (found at {shown} line {line_no}); add one with `logveil key rotate --key-dir DIR --from DATE` or leave that day out with --date. Nothing was published"
+                                "no master key in the key ring covers {day} (found at {} line {line_no}); add one with `logveil key rotate --key-dir DIR --from DATE` or leave that day out with --date. Nothing was published",
+                                path.display()
                             ),
                         ));
                     }
@@ -664,12 +744,7 @@ fn ingest_file(
             }
         }
     }
-    let (digest, decompressed) = lines.content_digest();
-    r.digest = digest;
-    r.info.decompressed_bytes = decompressed;
-    r.info.gzip = lines.compressed;
-    r.info.lines = r.read;
-    Ok(r)
+    Ok(())
 }
 
 /// UTC second of local midnight starting `day` in `tz`.

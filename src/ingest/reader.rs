@@ -82,7 +82,8 @@ pub enum Line<'a> {
     TooLong,
 }
 
-/// Streams the lines of one input file, decompressing gzip (all members) when the file starts
+/// The reference line reader (the pipeline reads through [`ChunkReader`], which tests check
+/// against this one). Streams the lines of one input file, decompressing gzip (all members) when the file starts
 /// with the gzip magic bytes, whatever its name.
 pub struct LineReader {
     inner: BufReader<HashingReader<Box<dyn Read + Send>>>,
@@ -164,6 +165,164 @@ impl LineReader {
     }
 }
 
+/// A block of whole lines for a parsing worker. Lines longer than [`MAX_LINE`] are replaced by
+/// an empty line and listed in `too_long`, so line numbers stay right.
+pub struct Chunk {
+    /// Line number of the first line in `data` (1-based).
+    pub first_line: u64,
+    pub data: Vec<u8>,
+    /// Line numbers (sorted) of the lines that were too long to keep.
+    pub too_long: Vec<u64>,
+}
+
+/// Cuts a file's decompressed content into blocks of whole lines, for parallel parsing. The
+/// content is hashed as it is read, like [`LineReader`].
+pub struct ChunkReader {
+    inner: HashingReader<Box<dyn Read + Send>>,
+    carry: Vec<u8>,
+    next_line: u64,
+    /// Dropping the rest of a too-long line, which started at this line number.
+    skipping: Option<u64>,
+    eof: bool,
+    pub compressed: bool,
+}
+
+/// Target size of a chunk.
+pub const CHUNK_BYTES: usize = 2 << 20;
+
+impl ChunkReader {
+    pub fn open(path: &Path) -> io::Result<ChunkReader> {
+        let file = File::open(path)?;
+        let mut peek = BufReader::with_capacity(64 * 1024, file);
+        let compressed = peek.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+        let decoded: Box<dyn Read + Send> = if compressed {
+            Box::new(MultiGzDecoder::new(peek))
+        } else {
+            Box::new(peek)
+        };
+        Ok(ChunkReader {
+            inner: HashingReader {
+                inner: decoded,
+                hasher: blake3::Hasher::new(),
+                bytes: 0,
+            },
+            carry: Vec::new(),
+            next_line: 1,
+            skipping: None,
+            eof: false,
+            compressed,
+        })
+    }
+
+    /// The next block of whole lines, or `None` at the end of the file.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        let mut chunk = Chunk {
+            first_line: self.next_line,
+            data: Vec::with_capacity(CHUNK_BYTES + 4096),
+            too_long: Vec::new(),
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        while chunk.data.len() < CHUNK_BYTES && !self.eof {
+            let n = self.inner.read(&mut buf)?;
+            if n == 0 {
+                self.eof = true;
+                break;
+            }
+            self.take(&buf[..n], &mut chunk);
+        }
+        if self.eof {
+            // The last line may lack its newline.
+            if let Some(start) = self.skipping.take() {
+                chunk.too_long.push(start);
+                chunk.data.push(b'\n');
+                self.next_line += 1;
+            } else if !self.carry.is_empty() {
+                chunk.data.append(&mut self.carry);
+                chunk.data.push(b'\n');
+                self.next_line += 1;
+            }
+        }
+        if chunk.data.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(chunk))
+    }
+
+    fn take(&mut self, mut bytes: &[u8], chunk: &mut Chunk) {
+        while !bytes.is_empty() {
+            if let Some(start) = self.skipping {
+                match memchr::memchr(b'\n', bytes) {
+                    Some(i) => {
+                        chunk.too_long.push(start);
+                        chunk.data.push(b'\n');
+                        self.next_line += 1;
+                        self.skipping = None;
+                        bytes = &bytes[i + 1..];
+                    }
+                    None => return,
+                }
+                continue;
+            }
+            match memchr::memrchr(b'\n', bytes) {
+                Some(last) => {
+                    // Whole lines: the carry and everything up to the last newline.
+                    let (whole, rest) = bytes.split_at(last + 1);
+                    let start = chunk.data.len();
+                    chunk.data.append(&mut self.carry);
+                    chunk.data.extend_from_slice(whole);
+                    let added = &chunk.data[start..];
+                    self.next_line += memchr::memchr_iter(b'\n', added).count() as u64;
+                    // Lines over the cap inside the block: blank them, keep their numbers.
+                    if added.len() > MAX_LINE {
+                        self.blank_long_lines(chunk, start);
+                    }
+                    bytes = rest;
+                    if bytes.len() > MAX_LINE {
+                        self.skipping = Some(self.next_line);
+                        bytes = &[];
+                    } else {
+                        self.carry.extend_from_slice(bytes);
+                        bytes = &[];
+                    }
+                }
+                None => {
+                    if self.carry.len() + bytes.len() > MAX_LINE {
+                        self.carry.clear();
+                        self.skipping = Some(self.next_line);
+                    } else {
+                        self.carry.extend_from_slice(bytes);
+                    }
+                    bytes = &[];
+                }
+            }
+        }
+    }
+
+    /// Replaces lines longer than the cap in `chunk.data[start..]` by empty lines.
+    fn blank_long_lines(&self, chunk: &mut Chunk, start: usize) {
+        let data = std::mem::take(&mut chunk.data);
+        let mut out = Vec::with_capacity(data.len());
+        out.extend_from_slice(&data[..start]);
+        let first_line_of_added =
+            chunk.first_line + memchr::memchr_iter(b'\n', &data[..start]).count() as u64;
+        for (i, line) in data[start..].split_inclusive(|&b| b == b'\n').enumerate() {
+            if line.len() > MAX_LINE + 1 {
+                chunk.too_long.push(first_line_of_added + i as u64);
+                out.push(b'\n');
+            } else {
+                out.extend_from_slice(line);
+            }
+        }
+        chunk.too_long.sort_unstable();
+        chunk.data = out;
+    }
+
+    /// BLAKE3 of the decompressed content read so far, and its length.
+    pub fn content_digest(&self) -> (blake3::Hash, u64) {
+        (self.inner.hasher.finalize(), self.inner.bytes)
+    }
+}
+
 struct HashingReader<R> {
     inner: R,
     hasher: blake3::Hasher,
@@ -241,6 +400,50 @@ mod tests {
         assert_eq!(
             lines_of(&p),
             vec![Some(b"first".to_vec()), None, Some(b"last".to_vec())]
+        );
+    }
+
+    /// The chunk reader gives the same lines, numbers and too-long lines as the line reader.
+    #[test]
+    fn chunk_reader_agrees_with_line_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mixed.log");
+        let mut content = Vec::new();
+        for i in 0..200_000u32 {
+            match i % 50_000 {
+                7 => content.extend(std::iter::repeat_n(b'x', MAX_LINE + 10)),
+                9 => {}
+                _ => content.extend_from_slice(
+                    format!("line {i} {}", "y".repeat((i % 97) as usize)).as_bytes(),
+                ),
+            }
+            content.push(b'\n');
+        }
+        content.extend(std::iter::repeat_n(b'z', MAX_LINE * 2)); // a too-long last line, no newline
+        std::fs::write(&p, &content).unwrap();
+        let want = lines_of(&p);
+        let mut got: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut r = ChunkReader::open(&p).unwrap();
+        let mut expected_first = 1;
+        while let Some(chunk) = r.next_chunk().unwrap() {
+            assert_eq!(chunk.first_line, expected_first);
+            let mut too_long = chunk.too_long.iter().peekable();
+            for (i, line) in chunk.data.split_inclusive(|&b| b == b'\n').enumerate() {
+                let n = chunk.first_line + i as u64;
+                if too_long.peek() == Some(&&n) {
+                    too_long.next();
+                    got.push(None);
+                } else {
+                    got.push(Some(line.strip_suffix(b"\n").unwrap_or(line).to_vec()));
+                }
+                expected_first = n + 1;
+            }
+        }
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got, want);
+        assert_eq!(
+            r.content_digest(),
+            (blake3::hash(&content), content.len() as u64)
         );
     }
 
