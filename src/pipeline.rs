@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -86,6 +87,10 @@ pub struct RunReport {
     pub record_path: PathBuf,
     pub output: PathBuf,
 }
+
+/// Memory for keeping buckets' sessions between the first and the second pass (the
+/// environment variable `LOGVEIL_SESSION_CACHE_BYTES` overrides it).
+const SESSION_CACHE_BYTES: usize = 512 << 20;
 
 /// Line numbers kept per file and reason in the run record.
 const MAX_LINE_NUMBERS: usize = 100;
@@ -207,7 +212,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let workers = threads.clamp(1, 64) as u16;
+    let phase = Phases::start();
     let (results, epoch_ids) = shard(&files, pipeline.format, &keys, &settings, &spill, workers)?;
+    phase.mark("shard (read, parse, pseudonymise, spill)");
 
     let mut seen_content: HashMap<blake3::Hash, String> = HashMap::new();
     let mut excluded: HashSet<u32> = HashSet::new();
@@ -327,8 +334,17 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         Ok(Some(sessions))
     };
     let mut partials: Vec<Vec<polars::prelude::DataFrame>> = vec![Vec::new(); TABLES.len()];
+    // Buckets' sessions are kept for the second passes while they fit in SESSION_CACHE_BYTES;
+    // the others are rebuilt from the spill when needed (memory stays bounded either way).
+    let cache_budget = std::env::var("LOGVEIL_SESSION_CACHE_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(SESSION_CACHE_BYTES);
+    let mut cache: Vec<Option<aggregate::Sessions>> = Vec::with_capacity(spill.buckets);
+    let mut cached_bytes = 0usize;
     for b in 0..spill.buckets {
         let Some(sessions) = bucket_sessions(b)? else {
+            cache.push(None);
             continue;
         };
         record.visits += sessions.visits.height() as u64;
@@ -337,6 +353,13 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
                 aggregate::partial_table(&sessions, *table).map_err(polars_err(table.as_str()))?,
             );
         }
+        let size = sessions.visits.estimated_size() + sessions.pageviews.estimated_size();
+        if cached_bytes + size <= cache_budget {
+            cached_bytes += size;
+            cache.push(Some(sessions));
+        } else {
+            cache.push(None);
+        }
     }
     if record.visits == 0 {
         notes.push(format!(
@@ -344,6 +367,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             days.0, days.1
         ));
     }
+    phase.mark("reduce (sessions, partial tables)");
     let mut merged = Vec::new();
     for (table, parts) in TABLES.iter().zip(partials) {
         let rows = if parts.is_empty() {
@@ -362,10 +386,18 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         let folded = aggregate::keys_frame(table, keys)?;
         let mut sums: BTreeMap<Day, Vec<i64>> = BTreeMap::new();
         for b in 0..spill.buckets {
-            let Some(sessions) = bucket_sessions(b).map_err(|f| anyhow::anyhow!(f.message))? else {
-                continue;
+            let rebuilt;
+            let sessions = match &cache[b] {
+                Some(s) => s,
+                None => match bucket_sessions(b).map_err(|f| anyhow::anyhow!(f.message))? {
+                    Some(s) => {
+                        rebuilt = s;
+                        &rebuilt
+                    }
+                    None => continue,
+                },
             };
-            let part = aggregate::other_rows(&sessions, table, folded.clone())?;
+            let part = aggregate::other_rows(sessions, table, folded.clone())?;
             for (day, measures) in aggregate::day_measures(table, &part)? {
                 let e = sums.entry(day).or_insert_with(|| vec![0; measures.len()]);
                 e.iter_mut().zip(measures).for_each(|(a, m)| *a += m);
@@ -373,6 +405,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         }
         Ok(sums)
     };
+    phase.mark("merge");
     let true_rows = merged.clone();
     let (release, counts) = match &pipeline.dp {
         None => disclose::disclose(merged, pipeline.k, days, other)
@@ -417,7 +450,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     record.notes = notes;
     record.finished_at = jiff::Timestamp::now().to_string();
     // Stage, audit the staged files independently, and only then publish.
+    phase.mark("disclose (incl. second passes)");
     let staging = output::stage(&out, &release, &to_publish, &mut record).map_err(failed)?;
+    phase.mark("write Parquet");
     let audit = crate::audit::audit_staged(&staging, &record).map_err(failed)?;
     if !audit.passed() {
         output::discard(&out, &record.run_id);
@@ -745,6 +780,33 @@ fn process_chunk(
         }
     }
     Ok(())
+}
+
+/// Phase timings on stderr when `LOGVEIL_PROFILE` is set (names and durations only).
+struct Phases {
+    on: bool,
+    last: std::cell::Cell<std::time::Instant>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            on: std::env::var_os("LOGVEIL_PROFILE").is_some(),
+            last: std::cell::Cell::new(std::time::Instant::now()),
+        }
+    }
+
+    fn mark(&self, name: &str) {
+        if self.on {
+            let now = std::time::Instant::now();
+            let _ = writeln!(
+                std::io::stderr(),
+                "profile: {name}: {:.2} s",
+                (now - self.last.get()).as_secs_f64()
+            );
+            self.last.set(now);
+        }
+    }
 }
 
 /// UTC second of local midnight starting `day` in `tz`.
