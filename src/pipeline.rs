@@ -385,9 +385,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
      -> anyhow::Result<BTreeMap<Day, Vec<i64>>> {
         let folded = aggregate::keys_frame(table, keys)?;
         let mut sums: BTreeMap<Day, Vec<i64>> = BTreeMap::new();
-        for b in 0..spill.buckets {
+        for (b, cached) in cache.iter().enumerate() {
             let rebuilt;
-            let sessions = match &cache[b] {
+            let sessions = match cached {
                 Some(s) => s,
                 None => match bucket_sessions(b).map_err(|f| anyhow::anyhow!(f.message))? {
                     Some(s) => {
