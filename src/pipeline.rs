@@ -77,6 +77,9 @@ pub struct RunOptions {
     pub date: Option<DateArg>,
     /// Worker threads for ingest (default: the machine's cores).
     pub threads: Option<usize>,
+    /// A progress display for the shard stage (files, bytes, lines/s); the CLI passes one
+    /// that draws only on a terminal.
+    pub progress: Option<indicatif::ProgressBar>,
     /// Replace a complete published day with a partial one.
     pub force: bool,
 }
@@ -213,7 +216,15 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let workers = threads.clamp(1, 64) as u16;
     let phase = Phases::start();
-    let (results, epoch_ids) = shard(&files, pipeline.format, &keys, &settings, &spill, workers)?;
+    let (results, epoch_ids) = shard(
+        &files,
+        pipeline.format,
+        &keys,
+        &settings,
+        &spill,
+        workers,
+        options.progress.as_ref(),
+    )?;
     phase.mark("shard (read, parse, pseudonymise, spill)");
 
     let mut seen_content: HashMap<blake3::Hash, String> = HashMap::new();
@@ -548,7 +559,10 @@ fn shard(
     settings: &pseudonymise::Settings,
     spill: &SpillDir,
     workers: u16,
+    progress: Option<&indicatif::ProgressBar>,
 ) -> Result<ShardOutput, Failure> {
+    let started = std::time::Instant::now();
+    let (mut total_lines, mut total_bytes) = (0u64, 0u64);
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, reader::Chunk)>(usize::from(workers) * 2);
     let rx = std::sync::Mutex::new(rx);
     let mut metas: Vec<(InputInfo, blake3::Hash)> = Vec::new();
@@ -617,8 +631,21 @@ fn shard(
             loop {
                 match chunks.next_chunk() {
                     Ok(Some(chunk)) => {
-                        lines = chunk.first_line - 1
-                            + memchr::memchr_iter(b'\n', &chunk.data).count() as u64;
+                        if let Some(bar) = progress {
+                            let bytes = chunks.bytes_read();
+                            let secs = started.elapsed().as_secs_f64().max(1e-3);
+                            let done = total_lines + chunks.lines();
+                            bar.set_message(format!(
+                                "file {}/{} · {} MB · {} lines · {:.0} k lines/s",
+                                index + 1,
+                                files.len(),
+                                (total_bytes + bytes) >> 20,
+                                done,
+                                done as f64 / secs / 1e3
+                            ));
+                            bar.tick();
+                        }
+                        lines = chunks.lines();
                         if tx.send((index as u32, chunk)).is_err() {
                             break 'files;
                         }
@@ -631,6 +658,8 @@ fn shard(
                 }
             }
             let (digest, decompressed) = chunks.content_digest();
+            total_lines += lines;
+            total_bytes += decompressed;
             let info = InputInfo {
                 path: shown.clone(),
                 size_bytes: size,
@@ -647,6 +676,9 @@ fn shard(
             .map(|h| h.join().expect("an ingest worker panicked"))
             .collect()
     });
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
     if let Some(f) = read_error {
         return Err(f);
     }

@@ -8,7 +8,9 @@
 //! of ChaCha20-Poly1305 chunks under a random key that exists only in this process's memory:
 //! a killed run leaves nothing readable, and the directory is removed when the run ends.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};

@@ -66,6 +66,14 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         date: args.date,
         force: args.force,
         threads: args.threads,
+        // Drawn on stderr only when it is a terminal (never in cron logs or pipes).
+        progress: Some(
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+                .with_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                        .expect("valid template"),
+                ),
+        ),
     };
     let report = pipeline::run(&pipeline, &options)?;
     let r = &report.record;

@@ -184,6 +184,7 @@ pub struct ChunkReader {
     /// Dropping the rest of a too-long line, which started at this line number.
     skipping: Option<u64>,
     eof: bool,
+    read_buf: Vec<u8>,
     pub compressed: bool,
 }
 
@@ -210,6 +211,7 @@ impl ChunkReader {
             next_line: 1,
             skipping: None,
             eof: false,
+            read_buf: vec![0u8; 256 * 1024],
             compressed,
         })
     }
@@ -221,15 +223,22 @@ impl ChunkReader {
             data: Vec::with_capacity(CHUNK_BYTES + 4096),
             too_long: Vec::new(),
         };
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = std::mem::take(&mut self.read_buf);
         while chunk.data.len() < CHUNK_BYTES && !self.eof {
-            let n = self.inner.read(&mut buf)?;
+            let n = match self.inner.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.read_buf = buf;
+                    return Err(e);
+                }
+            };
             if n == 0 {
                 self.eof = true;
                 break;
             }
             self.take(&buf[..n], &mut chunk);
         }
+        self.read_buf = buf;
         if self.eof {
             // The last line may lack its newline.
             if let Some(start) = self.skipping.take() {
@@ -320,6 +329,16 @@ impl ChunkReader {
     /// BLAKE3 of the decompressed content read so far, and its length.
     pub fn content_digest(&self) -> (blake3::Hash, u64) {
         (self.inner.hasher.finalize(), self.inner.bytes)
+    }
+
+    /// Decompressed bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.inner.bytes
+    }
+
+    /// Lines handed out so far.
+    pub fn lines(&self) -> u64 {
+        self.next_line - 1
     }
 }
 

@@ -15,7 +15,7 @@ pub mod path;
 pub mod referrer;
 pub mod useragent;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use unicode_normalization::UnicodeNormalization;

@@ -6,7 +6,7 @@
 //! sub-domains (`ivan.example-blogs.ru`) are not published on their own. The host lists are
 //! data (`data/channels.toml`, extendable per pipeline), matched by longest entry.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use serde::Deserialize;

@@ -5,7 +5,7 @@
 //! Parsing a user agent costs tens of microseconds, but a day of logs holds few distinct
 //! user agents, so results are cached per run.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use serde::Deserialize;
