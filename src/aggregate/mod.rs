@@ -458,29 +458,9 @@ pub fn bound_contributions(s: Sessions, b: &crate::dp::Bounds) -> PolarsResult<S
 mod tests {
     use super::*;
     use crate::pseudonymise::Event;
-    use std::sync::Arc;
 
     fn event(ts: i64, visitor: u64, path: &str) -> Event {
-        Event {
-            ts,
-            day: Day((ts / 86_400) as i32),
-            hour: ((ts % 86_400) / 3600) as u8,
-            visitor,
-            link: None,
-            bucket: 0,
-            path: Arc::from(path),
-            referrer_host: None,
-            channel: "direct",
-            browser: Arc::from("Firefox"),
-            os: Arc::from("Linux"),
-            device_type: "desktop",
-            utm_source: None,
-            utm_medium: None,
-            utm_campaign: None,
-            utm_term: None,
-            utm_content: None,
-            click_id: None,
-        }
+        Event::for_test(ts, visitor, path)
     }
 
     /// One visitor with 2 000 visits of 3 pageviews over 12 distinct paths in one day, and

@@ -304,24 +304,16 @@ mod tests {
 
     fn event(ts: i64, bucket: u16, path: &str) -> Event {
         Event {
-            ts,
             day: Day(20_000),
             hour: 3,
-            visitor: 0xDEAD_BEEF_0000_0001,
             link: Some(42),
             bucket,
-            path: Arc::from(path),
             referrer_host: Some(Arc::from("yandex.ru")),
             channel: "organic_search",
             browser: Arc::from("Chrome"),
             os: Arc::from("Windows"),
             device_type: "mobile",
-            utm_source: None,
-            utm_medium: None,
-            utm_campaign: None,
-            utm_term: None,
-            utm_content: None,
-            click_id: None,
+            ..Event::for_test(ts, 0xDEAD_BEEF_0000_0001, path)
         }
     }
 

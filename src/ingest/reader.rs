@@ -76,6 +76,20 @@ pub fn expand_inputs(patterns: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     Ok(files)
 }
 
+/// A file's content, decompressed when it starts with the gzip magic bytes (every member of
+/// a concatenated gzip file), whatever its name. Returns whether it was compressed.
+fn open_decoded(path: &Path) -> io::Result<(Box<dyn Read + Send>, bool)> {
+    let file = File::open(path)?;
+    let mut peek = BufReader::with_capacity(64 * 1024, file);
+    let compressed = peek.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let decoded: Box<dyn Read + Send> = if compressed {
+        Box::new(MultiGzDecoder::new(peek))
+    } else {
+        Box::new(peek)
+    };
+    Ok((decoded, compressed))
+}
+
 /// A line, or the marker of a line that was too long to keep.
 pub enum Line<'a> {
     Text(&'a [u8]),
@@ -94,14 +108,7 @@ pub struct LineReader {
 
 impl LineReader {
     pub fn open(path: &Path) -> io::Result<LineReader> {
-        let file = File::open(path)?;
-        let mut peek = BufReader::with_capacity(64 * 1024, file);
-        let compressed = peek.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-        let decoded: Box<dyn Read + Send> = if compressed {
-            Box::new(MultiGzDecoder::new(peek))
-        } else {
-            Box::new(peek)
-        };
+        let (decoded, compressed) = open_decoded(path)?;
         Ok(LineReader {
             inner: BufReader::with_capacity(
                 64 * 1024,
@@ -193,14 +200,7 @@ pub const CHUNK_BYTES: usize = 2 << 20;
 
 impl ChunkReader {
     pub fn open(path: &Path) -> io::Result<ChunkReader> {
-        let file = File::open(path)?;
-        let mut peek = BufReader::with_capacity(64 * 1024, file);
-        let compressed = peek.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-        let decoded: Box<dyn Read + Send> = if compressed {
-            Box::new(MultiGzDecoder::new(peek))
-        } else {
-            Box::new(peek)
-        };
+        let (decoded, compressed) = open_decoded(path)?;
         Ok(ChunkReader {
             inner: HashingReader {
                 inner: decoded,

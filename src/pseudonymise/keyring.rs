@@ -219,26 +219,11 @@ fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
 }
 
 fn check_private_dir(dir: &Path) -> Result<(), KeyError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let shown = dir.display().to_string();
-        let mode = std::fs::metadata(dir)
-            .map_err(|source| KeyError::Read {
-                path: shown.clone(),
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions {
-                path: shown,
-                mode: mode & 0o777,
-                fix: "chmod 700",
-            });
-        }
-    }
-    Ok(())
+    super::keys::check_private(
+        std::fs::metadata(dir),
+        &dir.display().to_string(),
+        "chmod 700",
+    )
 }
 
 #[cfg(test)]

@@ -91,25 +91,7 @@ impl MasterKey {
             path: shown.clone(),
             source,
         })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = file
-                .metadata()
-                .map_err(|source| KeyError::Read {
-                    path: shown.clone(),
-                    source,
-                })?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(KeyError::Permissions {
-                    path: shown,
-                    mode: mode & 0o777,
-                    fix: "chmod 600",
-                });
-            }
-        }
+        check_private(file.metadata(), &shown, "chmod 600")?;
         let mut text = Zeroizing::new(Vec::with_capacity(66));
         std::io::Read::take(file, 128)
             .read_to_end_zeroizing(&mut text)
@@ -216,6 +198,33 @@ impl<R: std::io::Read> ReadToEndZeroizing for R {
         // key bytes are not left behind in a reallocated buffer.
         self.read_to_end(out).map(|_| ())
     }
+}
+
+/// Refuses a key file or key ring that group or others can access (`fix` says how to mend it).
+pub(crate) fn check_private(
+    metadata: std::io::Result<std::fs::Metadata>,
+    shown: &str,
+    fix: &'static str,
+) -> Result<(), KeyError> {
+    let metadata = metadata.map_err(|source| KeyError::Read {
+        path: shown.to_string(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions {
+                path: shown.to_string(),
+                mode: mode & 0o777,
+                fix,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (metadata, fix);
+    Ok(())
 }
 
 fn hex_value(c: u8) -> Option<u8> {

@@ -85,6 +85,33 @@ pub struct Event {
     pub click_id: Option<&'static str>,
 }
 
+#[cfg(test)]
+impl Event {
+    /// A desktop Firefox pageview for tests; `ts` in UTC, local time = UTC.
+    pub(crate) fn for_test(ts: i64, visitor: u64, path: &str) -> Event {
+        Event {
+            ts,
+            day: Day(ts.div_euclid(86_400) as i32),
+            hour: (ts.rem_euclid(86_400) / 3600) as u8,
+            visitor,
+            link: None,
+            bucket: 0,
+            path: Arc::from(path),
+            referrer_host: None,
+            channel: channel::DIRECT,
+            browser: Arc::from("Firefox"),
+            os: Arc::from("Linux"),
+            device_type: "desktop",
+            utm_source: None,
+            utm_medium: None,
+            utm_campaign: None,
+            utm_term: None,
+            utm_content: None,
+            click_id: None,
+        }
+    }
+}
+
 /// The filter rules, in the order they are tried. Their names go into the run record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FilterRule {
