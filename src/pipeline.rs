@@ -93,7 +93,7 @@ pub struct RunReport {
 
 /// Memory for keeping buckets' sessions between the first and the second pass (the
 /// environment variable `LOGVEIL_SESSION_CACHE_BYTES` overrides it).
-const SESSION_CACHE_BYTES: usize = 512 << 20;
+const SESSION_CACHE_BYTES: usize = 128 << 20;
 
 /// Line numbers kept per file and reason in the run record.
 const MAX_LINE_NUMBERS: usize = 100;
@@ -352,6 +352,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(SESSION_CACHE_BYTES);
     let mut cache: Vec<Option<aggregate::Sessions>> = Vec::with_capacity(spill.buckets);
+    let mut incidence: Vec<Vec<polars::prelude::DataFrame>> = vec![Vec::new(); TABLES.len()];
     let mut cached_bytes = 0usize;
     for b in 0..spill.buckets {
         let Some(sessions) = bucket_sessions(b)? else {
@@ -363,6 +364,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             partials[i].push(
                 aggregate::partial_table(&sessions, *table).map_err(polars_err(table.as_str()))?,
             );
+        }
+        for (i, table) in TABLES.iter().enumerate() {
+            let small = aggregate::small_row_visitors(&sessions, *table, pipeline.k, b as u32)
+                .map_err(polars_err(table.as_str()))?;
+            incidence[i].push(small);
         }
         let size = sessions.visits.estimated_size() + sessions.pageviews.estimated_size();
         if cached_bytes + size <= cache_budget {
@@ -391,10 +397,62 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     }
     // The exact measures of a union of rows (an `(other)` row, hidden hours): a second pass
     // over the buckets, summed (buckets never share a client).
+    // The union of rows that are each under k comes from the first pass's record of small
+    // rows; only a union that includes a row of k or more visitors needs the second pass.
+    let mut small_rows = Vec::new();
+    for (table, parts) in TABLES.iter().zip(incidence) {
+        let frames: Vec<polars::prelude::LazyFrame> = parts
+            .into_iter()
+            .map(polars::prelude::IntoLazy::lazy)
+            .collect();
+        let all = if frames.is_empty() {
+            None
+        } else {
+            Some(
+                polars::prelude::concat(frames, polars::prelude::UnionArgs::default())
+                    .and_then(polars::prelude::LazyFrame::collect)
+                    .map_err(polars_err(table.as_str()))?,
+            )
+        };
+        small_rows.push(all);
+    }
+    // `LOGVEIL_SECOND_PASS=always` takes the second pass for every union (tests compare both).
+    let force_second_pass = std::env::var("LOGVEIL_SECOND_PASS").is_ok_and(|v| v == "always");
+    let merged_index: HashMap<(usize, Day, Vec<aggregate::KeyValue>), Vec<i64>> = merged
+        .iter()
+        .enumerate()
+        .flat_map(|(t, (_, rows))| {
+            rows.iter()
+                .map(move |r| ((t, r.day, r.keys.clone()), r.measures.clone()))
+        })
+        .collect();
     let other = |table: TableName,
                  keys: &[(Day, Vec<aggregate::KeyValue>)]|
      -> anyhow::Result<BTreeMap<Day, Vec<i64>>> {
         let folded = aggregate::keys_frame(table, keys)?;
+        let t = TABLES.iter().position(|x| *x == table).expect("a table");
+        let all_small = keys.iter().all(|(day, kv)| {
+            merged_index
+                .get(&(t, *day, kv.clone()))
+                .is_none_or(|m| m[0] < i64::from(pipeline.k))
+        });
+        if all_small
+            && !force_second_pass
+            && let Some(incidence) = &small_rows[t]
+        {
+            let visitors = aggregate::union_visitors(incidence, table, folded)?;
+            let mut sums: BTreeMap<Day, Vec<i64>> = BTreeMap::new();
+            for (day, kv) in keys {
+                if let Some(m) = merged_index.get(&(t, *day, kv.clone())) {
+                    let e = sums.entry(*day).or_insert_with(|| vec![0; m.len()]);
+                    e.iter_mut().zip(m).for_each(|(a, v)| *a += v);
+                }
+            }
+            for (day, e) in sums.iter_mut() {
+                e[0] = visitors.get(day).copied().unwrap_or(0);
+            }
+            return Ok(sums);
+        }
         let mut sums: BTreeMap<Day, Vec<i64>> = BTreeMap::new();
         for (b, cached) in cache.iter().enumerate() {
             let rebuilt;

@@ -294,6 +294,64 @@ pub fn other_rows(
         .collect()
 }
 
+/// First-pass record of the rows that may be folded later: (day, keys, bucket, visitor) for
+/// every row with fewer than `k` distinct visitors in this bucket. A row with fewer than `k`
+/// visitors in all is small in every bucket (visitors add up across buckets), so this holds
+/// every row the k rule can fold or hide, and the union of any of them can be counted exactly
+/// without a second pass. It stays small: at most k − 1 entries per row and bucket.
+pub fn small_row_visitors(
+    sessions: &Sessions,
+    table: TableName,
+    k: u32,
+    bucket: u32,
+) -> PolarsResult<DataFrame> {
+    let source = if table.counts_pageviews() {
+        &sessions.pageviews
+    } else {
+        &sessions.visits
+    };
+    let mut row = vec![col("day")];
+    row.extend(table.keys().iter().map(|k| col(*k)));
+    let mut with_visitor = row.clone();
+    with_visitor.push(col("visitor"));
+    source
+        .clone()
+        .lazy()
+        .group_by(with_visitor.clone())
+        .agg([len().alias("_pageviews")])
+        .with_columns([len().over(row)?.alias("_n")])
+        .filter(col("_n").lt(lit(k)))
+        .select(with_visitor)
+        .with_columns([lit(bucket).alias("bucket")])
+        .collect()
+}
+
+/// Distinct visitors per day of the union of `folded` rows, from [`small_row_visitors`].
+pub fn union_visitors(
+    incidence: &DataFrame,
+    table: TableName,
+    folded: DataFrame,
+) -> PolarsResult<BTreeMap<Day, i64>> {
+    let mut on = vec![col("day")];
+    on.extend(table.keys().iter().map(|k| col(*k)));
+    let mut args = JoinArgs::new(JoinType::Inner);
+    args.nulls_equal = true;
+    let df = incidence
+        .clone()
+        .lazy()
+        .join(folded.lazy(), on.clone(), on, args)
+        .group_by([col("day"), col("bucket"), col("visitor")])
+        .agg([len().alias("_n")])
+        .group_by([col("day")])
+        .agg([len().cast(DataType::Int64).alias("visitors")])
+        .collect()?;
+    let day = df.column("day")?.i32()?;
+    let visitors = df.column("visitors")?.i64()?;
+    Ok((0..df.height())
+        .map(|i| (Day(day.get(i).unwrap_or(0)), visitors.get(i).unwrap_or(0)))
+        .collect())
+}
+
 /// A merged table's frame → rows.
 pub fn rows(table: TableName, df: &DataFrame) -> PolarsResult<Vec<Row>> {
     let day = df.column("day")?.i32()?;
