@@ -87,7 +87,7 @@ pub struct DpFile {
     /// Contribution bounds per visitor and day (defaults 4, 10, 5, "30m").
     pub max_visits_per_day: Option<u32>,
     pub max_pageviews_per_visit: Option<u32>,
-    pub max_pages_per_visitor: Option<u32>,
+    pub max_rows_per_table: Option<u32>,
     pub max_visit_duration: Option<String>,
 }
 
@@ -331,7 +331,7 @@ impl Pipeline {
                 let bounds = crate::dp::Bounds {
                     max_visits_per_day: d.max_visits_per_day.unwrap_or(4).max(1),
                     max_pageviews_per_visit: d.max_pageviews_per_visit.unwrap_or(10).max(1),
-                    max_pages_per_visitor: d.max_pages_per_visitor.unwrap_or(5).max(1),
+                    max_rows_per_table: d.max_rows_per_table.unwrap_or(5).max(1),
                     max_duration_s,
                 };
                 Some(crate::dp::DpSettings {

@@ -174,7 +174,7 @@ mod tests {
 pub struct Bounds {
     pub max_visits_per_day: u32,
     pub max_pageviews_per_visit: u32,
-    pub max_pages_per_visitor: u32,
+    pub max_rows_per_table: u32,
     /// Each visit's duration counts at most this much in the duration sum.
     pub max_duration_s: i64,
 }
@@ -197,13 +197,14 @@ impl Bounds {
         use crate::aggregate::TableName::*;
         let n = u64::from(self.max_visits_per_day);
         let p = u64::from(self.max_pageviews_per_visit);
-        let m = u64::from(self.max_pages_per_visitor);
+        let m = u64::from(self.max_rows_per_table);
         let d = self.max_duration_s.max(1) as u64;
         match table {
             Overview => (1, vec![1, n, n * p, n, n * d]),
-            Hourly => (n, vec![n, n, n * p]),
+            // A visit falls in one row, and a visitor's visits in at most min(N, M) rows.
+            Hourly => (n.min(m), vec![n.min(m), n, n * p]),
             Pages => (m, vec![m, n * p, n, n]),
-            Referrers | Devices => (n, vec![n, n]),
+            Referrers | Devices => (n.min(m), vec![n.min(m), n]),
         }
     }
 }

@@ -345,6 +345,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         Ok(Some(sessions))
     };
     let mut partials: Vec<Vec<polars::prelude::DataFrame>> = vec![Vec::new(); TABLES.len()];
+    let row_bound = pipeline.dp.as_ref().map(|dp| dp.bounds.max_rows_per_table);
     // Buckets' sessions are kept for the second passes while they fit in SESSION_CACHE_BYTES;
     // the others are rebuilt from the spill when needed (memory stays bounded either way).
     let cache_budget = std::env::var("LOGVEIL_SESSION_CACHE_BYTES")
@@ -362,7 +363,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         record.visits += sessions.visits.height() as u64;
         for (i, table) in TABLES.iter().enumerate() {
             partials[i].push(
-                aggregate::partial_table(&sessions, *table).map_err(polars_err(table.as_str()))?,
+                aggregate::partial_table(&sessions, *table, row_bound)
+                    .map_err(polars_err(table.as_str()))?,
             );
         }
         for (i, table) in TABLES.iter().enumerate() {

@@ -231,8 +231,14 @@ pub fn sessionise(
     Ok(Sessions { visits, pageviews })
 }
 
-/// One partial table: `day`, the table's keys, its measures (Int64).
-pub fn partial_table(sessions: &Sessions, table: TableName) -> PolarsResult<DataFrame> {
+/// One partial table: `day`, the table's keys, its measures (Int64). With `row_bound`
+/// (differential privacy), a visitor's visits count in at most that many rows of the table per
+/// day: the rows of their earliest visits.
+pub fn partial_table(
+    sessions: &Sessions,
+    table: TableName,
+    row_bound: Option<u32>,
+) -> PolarsResult<DataFrame> {
     let source = if table.counts_pageviews() {
         &sessions.pageviews
     } else {
@@ -240,12 +246,29 @@ pub fn partial_table(sessions: &Sessions, table: TableName) -> PolarsResult<Data
     };
     let mut by = vec![col("day")];
     by.extend(table.keys().iter().map(|k| col(*k)));
-    source
-        .clone()
-        .lazy()
-        .group_by(by)
-        .agg(table.measure_exprs())
-        .collect()
+    let mut rows = source.clone().lazy();
+    if let (Some(m), false) = (
+        row_bound,
+        table.counts_pageviews() || table.keys().is_empty(),
+    ) {
+        // Pages are bounded in `bound_contributions` (first distinct paths).
+        let mut row_of_visitor = by.clone();
+        row_of_visitor.push(col("visitor"));
+        rows = rows
+            .with_columns([col("start").min().over(row_of_visitor)?.alias("_row_first")])
+            .with_columns([col("_row_first")
+                .rank(
+                    RankOptions {
+                        method: RankMethod::Dense,
+                        descending: false,
+                    },
+                    None,
+                )
+                .over([col("visitor"), col("day")])?
+                .alias("_row_rank")])
+            .filter(col("_row_rank").lt_eq(lit(m)));
+    }
+    rows.group_by(by).agg(table.measure_exprs()).collect()
 }
 
 /// Sums partial tables by key: the merge stage. Valid because every measure is additive
@@ -437,7 +460,7 @@ pub fn day_measures(table: TableName, df: &DataFrame) -> PolarsResult<BTreeMap<D
 /// Enforces the differential-privacy contribution bounds on one partial's sessions, before
 /// any table is computed: per visitor and day at most `max_visits_per_day` visits (the
 /// earliest), per visit at most `max_pageviews_per_visit` pageviews (the first) and a duration
-/// of at most `max_duration_s`, and at most `max_pages_per_visitor` distinct paths (the first
+/// of at most `max_duration_s`, and at most `max_rows_per_table` distinct paths (the first
 /// ones seen).
 pub fn bound_contributions(s: Sessions, b: &crate::dp::Bounds) -> PolarsResult<Sessions> {
     let n = b.max_visits_per_day;
@@ -498,7 +521,7 @@ pub fn bound_contributions(s: Sessions, b: &crate::dp::Bounds) -> PolarsResult<S
             )
             .over([col("visitor"), col("day")])?
             .alias("path_rank")])
-        .filter(col("path_rank").lt_eq(lit(b.max_pages_per_visitor)))
+        .filter(col("path_rank").lt_eq(lit(b.max_rows_per_table)))
         .sort(["row"], SortMultipleOptions::default())
         .select([
             col("visit_id"),
@@ -546,7 +569,7 @@ mod tests {
         let bounds = crate::dp::Bounds {
             max_visits_per_day: 4,
             max_pageviews_per_visit: 10,
-            max_pages_per_visitor: 5,
+            max_rows_per_table: 5,
             max_duration_s: 1800,
         };
         let b = bound_contributions(s, &bounds).unwrap();
@@ -592,5 +615,30 @@ mod tests {
             Some(&10),
             "pageviews per visit capped at 10"
         );
+    }
+
+    /// With a row bound of 2, a visitor whose 4 visits start in 4 different hours counts in
+    /// the hours of its first 2 visits only; another visitor is untouched.
+    #[test]
+    fn partial_table_row_bound_per_visitor() {
+        let mut cols = events::EventColumns::default();
+        for (i, hour) in [9i64, 11, 13, 15].iter().enumerate() {
+            cols.push(i as u64, event(hour * 3600, 1, "/a"));
+        }
+        cols.push(10, event(15 * 3600 + 60, 2, "/b"));
+        let s = sessionise(cols.into_frame().unwrap(), 1800, 6 * 3600, (Day(0), Day(0))).unwrap();
+        let hours = |bound: Option<u32>| -> Vec<(i32, i64)> {
+            let df = partial_table(&s, TableName::Hourly, bound)
+                .unwrap()
+                .sort(["hour"], SortMultipleOptions::default())
+                .unwrap();
+            let h = df.column("hour").unwrap().i32().unwrap();
+            let v = df.column("visits").unwrap().i64().unwrap();
+            (0..df.height())
+                .map(|i| (h.get(i).unwrap(), v.get(i).unwrap()))
+                .collect()
+        };
+        assert_eq!(hours(None), vec![(9, 1), (11, 1), (13, 1), (15, 2)]);
+        assert_eq!(hours(Some(2)), vec![(9, 1), (11, 1), (15, 1)]);
     }
 }
