@@ -891,9 +891,18 @@ impl Phases {
     fn mark(&self, name: &str) {
         if self.on {
             let now = std::time::Instant::now();
+            // Peak memory so far, from the kernel (Linux only).
+            let hwm = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find(|l| l.starts_with("VmHWM:"))
+                        .map(|l| l[6..].trim().to_string())
+                })
+                .unwrap_or_default();
             let _ = writeln!(
                 std::io::stderr(),
-                "profile: {name}: {:.2} s",
+                "profile: {name}: {:.2} s (peak memory so far {hwm})",
                 (now - self.last.get()).as_secs_f64()
             );
             self.last.set(now);
