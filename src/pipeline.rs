@@ -197,6 +197,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     // spilling its pseudonymous events into encrypted buckets. A file's lines count only once
     // its whole content has been read: an identical earlier file makes it a duplicate (its
     // events are skipped when the buckets are read), a read error fails the run.
+    if let Ok(n @ 1..) = SpillDir::remove_stale(&pipeline.state_dir) {
+        notes.push(format!("removed the encrypted spill of {n} killed run(s)"));
+    }
     let spill = SpillDir::create(
         &pipeline.state_dir,
         &record.run_id,

@@ -30,6 +30,9 @@ pub struct SpillDir {
     dir: PathBuf,
     key: Arc<[u8; 32]>,
     pub buckets: usize,
+    /// Held while the run lives, so a later run can tell a killed run's leftovers from a
+    /// running one's.
+    _lock: File,
 }
 
 impl SpillDir {
@@ -49,13 +52,42 @@ impl SpillDir {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
         }
+        let lock = File::create(dir.join(".lock"))?;
+        lock.try_lock()
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
         Ok(SpillDir {
             dir,
             key: Arc::new(key),
             buckets: buckets.max(1),
+            _lock: lock,
         })
+    }
+
+    /// Removes the spill of runs that were killed (their lock is free). Their files were never
+    /// readable (the key died with the process); this only frees the space. Returns how many.
+    pub fn remove_stale(state_dir: &Path) -> io::Result<usize> {
+        let root = state_dir.join("spill");
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let dir = entry?.path();
+            let free = match File::open(dir.join(".lock")) {
+                Ok(f) => f.try_lock().is_ok(),
+                // No lock yet: a run may be creating it this instant; only an old one is stale.
+                Err(_) => std::fs::metadata(&dir)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600)),
+            };
+            if free {
+                std::fs::remove_dir_all(&dir)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// A writer for one ingest worker.
@@ -354,6 +386,21 @@ mod tests {
         let dir = tmp.path().join("spill/run-1");
         drop(spill);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn spill_of_a_killed_run_is_removed_but_not_a_live_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let live = SpillDir::create(tmp.path(), "live", 2).unwrap();
+        // A killed run: its directory and files remain, nobody holds its lock.
+        let dead = tmp.path().join("spill/dead");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(dead.join("w0-b0.bin"), b"sealed bytes").unwrap();
+        std::fs::write(dead.join(".lock"), b"").unwrap();
+        assert_eq!(SpillDir::remove_stale(tmp.path()).unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(tmp.path().join("spill/live").exists());
+        drop(live);
     }
 
     #[test]
