@@ -9,8 +9,14 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The binary, with its state dir (spill, ledger) kept out of the developer's home.
 pub fn logveil() -> assert_cmd::Command {
-    assert_cmd::Command::cargo_bin("logveil").expect("binary built")
+    let mut cmd = assert_cmd::Command::cargo_bin("logveil").expect("binary built");
+    cmd.env(
+        "XDG_STATE_HOME",
+        std::env::temp_dir().join("logveil-test-state"),
+    );
+    cmd
 }
 
 /// Runs `logveil run` with the given pipeline and output, plus extra arguments.
