@@ -141,6 +141,26 @@ pub struct Sessions {
     pub pageviews: DataFrame,
 }
 
+impl Sessions {
+    /// The frame a table is counted from: pageviews for `pages`, visits for the others.
+    pub fn source(&self, table: TableName) -> &DataFrame {
+        if table.counts_pageviews() {
+            &self.pageviews
+        } else {
+            &self.visits
+        }
+    }
+}
+
+/// `frame` restricted to the rows (day and table keys) listed in `rows`; null keys match.
+fn only_rows(frame: LazyFrame, table: TableName, rows: DataFrame) -> LazyFrame {
+    let mut on = vec![col("day")];
+    on.extend(table.keys().iter().map(|k| col(*k)));
+    let mut args = JoinArgs::new(JoinType::Inner);
+    args.nulls_equal = true;
+    frame.join(rows.lazy(), on.clone(), on, args)
+}
+
 /// Cuts events into visits. `days`: the first and last day whose visits are kept (visits
 /// starting on other days are left to the runs of those days).
 pub fn sessionise(
@@ -239,11 +259,7 @@ pub fn partial_table(
     table: TableName,
     row_bound: Option<u32>,
 ) -> PolarsResult<DataFrame> {
-    let source = if table.counts_pageviews() {
-        &sessions.pageviews
-    } else {
-        &sessions.visits
-    };
+    let source = sessions.source(table);
     let mut by = vec![col("day")];
     by.extend(table.keys().iter().map(|k| col(*k)));
     let mut rows = source.clone().lazy();
@@ -298,19 +314,8 @@ pub fn other_rows(
     table: TableName,
     folded: DataFrame,
 ) -> PolarsResult<DataFrame> {
-    let source = if table.counts_pageviews() {
-        &sessions.pageviews
-    } else {
-        &sessions.visits
-    };
-    let mut on = vec![col("day")];
-    on.extend(table.keys().iter().map(|k| col(*k)));
-    let mut args = JoinArgs::new(JoinType::Inner);
-    args.nulls_equal = true;
-    source
-        .clone()
-        .lazy()
-        .join(folded.lazy(), on.clone(), on, args)
+    let source = sessions.source(table);
+    only_rows(source.clone().lazy(), table, folded)
         .group_by([col("day")])
         .agg(table.measure_exprs())
         .sort(["day"], SortMultipleOptions::default())
@@ -328,11 +333,7 @@ pub fn small_row_visitors(
     k: u32,
     bucket: u32,
 ) -> PolarsResult<DataFrame> {
-    let source = if table.counts_pageviews() {
-        &sessions.pageviews
-    } else {
-        &sessions.visits
-    };
+    let source = sessions.source(table);
     let mut row = vec![col("day")];
     row.extend(table.keys().iter().map(|k| col(*k)));
     let mut with_visitor = row.clone();
@@ -355,14 +356,7 @@ pub fn union_visitors(
     table: TableName,
     folded: DataFrame,
 ) -> PolarsResult<BTreeMap<Day, i64>> {
-    let mut on = vec![col("day")];
-    on.extend(table.keys().iter().map(|k| col(*k)));
-    let mut args = JoinArgs::new(JoinType::Inner);
-    args.nulls_equal = true;
-    let df = incidence
-        .clone()
-        .lazy()
-        .join(folded.lazy(), on.clone(), on, args)
+    let df = only_rows(incidence.clone().lazy(), table, folded)
         .group_by([col("day"), col("bucket"), col("visitor")])
         .agg([len().alias("_n")])
         .group_by([col("day")])
