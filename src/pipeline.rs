@@ -91,6 +91,12 @@ pub struct RunReport {
     pub output: PathBuf,
 }
 
+/// Input per bucket (decompressed; gzip counted as 8× its size).
+const BUCKET_INPUT_BYTES: u64 = 128 << 20;
+
+/// Memory for the first pass's record of small rows; past it, unions take the second pass.
+const INCIDENCE_BYTES: usize = 64 << 20;
+
 /// Memory for keeping buckets' sessions between the first and the second pass (the
 /// environment variable `LOGVEIL_SESSION_CACHE_BYTES` overrides it).
 const SESSION_CACHE_BYTES: usize = 128 << 20;
@@ -200,12 +206,29 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     if let Ok(n @ 1..) = SpillDir::remove_stale(&pipeline.state_dir) {
         notes.push(format!("removed the encrypted spill of {n} killed run(s)"));
     }
-    let spill = SpillDir::create(
-        &pipeline.state_dir,
-        &record.run_id,
-        usize::from(pipeline.buckets),
-    )
-    .map_err(|e| {
+    // At least one bucket per BUCKET_INPUT_BYTES of (estimated decompressed) input, so a
+    // bucket's share of the reduce stage stays about the same size as inputs grow.
+    let input_bytes: u64 = files
+        .iter()
+        .map(|f| {
+            let size = std::fs::metadata(f).map_or(0, |m| m.len());
+            if f.extension().is_some_and(|e| e == "gz") {
+                size * 8
+            } else {
+                size
+            }
+        })
+        .sum();
+    let buckets = usize::from(pipeline.buckets)
+        .max(input_bytes.div_ceil(BUCKET_INPUT_BYTES) as usize)
+        .min(4096);
+    if buckets > usize::from(pipeline.buckets) {
+        notes.push(format!(
+            "{buckets} buckets for about {} MiB of input",
+            input_bytes >> 20
+        ));
+    }
+    let spill = SpillDir::create(&pipeline.state_dir, &record.run_id, buckets).map_err(|e| {
         Failure::new(
             exit::FAILED,
             format!(
@@ -357,6 +380,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .unwrap_or(SESSION_CACHE_BYTES);
     let mut cache: Vec<Option<aggregate::Sessions>> = Vec::with_capacity(spill.buckets);
     let mut incidence: Vec<Vec<polars::prelude::DataFrame>> = vec![Vec::new(); TABLES.len()];
+    let mut incidence_bytes = 0usize;
     let mut cached_bytes = 0usize;
     for b in 0..spill.buckets {
         let Some(sessions) = bucket_sessions(b)? else {
@@ -370,10 +394,17 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
                     .map_err(polars_err(table.as_str()))?,
             );
         }
-        for (i, table) in TABLES.iter().enumerate() {
-            let small = aggregate::small_row_visitors(&sessions, *table, pipeline.k, b as u32)
-                .map_err(polars_err(table.as_str()))?;
-            incidence[i].push(small);
+        if incidence_bytes <= INCIDENCE_BYTES {
+            for (i, table) in TABLES.iter().enumerate() {
+                let small = aggregate::small_row_visitors(&sessions, *table, pipeline.k, b as u32)
+                    .map_err(polars_err(table.as_str()))?;
+                incidence_bytes += small.estimated_size();
+                incidence[i].push(small);
+            }
+            if incidence_bytes > INCIDENCE_BYTES {
+                // Over budget: drop the record; unions then take the second pass.
+                incidence.iter_mut().for_each(Vec::clear);
+            }
         }
         let size = sessions.visits.estimated_size() + sessions.pageviews.estimated_size();
         if cached_bytes + size <= cache_budget {
@@ -410,7 +441,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             .into_iter()
             .map(polars::prelude::IntoLazy::lazy)
             .collect();
-        let all = if frames.is_empty() {
+        let all = if frames.is_empty() || incidence_bytes > INCIDENCE_BYTES {
             None
         } else {
             Some(
