@@ -91,11 +91,11 @@ pub struct RunReport {
     pub output: PathBuf,
 }
 
-/// Input per bucket (decompressed; gzip counted as 8× its size).
-const BUCKET_INPUT_BYTES: u64 = 128 << 20;
+/// Memory a cached session row holds, with the buffers it keeps alive (measured, rounded up).
+const CACHED_ROW_BYTES: usize = 512;
 
-/// Memory for the first pass's record of small rows; past it, unions take the second pass.
-const INCIDENCE_BYTES: usize = 64 << 20;
+/// Input per bucket (decompressed; gzip counted as 8× its size).
+const BUCKET_INPUT_BYTES: u64 = 32 << 20;
 
 /// Memory for keeping buckets' sessions between the first and the second pass (the
 /// environment variable `LOGVEIL_SESSION_CACHE_BYTES` overrides it).
@@ -370,7 +370,6 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         }
         Ok(Some(sessions))
     };
-    let mut partials: Vec<Vec<polars::prelude::DataFrame>> = vec![Vec::new(); TABLES.len()];
     let row_bound = pipeline.dp.as_ref().map(|dp| dp.bounds.max_rows_per_table);
     // Buckets' sessions are kept for the second passes while they fit in SESSION_CACHE_BYTES;
     // the others are rebuilt from the spill when needed (memory stays bounded either way).
@@ -379,9 +378,13 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(SESSION_CACHE_BYTES);
     let mut cache: Vec<Option<aggregate::Sessions>> = Vec::with_capacity(spill.buckets);
-    let mut incidence: Vec<Vec<polars::prelude::DataFrame>> = vec![Vec::new(); TABLES.len()];
-    let mut incidence_bytes = 0usize;
     let mut cached_bytes = 0usize;
+    // Running totals (the merge, bucket by bucket) and the record of small rows: the visitors
+    // of every row still under k. A row's total only grows, so a row that reaches k leaves
+    // the record for good, and the record ends as exactly the rows under k: at most k − 1
+    // visitors each. Unions of such rows are then counted without a second pass.
+    let mut totals: Vec<Option<polars::prelude::DataFrame>> = vec![None; TABLES.len()];
+    let mut small_rows: Vec<Option<polars::prelude::DataFrame>> = vec![None; TABLES.len()];
     for b in 0..spill.buckets {
         let Some(sessions) = bucket_sessions(b)? else {
             cache.push(None);
@@ -389,24 +392,26 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         };
         record.visits += sessions.visits.height() as u64;
         for (i, table) in TABLES.iter().enumerate() {
-            partials[i].push(
-                aggregate::partial_table(&sessions, *table, row_bound)
-                    .map_err(polars_err(table.as_str()))?,
-            );
+            let err = polars_err(table.as_str());
+            let partial = aggregate::partial_table(&sessions, *table, row_bound).map_err(&err)?;
+            let parts = match totals[i].take() {
+                Some(total) => vec![total, partial],
+                None => vec![partial],
+            };
+            let total = aggregate::merge(*table, parts).map_err(&err)?;
+            let small = aggregate::small_row_visitors(&sessions, *table, pipeline.k, b as u32)
+                .map_err(&err)?;
+            let so_far = match small_rows[i].take() {
+                Some(before) => before.vstack(&small).map_err(&err)?,
+                None => small,
+            };
+            small_rows[i] =
+                Some(aggregate::drop_large_rows(so_far, &total, *table, pipeline.k).map_err(&err)?);
+            totals[i] = Some(total);
         }
-        if incidence_bytes <= INCIDENCE_BYTES {
-            for (i, table) in TABLES.iter().enumerate() {
-                let small = aggregate::small_row_visitors(&sessions, *table, pipeline.k, b as u32)
-                    .map_err(polars_err(table.as_str()))?;
-                incidence_bytes += small.estimated_size();
-                incidence[i].push(small);
-            }
-            if incidence_bytes > INCIDENCE_BYTES {
-                // Over budget: drop the record; unions then take the second pass.
-                incidence.iter_mut().for_each(Vec::clear);
-            }
-        }
-        let size = sessions.visits.estimated_size() + sessions.pageviews.estimated_size();
+        // Polars' own estimate misses the string buffers the frames share with the bucket's
+        // event frame; 512 bytes a row is what the 20 M-line benchmark measured, rounded up.
+        let size = (sessions.visits.height() + sessions.pageviews.height()) * CACHED_ROW_BYTES;
         if cached_bytes + size <= cache_budget {
             cached_bytes += size;
             cache.push(Some(sessions));
@@ -422,35 +427,12 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     }
     phase.mark("reduce (sessions, partial tables)");
     let mut merged = Vec::new();
-    for (table, parts) in TABLES.iter().zip(partials) {
-        let rows = if parts.is_empty() {
-            Vec::new()
-        } else {
-            let total = aggregate::merge(*table, parts).map_err(polars_err(table.as_str()))?;
-            aggregate::rows(*table, &total).map_err(polars_err(table.as_str()))?
+    for (table, total) in TABLES.iter().zip(totals) {
+        let rows = match total {
+            Some(total) => aggregate::rows(*table, &total).map_err(polars_err(table.as_str()))?,
+            None => Vec::new(),
         };
         merged.push((*table, rows));
-    }
-    // The exact measures of a union of rows (an `(other)` row, hidden hours): a second pass
-    // over the buckets, summed (buckets never share a client).
-    // The union of rows that are each under k comes from the first pass's record of small
-    // rows; only a union that includes a row of k or more visitors needs the second pass.
-    let mut small_rows = Vec::new();
-    for (table, parts) in TABLES.iter().zip(incidence) {
-        let frames: Vec<polars::prelude::LazyFrame> = parts
-            .into_iter()
-            .map(polars::prelude::IntoLazy::lazy)
-            .collect();
-        let all = if frames.is_empty() || incidence_bytes > INCIDENCE_BYTES {
-            None
-        } else {
-            Some(
-                polars::prelude::concat(frames, polars::prelude::UnionArgs::default())
-                    .and_then(polars::prelude::LazyFrame::collect)
-                    .map_err(polars_err(table.as_str()))?,
-            )
-        };
-        small_rows.push(all);
     }
     // `LOGVEIL_SECOND_PASS=always` takes the second pass for every union (tests compare both).
     let force_second_pass = std::env::var("LOGVEIL_SECOND_PASS").is_ok_and(|v| v == "always");

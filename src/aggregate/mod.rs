@@ -326,7 +326,7 @@ pub fn other_rows(
 /// every row with fewer than `k` distinct visitors in this bucket. A row with fewer than `k`
 /// visitors in all is small in every bucket (visitors add up across buckets), so this holds
 /// every row the k rule can fold or hide, and the union of any of them can be counted exactly
-/// without a second pass. It stays small: at most k − 1 entries per row and bucket.
+/// without a second pass. The pipeline prunes it with [`drop_large_rows`] as totals grow.
 pub fn small_row_visitors(
     sessions: &Sessions,
     table: TableName,
@@ -347,6 +347,37 @@ pub fn small_row_visitors(
         .filter(col("_n").lt(lit(k)))
         .select(with_visitor)
         .with_columns([lit(bucket).alias("bucket")])
+        .collect()
+}
+
+/// `record` (from [`small_row_visitors`]) without the rows whose running `total` has reached
+/// `k` visitors: they can never be small again.
+pub fn drop_large_rows(
+    record: DataFrame,
+    total: &DataFrame,
+    table: TableName,
+    k: u32,
+) -> PolarsResult<DataFrame> {
+    let mut on = vec![col("day")];
+    on.extend(table.keys().iter().map(|k| col(*k)));
+    let large = total
+        .clone()
+        .lazy()
+        .filter(col("visitors").gt_eq(lit(i64::from(k))))
+        .select(on.clone())
+        .with_columns([lit(true).alias("_large")]);
+    let mut args = JoinArgs::new(JoinType::Left);
+    args.nulls_equal = true;
+    let columns: Vec<Expr> = record
+        .get_column_names()
+        .iter()
+        .map(|c| col(c.as_str()))
+        .collect();
+    record
+        .lazy()
+        .join(large, on.clone(), on, args)
+        .filter(col("_large").is_null())
+        .select(columns)
         .collect()
 }
 

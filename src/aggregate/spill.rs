@@ -22,7 +22,7 @@ use super::events::EventColumns;
 use crate::day::Day;
 use crate::pseudonymise::{Event, channel};
 
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
 const DEVICE_TYPES: [&str; 4] = ["desktop", "mobile", "tablet", "bot"];
 
 /// The per-run spill directory and its key; removes the directory when dropped.
