@@ -110,6 +110,18 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .output
         .clone()
         .unwrap_or_else(|| pipeline.output.clone());
+    // Pseudonymous state (spill, ledger) never lives where outputs are published (D18).
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if absolute(&pipeline.state_dir).starts_with(absolute(&out)) {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "the state dir {} is inside the output directory {}: pseudonymous state must never sit with published outputs; set `state_dir` elsewhere",
+                pipeline.state_dir.display(),
+                out.display()
+            ),
+        ));
+    }
     fs::create_dir_all(&out).map_err(|e| {
         Failure::new(
             exit::FAILED,

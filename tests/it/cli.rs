@@ -540,3 +540,22 @@ fn cli_outputs_do_not_depend_on_buckets_or_threads() {
     let spill = state.join("logveil/demo/spill");
     assert!(!spill.exists() || std::fs::read_dir(&spill).unwrap().next().is_none());
 }
+
+#[test]
+fn cli_state_dir_inside_the_output_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    let log = repo().join("sample-data/small/access.log");
+    std::fs::write(
+        &p,
+        format!("site = \"example.ru\"\ninputs = [{log:?}]\nkey = \"ephemeral\"\noutput = \"out\"\nstate_dir = \"out/state\"\n"),
+    )
+    .unwrap();
+    let o = logveil()
+        .args(["run", "--pipeline"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("inside the output directory"));
+}
