@@ -178,6 +178,22 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         reader::expand_inputs(&patterns).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
 
     let keys = Arc::new(keys);
+    // At least one bucket per BUCKET_INPUT_BYTES of (estimated decompressed) input, so a
+    // bucket's share of the reduce stage stays about the same size as inputs grow.
+    let input_bytes: u64 = files
+        .iter()
+        .map(|f| {
+            let size = std::fs::metadata(f).map_or(0, |m| m.len());
+            if f.extension().is_some_and(|e| e == "gz") {
+                size * 8
+            } else {
+                size
+            }
+        })
+        .sum();
+    let buckets = usize::from(pipeline.buckets)
+        .max(input_bytes.div_ceil(BUCKET_INPUT_BYTES) as usize)
+        .min(4096);
     let settings = pseudonymise::Settings {
         time_zone: tz.clone(),
         filters: pipeline.filters.clone(),
@@ -190,7 +206,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         ),
         link_window_s: reach,
         window,
-        buckets: pipeline.buckets,
+        buckets: buckets as u16,
     };
 
     let mut record = RunRecord {
@@ -218,22 +234,6 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     if let Ok(n @ 1..) = SpillDir::remove_stale(&pipeline.state_dir) {
         notes.push(format!("removed the encrypted spill of {n} killed run(s)"));
     }
-    // At least one bucket per BUCKET_INPUT_BYTES of (estimated decompressed) input, so a
-    // bucket's share of the reduce stage stays about the same size as inputs grow.
-    let input_bytes: u64 = files
-        .iter()
-        .map(|f| {
-            let size = std::fs::metadata(f).map_or(0, |m| m.len());
-            if f.extension().is_some_and(|e| e == "gz") {
-                size * 8
-            } else {
-                size
-            }
-        })
-        .sum();
-    let buckets = usize::from(pipeline.buckets)
-        .max(input_bytes.div_ceil(BUCKET_INPUT_BYTES) as usize)
-        .min(4096);
     if buckets > usize::from(pipeline.buckets) {
         notes.push(format!(
             "{buckets} buckets for about {} MiB of input",

@@ -614,4 +614,30 @@ mod tests {
         let (day, hour, _) = local_time(&ny, ts);
         assert_eq!((day.to_string(), hour), ("2026-11-24".to_string(), 16));
     }
+
+    #[test]
+    fn buckets_spread_clients_and_keep_each_client_in_one() {
+        let settings = Settings {
+            time_zone: jiff::tz::TimeZone::UTC,
+            filters: Filters::default(),
+            path_rules: PathRules::default(),
+            host_lists: HostLists::builtin(),
+            site_hosts: vec!["example.ru".into()],
+            check_vhost: false,
+            link_window_s: 0,
+            window: None,
+            buckets: 37,
+        };
+        let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
+        let ps = Pseudonymiser::new(keys, settings);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..5000u32 {
+            let client = format!("198.51.{}.{}", i / 256, i % 256);
+            let b = ps.bucket(client.as_bytes(), b"UA");
+            assert!(b < 37);
+            assert_eq!(b, ps.bucket(client.as_bytes(), b"UA"));
+            seen.insert(b);
+        }
+        assert_eq!(seen.len(), 37, "every bucket is used");
+    }
 }
