@@ -152,10 +152,16 @@ impl Sessions {
     }
 }
 
+/// The columns that name a row of `table`: `day` and the table's keys.
+fn row_columns(table: TableName) -> Vec<Expr> {
+    let mut columns = vec![col("day")];
+    columns.extend(table.keys().iter().map(|k| col(*k)));
+    columns
+}
+
 /// `frame` restricted to the rows (day and table keys) listed in `rows`; null keys match.
 fn only_rows(frame: LazyFrame, table: TableName, rows: DataFrame) -> LazyFrame {
-    let mut on = vec![col("day")];
-    on.extend(table.keys().iter().map(|k| col(*k)));
+    let on = row_columns(table);
     let mut args = JoinArgs::new(JoinType::Inner);
     args.nulls_equal = true;
     frame.join(rows.lazy(), on.clone(), on, args)
@@ -260,8 +266,7 @@ pub fn partial_table(
     row_bound: Option<u32>,
 ) -> PolarsResult<DataFrame> {
     let source = sessions.source(table);
-    let mut by = vec![col("day")];
-    by.extend(table.keys().iter().map(|k| col(*k)));
+    let by = row_columns(table);
     let mut rows = source.clone().lazy();
     if let (Some(m), false) = (
         row_bound,
@@ -291,8 +296,7 @@ pub fn partial_table(
 /// (visitors included, since partials never share a client).
 pub fn merge(table: TableName, partials: Vec<DataFrame>) -> PolarsResult<DataFrame> {
     let frames: Vec<LazyFrame> = partials.into_iter().map(IntoLazy::lazy).collect();
-    let mut by = vec![col("day")];
-    by.extend(table.keys().iter().map(|k| col(*k)));
+    let by = row_columns(table);
     let sums: Vec<Expr> = table.measures().iter().map(|m| col(*m).sum()).collect();
     let mut sort_by = vec!["day"];
     sort_by.extend(table.keys());
@@ -334,8 +338,7 @@ pub fn small_row_visitors(
     bucket: u32,
 ) -> PolarsResult<DataFrame> {
     let source = sessions.source(table);
-    let mut row = vec![col("day")];
-    row.extend(table.keys().iter().map(|k| col(*k)));
+    let row = row_columns(table);
     let mut with_visitor = row.clone();
     with_visitor.push(col("visitor"));
     source
@@ -358,8 +361,7 @@ pub fn drop_large_rows(
     table: TableName,
     k: u32,
 ) -> PolarsResult<DataFrame> {
-    let mut on = vec![col("day")];
-    on.extend(table.keys().iter().map(|k| col(*k)));
+    let on = row_columns(table);
     let large = total
         .clone()
         .lazy()
