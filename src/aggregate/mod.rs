@@ -275,19 +275,7 @@ pub fn partial_table(
         // Pages are bounded in `bound_contributions` (first distinct paths).
         let mut row_of_visitor = by.clone();
         row_of_visitor.push(col("visitor"));
-        rows = rows
-            .with_columns([col("start").min().over(row_of_visitor)?.alias("_row_first")])
-            .with_columns([col("_row_first")
-                .rank(
-                    RankOptions {
-                        method: RankMethod::Dense,
-                        descending: false,
-                    },
-                    None,
-                )
-                .over([col("visitor"), col("day")])?
-                .alias("_row_rank")])
-            .filter(col("_row_rank").lt_eq(lit(m)));
+        rows = keep_first_rows(rows, row_of_visitor, "start", m)?;
     }
     rows.group_by(by).agg(table.measure_exprs()).collect()
 }
@@ -484,6 +472,28 @@ pub fn day_measures(table: TableName, df: &DataFrame) -> PolarsResult<BTreeMap<D
         .collect())
 }
 
+/// Keeps, per visitor and day, only the rows of the first `bound` distinct values of `row`
+/// (the columns naming a row, `visitor` and `day` among them), first by `order`.
+fn keep_first_rows(
+    frame: LazyFrame,
+    row: Vec<Expr>,
+    order: &str,
+    bound: u32,
+) -> PolarsResult<LazyFrame> {
+    let dense = RankOptions {
+        method: RankMethod::Dense,
+        descending: false,
+    };
+    Ok(frame
+        .with_columns([col(order).min().over(row)?.alias("_row_first")])
+        .with_columns([col("_row_first")
+            .rank(dense, None)
+            .over([col("visitor"), col("day")])?
+            .alias("_row_rank")])
+        .filter(col("_row_rank").lt_eq(lit(bound)))
+        .drop(by_name(["_row_first", "_row_rank"], true, false)))
+}
+
 /// Enforces the differential-privacy contribution bounds on one partial's sessions, before
 /// any table is computed: per visitor and day at most `max_visits_per_day` visits (the
 /// earliest), per visit at most `max_pageviews_per_visit` pageviews (the first) and a duration
@@ -518,7 +528,7 @@ pub fn bound_contributions(s: Sessions, b: &crate::dp::Bounds) -> PolarsResult<S
         .sort(["visit_id"], SortMultipleOptions::default())
         .collect()?;
     let kept = visits.clone().lazy().select([col("visit_id")]);
-    let pageviews = s
+    let bounded = s
         .pageviews
         .lazy()
         .with_row_index("row", None)
@@ -533,32 +543,23 @@ pub fn bound_contributions(s: Sessions, b: &crate::dp::Bounds) -> PolarsResult<S
             .cum_count(false)
             .over([col("visit_id")])?
             .alias("pv_rank")])
-        .filter(col("pv_rank").lt_eq(lit(p)))
-        .with_columns([col("row")
-            .min()
-            .over([col("visitor"), col("day"), col("path")])?
-            .alias("path_first")])
-        .with_columns([col("path_first")
-            .rank(
-                RankOptions {
-                    method: RankMethod::Dense,
-                    descending: false,
-                },
-                None,
-            )
-            .over([col("visitor"), col("day")])?
-            .alias("path_rank")])
-        .filter(col("path_rank").lt_eq(lit(b.max_rows_per_table)))
-        .sort(["row"], SortMultipleOptions::default())
-        .select([
-            col("visit_id"),
-            col("visitor"),
-            col("day"),
-            col("path"),
-            col("is_entry"),
-            col("is_exit"),
-        ])
-        .collect()?;
+        .filter(col("pv_rank").lt_eq(lit(p)));
+    let pageviews = keep_first_rows(
+        bounded,
+        vec![col("visitor"), col("day"), col("path")],
+        "row",
+        b.max_rows_per_table,
+    )?
+    .sort(["row"], SortMultipleOptions::default())
+    .select([
+        col("visit_id"),
+        col("visitor"),
+        col("day"),
+        col("path"),
+        col("is_entry"),
+        col("is_exit"),
+    ])
+    .collect()?;
     Ok(Sessions { visits, pageviews })
 }
 

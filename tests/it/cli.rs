@@ -54,15 +54,7 @@ fn cli_keygen_mode_and_no_overwrite() {
     );
     // Two keys differ.
     let other = dir.path().join("k2");
-    assert!(
-        logveil()
-            .arg("keygen")
-            .arg(&other)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    keygen(&other);
     assert_ne!(std::fs::read_to_string(&other).unwrap(), first);
 }
 
@@ -82,15 +74,7 @@ fn cli_key_file_errors_are_usage_errors() {
     {
         use std::os::unix::fs::PermissionsExt;
         let open = dir.path().join("open.key");
-        assert!(
-            logveil()
-                .arg("keygen")
-                .arg(&open)
-                .output()
-                .unwrap()
-                .status
-                .success()
-        );
+        keygen(&open);
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
         let o = run(
             &small_pipeline(),
@@ -151,15 +135,7 @@ fn cli_output_is_deterministic_whatever_the_key() {
     assert!(run(&small_pipeline(), &a, &[]).status.success());
     assert!(run(&small_pipeline(), &b, &[]).status.success());
     let key = dir.path().join("k");
-    assert!(
-        logveil()
-            .arg("keygen")
-            .arg(&key)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    keygen(&key);
     assert!(
         run(
             &small_pipeline(),

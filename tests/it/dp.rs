@@ -9,15 +9,7 @@ use crate::helpers::*;
 fn dp_pipeline(dir: &Path, budget: f64, window: u32) -> PathBuf {
     let key = dir.join("master.key");
     if !key.exists() {
-        assert!(
-            logveil()
-                .arg("keygen")
-                .arg(&key)
-                .output()
-                .unwrap()
-                .status
-                .success()
-        );
+        keygen(&key);
     }
     let p = dir.join("dp.toml");
     std::fs::write(

@@ -115,3 +115,9 @@ pub fn record_dates(record: &serde_json::Value) -> Vec<String> {
         .map(|d| d["date"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// Writes a new key with `logveil keygen`.
+pub fn keygen(path: &Path) {
+    let o = logveil().arg("keygen").arg(path).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
