@@ -95,6 +95,117 @@ const ALLOWLIST: &[(&str, &[(&str, Kind)])] = &[
             ("is_other", Kind::Bool),
         ],
     ),
+    (
+        "channels",
+        &[
+            ("channel", Kind::Str),
+            ("visitors", Kind::Int64),
+            ("visits", Kind::Int64),
+            ("pageviews", Kind::Int64),
+            ("bounces", Kind::Int64),
+            ("conversions", Kind::Int64),
+            ("converting_visits", Kind::Int64),
+            ("value", Kind::Int64),
+            ("bounce_rate", Kind::Float64),
+            ("conversion_rate", Kind::Float64),
+            ("suppressed", Kind::Bool),
+        ],
+    ),
+    (
+        "campaigns",
+        &[
+            ("utm_source", Kind::Str),
+            ("utm_medium", Kind::Str),
+            ("utm_campaign", Kind::Str),
+            ("channel", Kind::Str),
+            ("visitors", Kind::Int64),
+            ("visits", Kind::Int64),
+            ("pageviews", Kind::Int64),
+            ("bounces", Kind::Int64),
+            ("conversions", Kind::Int64),
+            ("converting_visits", Kind::Int64),
+            ("value", Kind::Int64),
+            ("bounce_rate", Kind::Float64),
+            ("conversion_rate", Kind::Float64),
+            ("cost", Kind::Int64),
+            ("cost_per_visit", Kind::Float64),
+            ("cpa", Kind::Float64),
+            ("roas", Kind::Float64),
+            ("is_other", Kind::Bool),
+        ],
+    ),
+    (
+        "campaign_goals",
+        &[
+            ("utm_source", Kind::Str),
+            ("utm_medium", Kind::Str),
+            ("utm_campaign", Kind::Str),
+            ("channel", Kind::Str),
+            ("goal", Kind::Str),
+            ("visitors", Kind::Int64),
+            ("conversions", Kind::Int64),
+            ("value", Kind::Int64),
+            ("is_other", Kind::Bool),
+        ],
+    ),
+    (
+        "goals",
+        &[
+            ("goal", Kind::Str),
+            ("visitors", Kind::Int64),
+            ("conversions", Kind::Int64),
+            ("value", Kind::Int64),
+            ("conversion_rate", Kind::Float64),
+            ("suppressed", Kind::Bool),
+        ],
+    ),
+    (
+        "funnels",
+        &[
+            ("funnel", Kind::Str),
+            ("step", Kind::Int32),
+            ("visitors", Kind::Int64),
+            ("visits", Kind::Int64),
+            ("drop_off", Kind::Int64),
+            ("drop_off_rate", Kind::Float64),
+            ("suppressed", Kind::Bool),
+        ],
+    ),
+    (
+        "attribution",
+        &[
+            ("model", Kind::Str),
+            ("goal", Kind::Str),
+            ("utm_source", Kind::Str),
+            ("utm_medium", Kind::Str),
+            ("utm_campaign", Kind::Str),
+            ("channel", Kind::Str),
+            ("visitors", Kind::Int64),
+            ("conversions", Kind::Float64),
+            ("conversions_micro", Kind::Int64),
+            ("value", Kind::Int64),
+            ("is_other", Kind::Bool),
+        ],
+    ),
+    (
+        "loyalty",
+        &[
+            ("dimension", Kind::Str),
+            ("bucket", Kind::Str),
+            ("visitors", Kind::Int64),
+            ("visits", Kind::Int64),
+            ("suppressed", Kind::Bool),
+        ],
+    ),
+    (
+        "uniques",
+        &[
+            ("period", Kind::Str),
+            ("period_start", Kind::Str),
+            ("visitors", Kind::Int64),
+            ("suppressed", Kind::Bool),
+        ],
+    ),
 ];
 
 /// Counts above this cannot be counts of one site's day; a 64-bit pseudonym almost always is.
@@ -376,7 +487,13 @@ fn audit_files(
                     }
                     Field::Long(v) => {
                         any_measure = true;
-                        if *v < 0 || *v > MAX_PLAUSIBLE_COUNT {
+                        // Millionths of a conversion run 10⁶ times larger than counts.
+                        let max = if name.ends_with("_micro") {
+                            MAX_PLAUSIBLE_COUNT.saturating_mul(1 << 20)
+                        } else {
+                            MAX_PLAUSIBLE_COUNT
+                        };
+                        if *v < 0 || *v > max {
                             report
                                 .findings
                                 .push(finding("implausible_count", Some(name), Some(i)));

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::goals::{FunnelFile, GoalFile, Goals};
 use crate::ingest::Format;
 use crate::pseudonymise::Filters;
 use crate::pseudonymise::path::{PathRule, PathRules};
@@ -71,6 +72,37 @@ pub struct PipelineFile {
     pub buckets: Option<u16>,
     /// Differential privacy: present = on.
     pub differential_privacy: Option<DpFile>,
+    /// Conversions: `[[goals]]` (name, path, match, after, value).
+    #[serde(default)]
+    pub goals: Vec<GoalFile>,
+    /// `[[funnels]]` (name, steps).
+    #[serde(default)]
+    pub funnels: Vec<FunnelFile>,
+    /// ISO 4217 code of goal values and ad costs (default `RUB`).
+    pub currency: Option<String>,
+    /// Ad spend CSV (date,utm_source,utm_medium,utm_campaign,cost,currency), relative to the
+    /// pipeline file.
+    pub costs: Option<String>,
+    /// New and returning visitors, attribution across visits: present = on.
+    pub returning_visitors: Option<ReturningFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturningFile {
+    /// How far back a visitor is recognised, days (default 30): also the key epoch's length
+    /// and the attribution lookback.
+    pub lookback_days: Option<u32>,
+    /// Let runs add and destroy the key ring's masters as epochs begin and end (default false;
+    /// without it `logveil key rotate` / `key destroy` must be run by the operator).
+    pub manage_keys: Option<bool>,
+}
+
+/// Returning visitors and attribution across visits (docs/PRIVACY.md, "Previous visits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Returning {
+    pub lookback_days: u32,
+    pub manage_keys: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +183,10 @@ pub struct Pipeline {
     pub state_dir: PathBuf,
     pub buckets: u16,
     pub dp: Option<crate::dp::DpSettings>,
+    pub goals: Goals,
+    pub currency: String,
+    pub costs: Option<PathBuf>,
+    pub returning: Option<Returning>,
 }
 
 impl Pipeline {
@@ -218,9 +254,35 @@ impl Pipeline {
                 "unknown time zone {time_zone_name:?}: use an IANA name such as \"Europe/Moscow\""
             ))
         })?;
+        let name = file
+            .name
+            .clone()
+            .or(default_name)
+            .unwrap_or_else(|| "pipeline".into());
+        let state_dir = match &file.state_dir {
+            Some(dir) => resolve(dir),
+            None => default_state_dir(&name),
+        };
+        let returning = match &file.returning_visitors {
+            None => None,
+            Some(r) => {
+                let lookback_days = r.lookback_days.unwrap_or(30);
+                if !(1..=400).contains(&lookback_days) {
+                    return Err(invalid(format!(
+                        "`returning_visitors.lookback_days` = {lookback_days}: use 1 to 400"
+                    )));
+                }
+                Some(Returning {
+                    lookback_days,
+                    manage_keys: r.manage_keys.unwrap_or(false),
+                })
+            }
+        };
+        let managed_ring = returning.is_some_and(|r| r.manage_keys);
         let key = match (file.key.as_deref().map(str::trim), &file.key_dir) {
             (Some(_), Some(_)) => return Err(invalid("give `key` or `key_dir`, not both".into())),
             (None, Some(dir)) => KeySource::Ring(resolve(dir)),
+            (None, None) if managed_ring => KeySource::Ring(state_dir.join("keys")),
             (Some("ephemeral"), None) => KeySource::Ephemeral,
             (Some(""), None) | (None, None) => {
                 return Err(invalid(
@@ -292,15 +354,23 @@ impl Pipeline {
                 path_rules.keep_segments.push(re);
             }
         }
-        let name = file
-            .name
-            .clone()
-            .or(default_name)
-            .unwrap_or_else(|| "pipeline".into());
-        let state_dir = match &file.state_dir {
-            Some(dir) => resolve(dir),
-            None => default_state_dir(&name),
-        };
+        if returning.is_some() && key == KeySource::Ephemeral {
+            return Err(invalid(
+                "returning visitors need a lasting key: set `key` to a key file, or `key_dir`, or `manage_keys = true` under [returning_visitors]".into(),
+            ));
+        }
+        let goals = Goals::from_files(&file.goals, &file.funnels).map_err(&invalid)?;
+        let currency = file
+            .currency
+            .as_deref()
+            .unwrap_or("RUB")
+            .trim()
+            .to_ascii_uppercase();
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid(format!(
+                "`currency` = {currency:?} is not an ISO 4217 code such as \"RUB\""
+            )));
+        }
         let dp = match &file.differential_privacy {
             None => None,
             Some(d) => {
@@ -333,6 +403,9 @@ impl Pipeline {
                     max_pageviews_per_visit: d.max_pageviews_per_visit.unwrap_or(10).max(1),
                     max_rows_per_table: d.max_rows_per_table.unwrap_or(5).max(1),
                     max_duration_s,
+                    goals: goals.goals.len() as u32,
+                    funnel_steps: goals.funnels.iter().map(|f| f.steps.len() as u32).sum(),
+                    max_goal_value: goals.max_value(),
                 };
                 Some(crate::dp::DpSettings {
                     epsilon_budget: d.epsilon_budget,
@@ -373,6 +446,10 @@ impl Pipeline {
                 Some(b) => return Err(invalid(format!("`buckets` = {b}: use 1 to 4096"))),
             },
             dp,
+            goals,
+            currency,
+            costs: file.costs.as_deref().map(resolve),
+            returning,
         })
     }
 }

@@ -63,9 +63,74 @@ impl Publishable {
         self.days
     }
 
+    /// The released `overview.visits` of a day (null when suppressed).
+    pub fn day_visits(&self, day: Day) -> Option<i64> {
+        self.tables
+            .iter()
+            .find(|(t, _)| *t == TableName::Overview)
+            .and_then(|(_, by_day)| by_day.get(&day))
+            .and_then(|rows| rows.first())
+            .and_then(|r| r.measures.get(1).copied().flatten())
+    }
+
     /// Whether rows carry differential-privacy noise (and a `noise_scale` column).
     pub fn noisy(&self) -> bool {
         self.noisy
+    }
+}
+
+/// Every key of the tables whose keys are public, per day: what is listed whether or not
+/// anyone visited (decision 13).
+#[derive(Debug, Clone, Default)]
+pub struct PublicKeys {
+    pub goals: Vec<String>,
+    pub funnels: Vec<(String, usize)>,
+    /// The loyalty buckets' upper end: the lookback.
+    pub lookback_days: u32,
+    /// The epoch of each day (uniques start no earlier).
+    pub epochs: BTreeMap<Day, Day>,
+}
+
+impl PublicKeys {
+    pub fn new(goals: &crate::goals::Goals, lookback_days: u32) -> PublicKeys {
+        PublicKeys {
+            goals: goals.goals.iter().map(|g| g.name.clone()).collect(),
+            funnels: goals
+                .funnels
+                .iter()
+                .map(|f| (f.name.clone(), f.steps.len()))
+                .collect(),
+            lookback_days,
+            epochs: BTreeMap::new(),
+        }
+    }
+
+    pub fn of(&self, table: TableName, day: Day) -> Vec<Vec<KeyValue>> {
+        let s = |v: &str| KeyValue::Str(Some(v.to_string()));
+        match table {
+            TableName::Hourly => (0..24).map(|h| vec![KeyValue::Int(h)]).collect(),
+            TableName::Channels => crate::pseudonymise::channel::ALL
+                .iter()
+                .map(|c| vec![s(c)])
+                .collect(),
+            TableName::Goals => self.goals.iter().map(|g| vec![s(g)]).collect(),
+            TableName::Funnels => self
+                .funnels
+                .iter()
+                .flat_map(|(name, n)| (1..=*n as i64).map(|j| vec![s(name), KeyValue::Int(j)]))
+                .collect(),
+            TableName::Loyalty => crate::visitors::loyalty_buckets(self.lookback_days)
+                .into_iter()
+                .map(|(d, b)| vec![s(d), s(&b)])
+                .collect(),
+            TableName::Uniques => {
+                crate::visitors::periods(day, self.epochs.get(&day).copied().unwrap_or(day))
+                    .into_iter()
+                    .map(|(p, start)| vec![s(p), s(&start.to_string())])
+                    .collect()
+            }
+            _ => vec![vec![]],
+        }
     }
 }
 
@@ -75,6 +140,7 @@ pub fn disclose(
     merged: Vec<(TableName, Vec<Row>)>,
     k: u32,
     days: (Day, Day),
+    public: &PublicKeys,
     mut other: impl FnMut(TableName, &[(Day, Vec<KeyValue>)]) -> anyhow::Result<BTreeMap<Day, Vec<i64>>>,
 ) -> anyhow::Result<(Publishable, BTreeMap<&'static str, DisclosureCounts>)> {
     let k = i64::from(k);
@@ -83,7 +149,14 @@ pub fn disclose(
     for (table, rows) in merged {
         let mut c = DisclosureCounts::default();
         let by_day = if table.public_keys() {
-            suppress_public(table, rows, k, days, &mut c, &mut other)?
+            let mut by_day: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
+            for group in groups(table, days, public) {
+                let part = suppress_public(table, &rows, k, &group, &mut c, &mut other)?;
+                for (day, released) in part {
+                    by_day.entry(day).or_default().extend(released);
+                }
+            }
+            by_day
         } else {
             fold_small(table, rows, k, &mut c, &mut other)?
         };
@@ -100,22 +173,44 @@ pub fn disclose(
     ))
 }
 
+/// The suppression groups of a public-key table: per day, the keys settled together (all of
+/// them, or those sharing a first key: see [`TableName::suppression_groups`]).
+fn groups(
+    table: TableName,
+    days: (Day, Day),
+    public: &PublicKeys,
+) -> Vec<BTreeMap<Day, Vec<Vec<KeyValue>>>> {
+    let mut groups: BTreeMap<Option<KeyValue>, BTreeMap<Day, Vec<Vec<KeyValue>>>> = BTreeMap::new();
+    for day in (days.0.0..=days.1.0).map(Day) {
+        for keys in public.of(table, day) {
+            let group = table
+                .suppression_groups()
+                .then(|| keys.first().cloned())
+                .flatten();
+            groups
+                .entry(group)
+                .or_default()
+                .entry(day)
+                .or_default()
+                .push(keys);
+        }
+    }
+    groups.into_values().collect()
+}
+
 fn suppress_public(
     table: TableName,
-    rows: Vec<Row>,
+    rows: &[Row],
     k: i64,
-    days: (Day, Day),
+    keys_by_day: &BTreeMap<Day, Vec<Vec<KeyValue>>>,
     c: &mut DisclosureCounts,
     other: &mut OtherRows<'_>,
 ) -> anyhow::Result<BTreeMap<Day, Vec<ReleasedRow>>> {
     let zero = vec![0i64; table.measures().len()];
-    let all_keys: Vec<Vec<KeyValue>> = match table {
-        TableName::Hourly => (0..24).map(|h| vec![KeyValue::Int(h)]).collect(),
-        _ => vec![vec![]],
-    };
     // Every key of every day, and which are suppressed (under k to start with).
     let mut by_day: BTreeMap<Day, (Vec<Row>, Vec<bool>)> = BTreeMap::new();
-    for day in (days.0.0..=days.1.0).map(Day) {
+    for (day, all_keys) in keys_by_day {
+        let day = *day;
         let full: Vec<Row> = all_keys
             .iter()
             .map(|keys| {
@@ -304,6 +399,7 @@ pub fn disclose_dp(
     dp: &crate::dp::DpSettings,
     k: u32,
     days: (Day, Day),
+    public: &PublicKeys,
     release_key: &dyn Fn(Day) -> Option<[u8; 32]>,
 ) -> anyhow::Result<DpDisclosure> {
     use crate::dp::{RandomStream, laplace_scale, threshold};
@@ -315,21 +411,19 @@ pub fn disclose_dp(
         let eps_measure = dp.epsilon / sensitivity.len() as f64;
         let scales: Vec<(u64, u64)> = sensitivity
             .iter()
-            .map(|s| laplace_scale(*s, eps_measure))
+            .map(|s| laplace_scale((*s).max(1), eps_measure))
             .collect();
         let b: Vec<f64> = scales.iter().map(|(s, t)| *t as f64 / *s as f64).collect();
         let tau = (!table.public_keys()).then(|| threshold(b[0], dp.delta, rows_per_visitor));
         let mut c = DisclosureCounts::default();
         let mut by_day: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
         let all_rows: Vec<Row> = if table.public_keys() {
-            let keys: Vec<Vec<KeyValue>> = match table {
-                TableName::Hourly => (0..24).map(|h| vec![KeyValue::Int(h)]).collect(),
-                _ => vec![vec![]],
-            };
             (days.0.0..=days.1.0)
                 .map(Day)
                 .flat_map(|day| {
-                    keys.iter()
+                    public
+                        .of(table, day)
+                        .iter()
                         .map(|kv| {
                             rows.iter()
                                 .find(|r| r.day == day && &r.keys == kv)
@@ -469,6 +563,7 @@ mod tests {
             vec![(TableName::Hourly, rows.clone())],
             5,
             (Day(0), Day(0)),
+            &PublicKeys::default(),
             distinct_sum(rows),
         )
         .unwrap();
@@ -480,6 +575,7 @@ mod tests {
             vec![(TableName::Hourly, rows.clone())],
             5,
             (Day(0), Day(0)),
+            &PublicKeys::default(),
             distinct_sum(rows),
         )
         .unwrap();
@@ -505,7 +601,14 @@ mod tests {
             };
             Ok(BTreeMap::from([(Day(0), vec![v, v, v])]))
         };
-        let (p, _) = disclose(vec![(TableName::Hourly, rows)], 5, (Day(0), Day(0)), union).unwrap();
+        let (p, _) = disclose(
+            vec![(TableName::Hourly, rows)],
+            5,
+            (Day(0), Day(0)),
+            &PublicKeys::default(),
+            union,
+        )
+        .unwrap();
         assert_eq!(shown(&p), vec![12]);
     }
 
@@ -522,7 +625,8 @@ mod tests {
             vec![(TableName::Pages, rows)],
             5,
             (Day(0), Day(0)),
-            |_, keys| {
+            &PublicKeys::default(),
+            |_: TableName, keys: &[(Day, Vec<KeyValue>)]| {
                 calls.push(keys.len());
                 // Union visitors: /c ∪ /d = 3 (under k); with /b added = 8.
                 let v = if keys.len() == 2 { 3 } else { 8 };
@@ -554,10 +658,66 @@ mod tests {
             vec![(TableName::Pages, rows)],
             5,
             (Day(0), Day(0)),
+            &PublicKeys::default(),
             |_, _| Ok(BTreeMap::from([(Day(0), vec![3, 3])])),
         )
         .unwrap();
         assert!(p.tables()[0].1[&Day(0)].is_empty());
         assert_eq!(counts["pages"].rows_dropped, 2);
+    }
+
+    /// Loyalty rows settle suppression within each dimension: "new" (2 visitors) is hidden,
+    /// and since its dimension's rows add up to the day's visitors, "returning" is hidden as
+    /// well; the visit-number dimension is settled on its own.
+    #[test]
+    fn disclose_public_groups_suppress_within_each_dimension() {
+        let s = |v: &str| KeyValue::Str(Some(v.to_string()));
+        let row = |d: &str, b: &str, v: i64| Row {
+            day: Day(0),
+            keys: vec![s(d), s(b)],
+            measures: vec![v, v],
+        };
+        let rows = vec![
+            row("visitor_type", "new", 2),
+            row("visitor_type", "returning", 40),
+            row("visit_number", "1", 30),
+            row("visit_number", "2", 12),
+        ];
+        let public = PublicKeys {
+            lookback_days: 30,
+            ..Default::default()
+        };
+        let sum = rows.clone();
+        let (p, _) = disclose(
+            vec![(TableName::Loyalty, rows)],
+            5,
+            (Day(0), Day(0)),
+            &public,
+            move |_: TableName, keys: &[(Day, Vec<KeyValue>)]| {
+                let v: i64 = sum
+                    .iter()
+                    .filter(|r| keys.iter().any(|(_, k)| *k == r.keys))
+                    .map(|r| r.measures[0])
+                    .sum();
+                Ok(BTreeMap::from([(Day(0), vec![v, v])]))
+            },
+        )
+        .unwrap();
+        let day = &p.tables()[0].1[&Day(0)];
+        let state = |d: &str, b: &str| {
+            day.iter()
+                .find(|r| r.keys == vec![s(d), s(b)])
+                .map(|r| r.suppressed)
+                .unwrap()
+        };
+        assert!(state("visitor_type", "new") && state("visitor_type", "returning"));
+        // Visit numbers: the empty buckets 3-4, 5-8, 9+ hide 0 visitors, so the smallest
+        // released one (2: 12 visitors) is hidden too; 1 stays.
+        assert!(!state("visit_number", "1"));
+        assert!(state("visit_number", "2") && state("visit_number", "9+"));
+        assert!(
+            state("days_since_last_visit", "0"),
+            "empty rows are suppressed"
+        );
     }
 }

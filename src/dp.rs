@@ -177,6 +177,14 @@ pub struct Bounds {
     pub max_rows_per_table: u32,
     /// Each visit's duration counts at most this much in the duration sum.
     pub max_duration_s: i64,
+    /// From the pipeline's goals and funnels (not settings): goals, funnel steps in all, and
+    /// the largest value of one conversion (minor units).
+    #[serde(skip)]
+    pub goals: u32,
+    #[serde(skip)]
+    pub funnel_steps: u32,
+    #[serde(skip)]
+    pub max_goal_value: i64,
 }
 
 /// A pipeline's differential-privacy settings.
@@ -199,12 +207,33 @@ impl Bounds {
         let p = u64::from(self.max_pageviews_per_visit);
         let m = u64::from(self.max_rows_per_table);
         let d = self.max_duration_s.max(1) as u64;
+        let g = u64::from(self.goals);
+        let v = self.max_goal_value.max(0) as u64;
+        let steps = u64::from(self.funnel_steps);
+        let models = crate::aggregate::MODELS.len() as u64;
         match table {
             Overview => (1, vec![1, n, n * p, n, n * d]),
             // A visit falls in one row, and a visitor's visits in at most min(N, M) rows.
             Hourly => (n.min(m), vec![n.min(m), n, n * p]),
             Pages => (m, vec![m, n * p, n, n]),
             Referrers | Devices => (n.min(m), vec![n.min(m), n]),
+            Channels | Campaigns => (n.min(m), vec![n.min(m), n, n * p, n, n * g, n, n * g * v]),
+            // A visit converts each goal at most once.
+            CampaignGoals => ((n * g).min(m), vec![(n * g).min(m), n * g, n * g * v]),
+            Goals => (g, vec![g, n * g, n * g * v]),
+            Funnels => (steps, vec![steps, n * steps]),
+            // Each conversion hands out one conversion (10⁶ millionths) and its value per model,
+            // over at most N touches of the lookback.
+            Attribution => {
+                let rows = (models * g * n).min(models * m);
+                (
+                    rows,
+                    vec![rows, models * n * g * 1_000_000, models * n * g * v],
+                )
+            }
+            // Three dimensions; a visitor's visits fall in at most min(N, 5) buckets of each.
+            Loyalty => (3 * n.min(5), vec![3 * n.min(5), 3 * n]),
+            Uniques => (2, vec![2]),
         }
     }
 }

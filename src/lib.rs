@@ -6,7 +6,9 @@
 //! 2. [`pseudonymise`] turns each record into an [`pseudonymise::Event`] at once: keyed
 //!    BLAKE3 visitor pseudonym, normalised path, referrer host, user-agent class. The raw
 //!    address, user agent, query string and click-id values end here;
-//! 3. [`aggregate`] builds visits and additive partial tables with Polars;
+//! 3. [`aggregate`] builds visits and additive partial tables with Polars ([`goals`] says
+//!    which visits convert; [`visitors`] adds what earlier visits tell: new and returning
+//!    visitors, attribution across visits, from an encrypted visit log);
 //! 4. [`disclose`] applies the privacy rules (k distinct visitors per row) to merged totals;
 //! 5. [`output`] writes the released tables as Parquet, atomically, with a run record.
 //!
@@ -17,9 +19,11 @@ pub mod aggregate;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod costs;
 pub mod day;
 pub mod disclose;
 pub mod dp;
+pub mod goals;
 pub mod identifiers;
 pub mod ingest;
 pub mod ledger;
@@ -27,3 +31,4 @@ pub mod output;
 pub mod pipeline;
 pub mod pseudonymise;
 pub mod record;
+pub mod visitors;

@@ -23,6 +23,7 @@ use crate::output;
 use crate::pseudonymise::keyring::{KeyRing, KeySet};
 use crate::pseudonymise::{self, FilterRule, Outcome, Pseudonymiser, keys::MasterKey};
 use crate::record::{self, DateInfo, InputInfo, RunRecord};
+use crate::visitors::{self, Identities, VisitLog, VisitRecord};
 
 /// Exit codes (decision 17).
 pub mod exit {
@@ -94,6 +95,10 @@ pub struct RunReport {
 /// Memory a cached session row holds, with the buffers it keeps alive (measured, rounded up).
 const CACHED_ROW_BYTES: usize = 512;
 
+/// Attribution looks back this far when returning visitors are off (it then sees only the
+/// visits of one pseudonym day).
+const DEFAULT_LOOKBACK_DAYS: u32 = 30;
+
 /// Input per bucket (decompressed; gzip counted as 8× its size).
 const BUCKET_INPUT_BYTES: u64 = 32 << 20;
 
@@ -140,10 +145,29 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         (None, Some(dir)) => KeySource::Ring(dir.clone()),
         (None, None) => pipeline.key.clone(),
     };
-    let (keys, key_mode) = match &source {
+    let lookback = pipeline.returning.map(|r| r.lookback_days);
+    let managed_ring = pipeline.returning.is_some_and(|r| r.manage_keys);
+    if lookback.is_some() && source == KeySource::Ephemeral {
+        return Err(Failure::new(
+            exit::USAGE,
+            "returning visitors need a lasting key: give --key-file or --key-dir, not an ephemeral key",
+        ));
+    }
+    let costs = match &pipeline.costs {
+        None => None,
+        Some(path) => Some(
+            crate::costs::Costs::read(path, &pipeline.currency)
+                .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?,
+        ),
+    };
+    let (mut keys, key_mode) = match &source {
         KeySource::File(path) => (
             KeySet::Single(MasterKey::read(path).map_err(usage)?),
             "key_file",
+        ),
+        KeySource::Ring(dir) if managed_ring => (
+            KeySet::Ring(KeyRing::open_managed(dir).map_err(usage)?),
+            "key_ring_managed",
         ),
         KeySource::Ring(dir) => (KeySet::Ring(KeyRing::open(dir).map_err(usage)?), "key_ring"),
         KeySource::Ephemeral => (
@@ -177,7 +201,6 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     let files =
         reader::expand_inputs(&patterns).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
 
-    let keys = Arc::new(keys);
     // At least one bucket per BUCKET_INPUT_BYTES of (estimated decompressed) input, so a
     // bucket's share of the reduce stage stays about the same size as inputs grow.
     let input_bytes: u64 = files
@@ -207,6 +230,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         link_window_s: reach,
         window,
         buckets: buckets as u16,
+        goals: Arc::new(pipeline.goals.clone()),
+        epoch_days: lookback,
     };
 
     let mut record = RunRecord {
@@ -240,29 +265,71 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             input_bytes >> 20
         ));
     }
-    let spill = SpillDir::create(&pipeline.state_dir, &record.run_id, buckets).map_err(|e| {
-        Failure::new(
-            exit::FAILED,
-            format!(
-                "cannot create spill directory under {}: {e}",
-                pipeline.state_dir.display()
-            ),
-        )
-    })?;
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let workers = threads.clamp(1, 64) as u16;
     let phase = Phases::start();
-    let (results, epoch_ids) = shard(
-        &files,
-        pipeline.format,
-        &keys,
-        &settings,
-        &spill,
-        workers,
-        options.progress.as_ref(),
-    )?;
+    // A managed key ring gains the masters of the epochs the inputs reach (once: the shard
+    // is then run again with them).
+    let mut attempt = 0;
+    let (keys, spill, results, epoch_ids, identities) = loop {
+        attempt += 1;
+        let shared = Arc::new(keys);
+        let spill_attempt = format!("{}-{attempt}", record.run_id);
+        let spill =
+            SpillDir::create(&pipeline.state_dir, &spill_attempt, buckets).map_err(|e| {
+                Failure::new(
+                    exit::FAILED,
+                    format!(
+                        "cannot create spill directory under {}: {e}",
+                        pipeline.state_dir.display()
+                    ),
+                )
+            })?;
+        let (results, epoch_ids, identities) = shard(
+            &files,
+            pipeline.format,
+            &shared,
+            &settings,
+            &spill,
+            workers,
+            options.progress.as_ref(),
+        )?;
+        let missing: BTreeSet<Day> = results
+            .iter()
+            .flat_map(|r| r.missing_key.iter().copied())
+            .collect();
+        keys = Arc::into_inner(shared).expect("the workers have finished");
+        let Some(first) = missing.first().copied() else {
+            break (Arc::new(keys), spill, results, epoch_ids, identities);
+        };
+        let KeySource::Ring(dir) = &source else {
+            unreachable!("only a key ring can miss a day");
+        };
+        if !managed_ring || attempt > 1 {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "no master key in the key ring covers {first} ({} day(s) in all); add one with `logveil key rotate --key-dir {} --from DATE` or leave those days out with --date. Nothing was published",
+                    missing.len(),
+                    dir.display()
+                ),
+            ));
+        }
+        let l = lookback.unwrap_or(1).max(1) as i32;
+        let starts: BTreeSet<Day> = missing
+            .iter()
+            .map(|d| Day(d.0 - d.0.rem_euclid(l)))
+            .collect();
+        for start in &starts {
+            let id = KeyRing::rotate(dir, *start).map_err(usage)?;
+            notes.push(format!(
+                "managed key ring: added the master of the epoch starting {start} (epoch id {id})"
+            ));
+        }
+        keys = KeySet::Ring(KeyRing::open_managed(dir).map_err(usage)?);
+    };
     phase.mark("shard (read, parse, pseudonymise, spill)");
 
     let mut seen_content: HashMap<blake3::Hash, String> = HashMap::new();
@@ -361,27 +428,71 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             Failure::new(exit::FAILED, format!("aggregation {what} failed: {e}"))
         }
     };
-    let bucket_sessions = |b: usize| -> Result<Option<aggregate::Sessions>, Failure> {
-        let cols = spill.read_bucket(b, workers, &excluded).map_err(|e| {
-            Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
-        })?;
-        if cols.is_empty() {
-            return Ok(None);
+    // Returning visitors: earlier visits of this run's clients from the visit log, routed to
+    // their buckets (decision 2, docs/PRIVACY.md).
+    let tables: Vec<TableName> = TABLES
+        .iter()
+        .copied()
+        .filter(|t| lookback.is_some() || !matches!(t, TableName::Loyalty | TableName::Uniques))
+        .collect();
+    let lookback_days = lookback.unwrap_or(DEFAULT_LOOKBACK_DAYS);
+    let visit_log = VisitLog::new(&pipeline.state_dir);
+    let histories: Vec<visitors::History> = match lookback {
+        None => (0..spill.buckets).map(|_| Default::default()).collect(),
+        Some(l) => {
+            let expired = visit_log.expire(&keys, days.1, l).map_err(failed)?;
+            if !expired.is_empty() {
+                notes.push(format!(
+                    "visit log: deleted the state of {} ended epoch(s)",
+                    expired.len()
+                ));
+            }
+            visit_log
+                .load(&keys, l, days, &identities, spill.buckets)
+                .map_err(failed)?
         }
-        let frame = cols.into_frame().map_err(polars_err("event frame"))?;
-        let mut sessions = aggregate::sessionise(
-            frame,
-            pipeline.session_timeout_s,
-            pipeline.max_visit_s,
-            days,
-        )
-        .map_err(polars_err("sessions"))?;
-        if let Some(dp) = &pipeline.dp {
-            sessions = aggregate::bound_contributions(sessions, &dp.bounds)
-                .map_err(polars_err("contribution bounds"))?;
-        }
-        Ok(Some(sessions))
     };
+    let epoch_of = |d: Day| keys.epoch_start(d, lookback).unwrap_or(d);
+    let identity_of = |d: Day, visitor: u64| match lookback {
+        Some(_) => identities
+            .get(epoch_of(d), visitor)
+            .map_or(visitor, |(_, id)| id),
+        None => visitor,
+    };
+    let derive_context = visitors::DeriveContext {
+        goals: &pipeline.goals,
+        lookback_days,
+        returning: lookback.is_some(),
+        identity: &identity_of,
+        epoch_of: &epoch_of,
+        days,
+    };
+    phase.mark("visit log (load)");
+    let bucket_sessions =
+        |b: usize| -> Result<Option<(aggregate::Sessions, Vec<VisitRecord>)>, Failure> {
+            let cols = spill.read_bucket(b, workers, &excluded).map_err(|e| {
+                Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
+            })?;
+            if cols.is_empty() {
+                return Ok(None);
+            }
+            let frame = cols.into_frame().map_err(polars_err("event frame"))?;
+            let mut sessions = aggregate::sessionise(
+                frame,
+                pipeline.session_timeout_s,
+                pipeline.max_visit_s,
+                days,
+                &pipeline.goals,
+            )
+            .map_err(polars_err("sessions"))?;
+            if let Some(dp) = &pipeline.dp {
+                sessions = aggregate::bound_contributions(sessions, &dp.bounds, &pipeline.goals)
+                    .map_err(polars_err("contribution bounds"))?;
+            }
+            let records = visitors::derive(&mut sessions, &histories[b], &derive_context)
+                .map_err(polars_err("previous visits"))?;
+            Ok(Some((sessions, records)))
+        };
     let row_bound = pipeline.dp.as_ref().map(|dp| dp.bounds.max_rows_per_table);
     // Buckets' sessions are kept for the second passes while they fit in SESSION_CACHE_BYTES;
     // the others are rebuilt from the spill when needed (memory stays bounded either way).
@@ -395,15 +506,21 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     // of every row still under k. A row's total only grows, so a row that reaches k leaves
     // the record for good, and the record ends as exactly the rows under k: at most k − 1
     // visitors each. Unions of such rows are then counted without a second pass.
-    let mut totals: Vec<Option<polars::prelude::DataFrame>> = vec![None; TABLES.len()];
-    let mut small_rows: Vec<Option<polars::prelude::DataFrame>> = vec![None; TABLES.len()];
+    let mut totals: Vec<Option<polars::prelude::DataFrame>> = vec![None; tables.len()];
+    let mut small_rows: Vec<Option<polars::prelude::DataFrame>> = vec![None; tables.len()];
+    let mut visit_records: BTreeMap<Day, Vec<VisitRecord>> = BTreeMap::new();
     for b in 0..spill.buckets {
-        let Some(sessions) = bucket_sessions(b)? else {
+        let Some((sessions, records)) = bucket_sessions(b)? else {
             cache.push(None);
             continue;
         };
+        if lookback.is_some() {
+            for r in records {
+                visit_records.entry(Day(r.day)).or_default().push(r);
+            }
+        }
         record.visits += sessions.visits.height() as u64;
-        for (i, table) in TABLES.iter().enumerate() {
+        for (i, table) in tables.iter().enumerate() {
             let err = polars_err(table.as_str());
             let partial = aggregate::partial_table(&sessions, *table, row_bound).map_err(&err)?;
             let parts = match totals[i].take() {
@@ -423,7 +540,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         }
         // Polars' own estimate misses the string buffers the frames share with the bucket's
         // event frame; 512 bytes a row is what the 20 M-line benchmark measured, rounded up.
-        let size = (sessions.visits.height() + sessions.pageviews.height()) * CACHED_ROW_BYTES;
+        let size = sessions.rows() * CACHED_ROW_BYTES;
         if cached_bytes + size <= cache_budget {
             cached_bytes += size;
             cache.push(Some(sessions));
@@ -439,7 +556,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     }
     phase.mark("reduce (sessions, partial tables)");
     let mut merged = Vec::new();
-    for (table, total) in TABLES.iter().zip(totals) {
+    for (table, total) in tables.iter().zip(totals) {
         let rows = match total {
             Some(total) => aggregate::rows(*table, &total).map_err(polars_err(table.as_str()))?,
             None => Vec::new(),
@@ -460,7 +577,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
                  keys: &[(Day, Vec<aggregate::KeyValue>)]|
      -> anyhow::Result<BTreeMap<Day, Vec<i64>>> {
         let folded = aggregate::keys_frame(table, keys)?;
-        let t = TABLES.iter().position(|x| *x == table).expect("a table");
+        let t = tables.iter().position(|x| *x == table).expect("a table");
         let all_small = keys.iter().all(|(day, kv)| {
             merged_index
                 .get(&(t, *day, kv.clone()))
@@ -489,7 +606,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             let sessions = match cached {
                 Some(s) => s,
                 None => match bucket_sessions(b).map_err(|f| anyhow::anyhow!(f.message))? {
-                    Some(s) => {
+                    Some((s, _)) => {
                         rebuilt = s;
                         &rebuilt
                     }
@@ -506,13 +623,17 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     };
     phase.mark("merge");
     let true_rows = merged.clone();
+    let mut public = disclose::PublicKeys::new(&pipeline.goals, lookback_days);
+    public.epochs = (days.0.0..=days.1.0)
+        .map(|d| (Day(d), epoch_of(Day(d))))
+        .collect();
     let (release, counts) = match &pipeline.dp {
-        None => disclose::disclose(merged, pipeline.k, days, other)
+        None => disclose::disclose(merged, pipeline.k, days, &public, other)
             .map_err(|e| Failure::new(exit::FAILED, format!("disclosure failed: {e}")))?,
         Some(dp) => {
             let release_key = |day: Day| keys.master_for(day).map(|m| *m.release_key(day));
             let (release, counts, tables) =
-                disclose::disclose_dp(merged, dp, pipeline.k, days, &release_key)
+                disclose::disclose_dp(merged, dp, pipeline.k, days, &public, &release_key)
                     .map_err(|e| Failure::new(exit::FAILED, format!("disclosure failed: {e}")))?;
             record.differential_privacy =
                 Some(serde_json::json!({ "settings": dp, "tables": tables }));
@@ -550,7 +671,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     record.finished_at = jiff::Timestamp::now().to_string();
     // Stage, audit the staged files independently, and only then publish.
     phase.mark("disclose (incl. second passes)");
-    let staging = output::stage(&out, &release, &to_publish, &mut record).map_err(failed)?;
+    let staging =
+        output::stage(&out, &release, &to_publish, costs.as_ref(), &mut record).map_err(failed)?;
     phase.mark("write Parquet");
     let audit = crate::audit::audit_staged(&staging, &record).map_err(failed)?;
     if !audit.passed() {
@@ -608,6 +730,71 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         }
         ledger.save(&pipeline.state_dir).map_err(failed)?;
     }
+    // The visit log of the published days, before the commit: a run that fails after this
+    // leaves state that a re-run replaces (decision 19).
+    if let Some(l) = lookback {
+        let mut written = Vec::new();
+        for day in &to_publish {
+            let visits = visit_records.remove(day).unwrap_or_default();
+            visit_log
+                .write_day(&keys, l, *day, &visits)
+                .map_err(failed)?;
+            written.push(day.to_string());
+        }
+        let stale: Vec<String> = visit_log
+            .days_after(days.1)
+            .map_err(failed)?
+            .iter()
+            .map(Day::to_string)
+            .collect();
+        if !stale.is_empty() {
+            record.notes.push(format!(
+                "returning visitors: {} later day(s) were computed before this re-run and are stale until re-run: {}",
+                stale.len(),
+                stale.join(", ")
+            ));
+        }
+        let mut destroyed = Vec::new();
+        if managed_ring
+            && let KeySource::Ring(dir) = &source
+            && let Some(current) = keys.epoch_start(days.1, lookback)
+            && let Some(previous) = keys.epoch_start(current.prev(), lookback)
+        {
+            destroyed = KeyRing::destroy_before(dir, previous).map_err(usage)?;
+        }
+        record.returning_visitors = Some(serde_json::json!({
+            "lookback_days": l,
+            "epochs": (days.0.0..=days.1.0)
+                .map(|d| (Day(d).to_string(), epoch_of(Day(d)).to_string()))
+                .collect::<BTreeMap<String, String>>(),
+            "clients_seen": identities.len(),
+            "log_days_written": written,
+            "stale_dates": stale,
+            "masters_destroyed": destroyed.iter().map(Day::to_string).collect::<Vec<_>>(),
+        }));
+        record.processing.derived[0] =
+            format!("visitor pseudonym: keyed BLAKE3 under a key per {l}-day epoch, 64 bits");
+        record.processing.retention[1] = format!(
+            "pseudonyms: the visit log under the state dir, sealed per epoch, at most {} days, destroyed with the epoch's master",
+            visitors::retention_days(l)
+        );
+    }
+    if !pipeline.goals.is_empty() || costs.is_some() {
+        record.conversions = Some(serde_json::json!({
+            "currency": pipeline.currency,
+            "goals": pipeline.goals.goals.iter().map(|g| serde_json::json!({
+                "name": g.name,
+                "steps": g.steps.iter().map(|m| pipeline.goals.matchers[*m].describe()).collect::<Vec<_>>(),
+                "value_minor": g.value,
+            })).collect::<Vec<_>>(),
+            "funnels": pipeline.goals.funnels.iter().map(|f| serde_json::json!({
+                "name": f.name,
+                "steps": f.steps.iter().map(|m| pipeline.goals.matchers[*m].describe()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "costs": pipeline.costs.as_ref().map(|p| p.display().to_string()),
+            "attribution_lookback_days": lookback_days,
+        }));
+    }
     let record_path = output::commit(&out, &record).map_err(failed)?;
     Ok(RunReport {
         record,
@@ -630,11 +817,13 @@ struct FileResult {
     coverage: Option<(i64, i64)>,
     /// First and last local day of the pageviews.
     days: Option<(Day, Day)>,
+    /// Days no master of the key ring covers (their lines were not pseudonymised).
+    missing_key: BTreeSet<Day>,
 }
 
-type ShardOutput = (Vec<FileResult>, BTreeMap<Day, String>);
-/// One worker's files and the key epochs it used.
-type WorkerOutput = (Vec<FileResult>, Vec<(Day, String)>);
+type ShardOutput = (Vec<FileResult>, BTreeMap<Day, String>, Identities);
+/// One worker's files, the key epochs it used and the clients it saw.
+type WorkerOutput = (Vec<FileResult>, Vec<(Day, String)>, Identities);
 
 /// Runs the shard stage: this thread reads the files in order and cuts them into blocks of
 /// whole lines; `workers` threads parse and pseudonymise the blocks and spill their events.
@@ -672,11 +861,8 @@ fn shard(
                         if error.is_some() {
                             continue; // keep draining so the reader never blocks
                         }
-                        let path = &files[index as usize];
                         let part = parts.entry(index).or_insert_with(|| FileResult::new(index));
-                        if let Err(f) =
-                            process_chunk(path, format, &chunk, &mut ps, &mut writer, part)
-                        {
+                        if let Err(f) = process_chunk(format, &chunk, &mut ps, &mut writer, part) {
                             error = Some(f);
                         }
                     }
@@ -686,7 +872,8 @@ fn shard(
                     writer.finish().map_err(|e| {
                         Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
                     })?;
-                    Ok((parts.into_values().collect(), ps.epoch_ids()))
+                    let identities = ps.take_identities();
+                    Ok((parts.into_values().collect(), ps.epoch_ids(), identities))
                 })
             })
             .collect();
@@ -772,9 +959,11 @@ fn shard(
     }
     let mut by_file: BTreeMap<u32, FileResult> = BTreeMap::new();
     let mut epoch_ids = BTreeMap::new();
+    let mut identities = Identities::default();
     for outcome in outcomes {
-        let (parts, ids) = outcome?;
+        let (parts, ids, seen) = outcome?;
         epoch_ids.extend(ids);
+        identities.absorb(seen);
         for part in parts {
             by_file
                 .entry(part.index)
@@ -796,7 +985,7 @@ fn shard(
         }
         results.push(r);
     }
-    Ok((results, epoch_ids))
+    Ok((results, epoch_ids, identities))
 }
 
 impl FileResult {
@@ -812,6 +1001,7 @@ impl FileResult {
             rejected: BTreeMap::new(),
             coverage: None,
             days: None,
+            missing_key: BTreeSet::new(),
         }
     }
 
@@ -830,6 +1020,7 @@ impl FileResult {
         }
         self.coverage = merge_range(self.coverage, other.coverage);
         self.days = merge_range(self.days, other.days);
+        self.missing_key.extend(other.missing_key);
     }
 }
 
@@ -842,7 +1033,6 @@ fn merge_range<T: Ord + Copy>(a: Option<(T, T)>, b: Option<(T, T)>) -> Option<(T
 
 /// Parses and pseudonymises one block of lines, spilling its pageviews.
 fn process_chunk(
-    path: &std::path::Path,
     format: ingest::Format,
     chunk: &reader::Chunk,
     ps: &mut Pseudonymiser,
@@ -886,14 +1076,10 @@ fn process_chunk(
                         })?;
                     }
                     Outcome::Filtered(rule) => *r.filtered.entry(rule).or_default() += 1,
+                    // Counted; the run stops (or, with a managed ring, adds the master and
+                    // starts over) once the shard has seen every day that lacks one.
                     Outcome::MissingKey(day) => {
-                        return Err(Failure::new(
-                            exit::USAGE,
-                            format!(
-                                "no master key in the key ring covers {day} (found at {} line {line_no}); add one with `logveil key rotate --key-dir DIR --from DATE` or leave that day out with --date. Nothing was published",
-                                path.display()
-                            ),
-                        ));
+                        r.missing_key.insert(day);
                     }
                 }
             }

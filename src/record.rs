@@ -37,6 +37,13 @@ pub struct RunRecord {
     /// and the ε this run charged to the ledger. Absent when off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub differential_privacy: Option<serde_json::Value>,
+    /// Returning visitors: lookback, epochs, the visit-log days written and expired, and later
+    /// days made stale by re-running an earlier one. Absent when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returning_visitors: Option<serde_json::Value>,
+    /// Goals and funnels as defined, and the ad-spend file used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversions: Option<serde_json::Value>,
     pub notes: Vec<String>,
     pub files: Vec<FileInfo>,
 }

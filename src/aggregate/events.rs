@@ -24,6 +24,10 @@ pub struct EventColumns {
     device_type: Vec<&'static str>,
     browser: Vec<std::sync::Arc<str>>,
     os: Vec<std::sync::Arc<str>>,
+    utm_source: Vec<Option<std::sync::Arc<str>>>,
+    utm_medium: Vec<Option<std::sync::Arc<str>>>,
+    utm_campaign: Vec<Option<std::sync::Arc<str>>>,
+    steps: Vec<u64>,
 }
 
 impl EventColumns {
@@ -58,6 +62,10 @@ impl EventColumns {
         self.device_type.push(e.device_type);
         self.browser.push(e.browser);
         self.os.push(e.os);
+        self.utm_source.push(e.utm_source);
+        self.utm_medium.push(e.utm_medium);
+        self.utm_campaign.push(e.utm_campaign);
+        self.steps.push(e.steps);
     }
 
     pub fn append(&mut self, mut other: EventColumns) {
@@ -73,12 +81,17 @@ impl EventColumns {
         self.device_type.append(&mut other.device_type);
         self.browser.append(&mut other.browser);
         self.os.append(&mut other.os);
+        self.utm_source.append(&mut other.utm_source);
+        self.utm_medium.append(&mut other.utm_medium);
+        self.utm_campaign.append(&mut other.utm_campaign);
+        self.steps.append(&mut other.steps);
     }
 
     /// The frame the aggregate queries run on. `session_key` links one client's events
     /// across a day boundary (see [`link_sessions`]); `visitor` stays the day's pseudonym.
     pub fn into_frame(self) -> PolarsResult<DataFrame> {
         let session_key = link_sessions(&self.day, &self.visitor, &self.link);
+        let campaign_tag = campaign_tags(&self);
         let height = self.ts.len();
         DataFrame::new(
             height,
@@ -90,17 +103,16 @@ impl EventColumns {
                 Column::new("visitor".into(), self.visitor),
                 Column::new("session_key".into(), session_key),
                 Column::new("path".into(), strs(&self.path)),
-                Column::new(
-                    "referrer_host".into(),
-                    self.referrer_host
-                        .iter()
-                        .map(|h| h.as_deref())
-                        .collect::<Vec<Option<&str>>>(),
-                ),
+                Column::new("referrer_host".into(), opt_strs(&self.referrer_host)),
                 Column::new("channel".into(), self.channel),
                 Column::new("device_type".into(), self.device_type),
                 Column::new("browser".into(), strs(&self.browser)),
                 Column::new("os".into(), strs(&self.os)),
+                Column::new("utm_source".into(), opt_strs(&self.utm_source)),
+                Column::new("utm_medium".into(), opt_strs(&self.utm_medium)),
+                Column::new("utm_campaign".into(), opt_strs(&self.utm_campaign)),
+                Column::new("campaign_tag".into(), campaign_tag),
+                Column::new("steps".into(), self.steps),
             ],
         )
     }
@@ -133,6 +145,32 @@ pub fn link_sessions(day: &[i32], visitor: &[u64], link: &[Option<u64>]) -> Vec<
 
 fn strs(v: &[std::sync::Arc<str>]) -> Vec<&str> {
     v.iter().map(|s| &**s).collect()
+}
+
+fn opt_strs(v: &[Option<std::sync::Arc<str>>]) -> Vec<Option<&str>> {
+    v.iter().map(|s| s.as_deref()).collect()
+}
+
+/// A number naming each event's campaign (source, medium, campaign), null when untagged: what
+/// decision 9 compares to split visits. A plain hash of public values, the same in every run.
+fn campaign_tags(c: &EventColumns) -> Vec<Option<u64>> {
+    (0..c.ts.len())
+        .map(|i| {
+            let parts = [&c.utm_source[i], &c.utm_medium[i], &c.utm_campaign[i]];
+            if parts.iter().all(|p| p.is_none()) {
+                return None;
+            }
+            let mut h = blake3::Hasher::new();
+            for p in parts {
+                let s = p.as_deref().unwrap_or("");
+                h.update(&(s.len() as u32).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            Some(u64::from_le_bytes(
+                h.finalize().as_bytes()[..8].try_into().expect("8 bytes"),
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]

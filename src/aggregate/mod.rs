@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use polars::prelude::*;
 
 use crate::day::Day;
+use crate::goals::Goals;
 
 /// A row key value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,22 +42,50 @@ impl Row {
     }
 }
 
-/// The released tables of the core pipeline, their keys and their additive measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The released tables, their keys and their additive measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TableName {
     Overview,
     Hourly,
     Pages,
     Referrers,
     Devices,
+    Channels,
+    Campaigns,
+    CampaignGoals,
+    Goals,
+    Funnels,
+    Attribution,
+    Loyalty,
+    Uniques,
 }
 
-pub const TABLES: [TableName; 5] = [
+pub const TABLES: [TableName; 13] = [
     TableName::Overview,
     TableName::Hourly,
     TableName::Pages,
     TableName::Referrers,
     TableName::Devices,
+    TableName::Channels,
+    TableName::Campaigns,
+    TableName::CampaignGoals,
+    TableName::Goals,
+    TableName::Funnels,
+    TableName::Attribution,
+    TableName::Loyalty,
+    TableName::Uniques,
+];
+
+/// Row keys holding integers (every other key is a string).
+pub const INT_KEYS: [&str; 2] = ["hour", "step"];
+
+/// Attribution models, in the order of the `attribution` table (docs/TABLES.md).
+pub const MODELS: [&str; 5] = [
+    "first_touch",
+    "last_touch",
+    "last_non_direct",
+    "linear",
+    "position_based",
 ];
 
 impl TableName {
@@ -67,17 +96,47 @@ impl TableName {
             TableName::Pages => "pages",
             TableName::Referrers => "referrers",
             TableName::Devices => "devices",
+            TableName::Channels => "channels",
+            TableName::Campaigns => "campaigns",
+            TableName::CampaignGoals => "campaign_goals",
+            TableName::Goals => "goals",
+            TableName::Funnels => "funnels",
+            TableName::Attribution => "attribution",
+            TableName::Loyalty => "loyalty",
+            TableName::Uniques => "uniques",
         }
     }
 
     /// Row keys (besides the date partition).
     pub fn keys(self) -> &'static [&'static str] {
+        const CAMPAIGN: &[&str] = &["utm_source", "utm_medium", "utm_campaign", "channel"];
         match self {
             TableName::Overview => &[],
             TableName::Hourly => &["hour"],
             TableName::Pages => &["path"],
             TableName::Referrers => &["channel", "referrer_host"],
             TableName::Devices => &["device_type", "browser", "os"],
+            TableName::Channels => &["channel"],
+            TableName::Campaigns => CAMPAIGN,
+            TableName::CampaignGoals => &[
+                "utm_source",
+                "utm_medium",
+                "utm_campaign",
+                "channel",
+                "goal",
+            ],
+            TableName::Goals => &["goal"],
+            TableName::Funnels => &["funnel", "step"],
+            TableName::Attribution => &[
+                "model",
+                "goal",
+                "utm_source",
+                "utm_medium",
+                "utm_campaign",
+                "channel",
+            ],
+            TableName::Loyalty => &["dimension", "bucket"],
+            TableName::Uniques => &["period", "period_start"],
         }
     }
 
@@ -94,16 +153,62 @@ impl TableName {
             TableName::Hourly => &["visitors", "visits", "pageviews"],
             TableName::Pages => &["visitors", "pageviews", "entries", "exits"],
             TableName::Referrers | TableName::Devices => &["visitors", "visits"],
+            TableName::Channels | TableName::Campaigns => &[
+                "visitors",
+                "visits",
+                "pageviews",
+                "bounces",
+                "conversions",
+                "converting_visits",
+                "value",
+            ],
+            TableName::CampaignGoals | TableName::Goals => &["visitors", "conversions", "value"],
+            TableName::Funnels | TableName::Loyalty => &["visitors", "visits"],
+            TableName::Attribution => &["visitors", "conversions_micro", "value"],
+            TableName::Uniques => &["visitors"],
         }
     }
 
     /// Whether every possible key is public (listed in full, suppressed rather than folded).
     pub fn public_keys(self) -> bool {
-        matches!(self, TableName::Overview | TableName::Hourly)
+        matches!(
+            self,
+            TableName::Overview
+                | TableName::Hourly
+                | TableName::Channels
+                | TableName::Goals
+                | TableName::Funnels
+                | TableName::Loyalty
+                | TableName::Uniques
+        )
     }
 
-    fn counts_pageviews(self) -> bool {
-        matches!(self, TableName::Pages)
+    /// Tables with public keys whose rows partition (or nest) by their first key: suppression
+    /// is settled within each group, since each group's rows add up to a published total.
+    pub fn suppression_groups(self) -> bool {
+        matches!(
+            self,
+            TableName::Funnels | TableName::Loyalty | TableName::Uniques
+        )
+    }
+
+    /// The frame a table is counted from.
+    fn source_frame(self) -> Source {
+        match self {
+            TableName::Pages => Source::Pageviews,
+            TableName::CampaignGoals | TableName::Goals => Source::Conversions,
+            TableName::Funnels => Source::FunnelSteps,
+            TableName::Attribution => Source::Attribution,
+            TableName::Loyalty => Source::Loyalty,
+            TableName::Uniques => Source::Uniques,
+            _ => Source::Visits,
+        }
+    }
+
+    /// Whether a visitor's rows in this table are bounded per visit rather than per path
+    /// (the differential-privacy row bound of [`partial_table`]).
+    fn bounded_by_visit(self) -> bool {
+        self.source_frame() == Source::Visits && !self.keys().is_empty()
     }
 
     /// The aggregation of one group of rows: the same expressions give a table's rows and,
@@ -128,28 +233,203 @@ impl TableName {
                 m(col("is_exit").sum(), "exits"),
             ],
             TableName::Referrers | TableName::Devices => vec![visitors, visits],
+            TableName::Channels | TableName::Campaigns => vec![
+                visitors,
+                visits,
+                m(col("pageviews").sum(), "pageviews"),
+                m(col("pageviews").eq(lit(1u32)).sum(), "bounces"),
+                m(col("conversions").sum(), "conversions"),
+                m(col("conversions").gt(lit(0i64)).sum(), "converting_visits"),
+                m(col("value").sum(), "value"),
+            ],
+            TableName::CampaignGoals | TableName::Goals => vec![
+                visitors,
+                m(len(), "conversions"),
+                m(col("value").sum(), "value"),
+            ],
+            TableName::Funnels | TableName::Loyalty => vec![visitors, visits],
+            TableName::Attribution => vec![
+                visitors,
+                m(col("credit").sum(), "conversions_micro"),
+                m(col("value").sum(), "value"),
+            ],
+            TableName::Uniques => vec![visitors],
         }
     }
 }
 
-/// Visits and their pageviews, restricted to the days being reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Visits,
+    Pageviews,
+    Conversions,
+    FunnelSteps,
+    Attribution,
+    Loyalty,
+    Uniques,
+}
+
+/// Visits and what is counted from them, restricted to the days being reported.
 pub struct Sessions {
     /// One row per visit: visit_id, visitor, day, hour, start, end, pageviews, channel,
-    /// referrer_host, device_type, browser, os.
+    /// referrer_host, device_type, browser, os, utm_source, utm_medium, utm_campaign,
+    /// conversions, value, and one `_g{i}` / `_f{f}_{j}` flag per goal and funnel step.
     pub visits: DataFrame,
     /// One row per pageview: visit_id, visitor and day of its visit, path, is_entry, is_exit.
     pub pageviews: DataFrame,
+    /// One row per visit and goal it converted: visit_id, visitor, day, goal, value and the
+    /// visit's campaign and channel.
+    pub conversions: DataFrame,
+    /// One row per visit and funnel step it reached: visitor, day, funnel, step (1-based).
+    pub funnel_steps: DataFrame,
+    /// Attribution credit: visitor, day (of the conversion), model, goal, the touch's
+    /// utm_source, utm_medium, utm_campaign, channel, credit (millionths of a conversion) and
+    /// value (minor units). Filled by [`crate::visitors`].
+    pub attribution: DataFrame,
+    /// One row per visit and loyalty dimension: visitor, day, dimension, bucket.
+    pub loyalty: DataFrame,
+    /// One row per visitor and period: visitor, day, period, period_start.
+    pub uniques: DataFrame,
 }
 
 impl Sessions {
-    /// The frame a table is counted from: pageviews for `pages`, visits for the others.
+    /// Derives the goal frames from `visits` (with its `_g`/`_f` flags).
+    pub fn new(visits: DataFrame, pageviews: DataFrame, goals: &Goals) -> PolarsResult<Sessions> {
+        let mut conversions = lit(0i64);
+        let mut value = lit(0i64);
+        for (i, g) in goals.goals.iter().enumerate() {
+            let hit = col(goal_column(i)).cast(DataType::Int64);
+            conversions = conversions + hit.clone();
+            value = value + hit * lit(g.value);
+        }
+        let visits = visits
+            .lazy()
+            .with_columns([conversions.alias("conversions"), value.alias("value")])
+            .collect()?;
+        let mut per_goal = Vec::new();
+        for (i, g) in goals.goals.iter().enumerate() {
+            per_goal.push(visits.clone().lazy().filter(col(goal_column(i))).select([
+                col("visit_id"),
+                col("visitor"),
+                col("day"),
+                lit(g.name.as_str()).alias("goal"),
+                lit(g.value).alias("value"),
+                col("utm_source"),
+                col("utm_medium"),
+                col("utm_campaign"),
+                col("channel"),
+            ]));
+        }
+        let conversions = match per_goal.is_empty() {
+            true => empty_frame(&[
+                ("visit_id", DataType::UInt32),
+                ("visitor", DataType::UInt64),
+                ("day", DataType::Int32),
+                ("goal", DataType::String),
+                ("value", DataType::Int64),
+                ("utm_source", DataType::String),
+                ("utm_medium", DataType::String),
+                ("utm_campaign", DataType::String),
+                ("channel", DataType::String),
+            ])?,
+            false => concat(per_goal, UnionArgs::default())?.collect()?,
+        };
+        let mut per_step = Vec::new();
+        for (f, funnel) in goals.funnels.iter().enumerate() {
+            for j in 0..funnel.steps.len() {
+                per_step.push(
+                    visits
+                        .clone()
+                        .lazy()
+                        .filter(col(funnel_column(f, j)))
+                        .select([
+                            col("visitor"),
+                            col("day"),
+                            lit(funnel.name.as_str()).alias("funnel"),
+                            lit(j as i32 + 1).alias("step"),
+                        ]),
+                );
+            }
+        }
+        let funnel_steps = match per_step.is_empty() {
+            true => empty_frame(&[
+                ("visitor", DataType::UInt64),
+                ("day", DataType::Int32),
+                ("funnel", DataType::String),
+                ("step", DataType::Int32),
+            ])?,
+            false => concat(per_step, UnionArgs::default())?.collect()?,
+        };
+        Ok(Sessions {
+            visits,
+            pageviews,
+            conversions,
+            funnel_steps,
+            attribution: empty_attribution()?,
+            loyalty: empty_frame(&[
+                ("visitor", DataType::UInt64),
+                ("day", DataType::Int32),
+                ("dimension", DataType::String),
+                ("bucket", DataType::String),
+            ])?,
+            uniques: empty_frame(&[
+                ("visitor", DataType::UInt64),
+                ("day", DataType::Int32),
+                ("period", DataType::String),
+                ("period_start", DataType::String),
+            ])?,
+        })
+    }
+
+    /// The frame a table is counted from.
     pub fn source(&self, table: TableName) -> &DataFrame {
-        if table.counts_pageviews() {
-            &self.pageviews
-        } else {
-            &self.visits
+        match table.source_frame() {
+            Source::Visits => &self.visits,
+            Source::Pageviews => &self.pageviews,
+            Source::Conversions => &self.conversions,
+            Source::FunnelSteps => &self.funnel_steps,
+            Source::Attribution => &self.attribution,
+            Source::Loyalty => &self.loyalty,
+            Source::Uniques => &self.uniques,
         }
     }
+
+    /// Rows held, for the session cache's accounting.
+    pub fn rows(&self) -> usize {
+        self.visits.height()
+            + self.pageviews.height()
+            + self.conversions.height()
+            + self.funnel_steps.height()
+            + self.attribution.height()
+            + self.loyalty.height()
+            + self.uniques.height()
+    }
+}
+
+/// An empty frame with these columns.
+pub fn empty_frame(columns: &[(&str, DataType)]) -> PolarsResult<DataFrame> {
+    DataFrame::new(
+        0,
+        columns
+            .iter()
+            .map(|(n, t)| Column::new_empty((*n).into(), t))
+            .collect(),
+    )
+}
+
+pub fn empty_attribution() -> PolarsResult<DataFrame> {
+    empty_frame(&[
+        ("visitor", DataType::UInt64),
+        ("day", DataType::Int32),
+        ("model", DataType::String),
+        ("goal", DataType::String),
+        ("utm_source", DataType::String),
+        ("utm_medium", DataType::String),
+        ("utm_campaign", DataType::String),
+        ("channel", DataType::String),
+        ("credit", DataType::Int64),
+        ("value", DataType::Int64),
+    ])
 }
 
 /// The columns that name a row of `table`: `day` and the table's keys.
@@ -167,15 +447,66 @@ fn only_rows(frame: LazyFrame, table: TableName, rows: DataFrame) -> LazyFrame {
     frame.join(rows.lazy(), on.clone(), on, args)
 }
 
+/// The per-visit goal and funnel columns `sessionise` adds: `_g{i}` (goal i converted) and
+/// `_f{f}_{j}` (step j of funnel f reached, 0-based).
+fn goal_column(i: usize) -> String {
+    format!("_g{i}")
+}
+
+fn funnel_column(f: usize, j: usize) -> String {
+    format!("_f{f}_{j}")
+}
+
+/// Whether the pageview's path satisfies matcher `m`.
+fn matches(m: usize) -> Expr {
+    col("steps").floor_div(lit(1u64 << m)) % lit(2u64)
+}
+
+/// Adds to `frame` (rows in visit order, with `_row`) one boolean column per visit, `name`:
+/// whether `steps` (matcher indices) are reached in that order within the visit, with one
+/// column per step prefix when `every_step` (funnels) or only the last (goals).
+fn ordered_steps(
+    mut frame: LazyFrame,
+    steps: &[usize],
+    name: &dyn Fn(usize) -> String,
+    every_step: bool,
+) -> PolarsResult<LazyFrame> {
+    let mut previous: Option<Expr> = None;
+    let mut tmp = Vec::new();
+    for (j, m) in steps.iter().enumerate() {
+        let hit = matches(*m).eq(lit(1u64));
+        let cond = match previous {
+            None => hit,
+            Some(p) => hit.and(col("_row").gt(p)),
+        };
+        let t = format!("_t{j}");
+        frame = frame.with_columns([when(cond)
+            .then(col("_row"))
+            .otherwise(lit(NULL).cast(DataType::UInt32))
+            .min()
+            .over([col("visit_id")])?
+            .alias(&t)]);
+        if every_step || j + 1 == steps.len() {
+            frame = frame.with_columns([col(&t).is_not_null().alias(name(j))]);
+        }
+        previous = Some(col(&t));
+        tmp.push(t);
+    }
+    Ok(frame.drop(by_name(tmp, true, false)))
+}
+
 /// Cuts events into visits. `days`: the first and last day whose visits are kept (visits
-/// starting on other days are left to the runs of those days).
+/// starting on other days are left to the runs of those days). A visit ends after
+/// `timeout_s` without a pageview, is cut at `max_visit_s`, and a pageview carrying a campaign
+/// other than the running visit's starts a new one (decision 9).
 pub fn sessionise(
     events: DataFrame,
     timeout_s: i64,
     max_visit_s: i64,
     days: (Day, Day),
+    goals: &Goals,
 ) -> PolarsResult<Sessions> {
-    let sorted = events
+    let mut lazy = events
         .lazy()
         .sort(
             ["session_key", "ts", "seq"],
@@ -187,7 +518,25 @@ pub fn sessionise(
             .or((col("ts") - col("ts").shift(lit(1)))
                 .gt(lit(timeout_s))
                 .fill_null(lit(true))))
-        .alias("gap_start")])
+        .alias("idle_start")])
+        .with_columns([col("idle_start")
+            .cast(DataType::UInt32)
+            .cum_sum(false)
+            .alias("idle_id")])
+        // The running campaign: the last tag seen before this pageview in the same stretch
+        // of activity. A tagged pageview that differs from it starts a visit.
+        .with_columns([col("campaign_tag")
+            .fill_null_with_strategy(FillNullStrategy::Forward(None))
+            .shift(lit(1))
+            .over([col("idle_id")])?
+            .alias("_running_tag")])
+        .with_columns([col("idle_start")
+            .or(col("campaign_tag").is_not_null().and(
+                col("_running_tag")
+                    .is_null()
+                    .or(col("_running_tag").neq(col("campaign_tag"))),
+            ))
+            .alias("gap_start")])
         .with_columns([col("gap_start")
             .cast(DataType::UInt32)
             .cum_sum(false)
@@ -220,26 +569,41 @@ pub fn sessionise(
                 .over([col("visit_id")])?
                 .alias("visit_day"),
         ])
-        .collect()?;
+        .with_row_index("_row", None);
+    for (i, g) in goals.goals.iter().enumerate() {
+        lazy = ordered_steps(lazy, &g.steps, &|_| goal_column(i), false)?;
+    }
+    for (f, funnel) in goals.funnels.iter().enumerate() {
+        lazy = ordered_steps(lazy, &funnel.steps, &|j| funnel_column(f, j), true)?;
+    }
+    let sorted = lazy.collect()?;
 
     let in_days = |c: &str| col(c).gt_eq(lit(days.0.0)).and(col(c).lt_eq(lit(days.1.0)));
+    let mut per_visit = vec![
+        col("visitor").first(),
+        col("day").first(),
+        col("hour").first(),
+        col("ts").first().alias("start"),
+        col("ts").last().alias("end"),
+        len().alias("pageviews"),
+        col("channel").first(),
+        col("referrer_host").first(),
+        col("device_type").first(),
+        col("browser").first(),
+        col("os").first(),
+        col("utm_source").first(),
+        col("utm_medium").first(),
+        col("utm_campaign").first(),
+    ];
+    per_visit.extend((0..goals.goals.len()).map(|i| col(goal_column(i)).first()));
+    for (f, funnel) in goals.funnels.iter().enumerate() {
+        per_visit.extend((0..funnel.steps.len()).map(|j| col(funnel_column(f, j)).first()));
+    }
     let visits = sorted
         .clone()
         .lazy()
         .group_by_stable([col("visit_id")])
-        .agg([
-            col("visitor").first(),
-            col("day").first(),
-            col("hour").first(),
-            col("ts").first().alias("start"),
-            col("ts").last().alias("end"),
-            len().alias("pageviews"),
-            col("channel").first(),
-            col("referrer_host").first(),
-            col("device_type").first(),
-            col("browser").first(),
-            col("os").first(),
-        ])
+        .agg(per_visit)
         .filter(in_days("day"))
         .collect()?;
     let pageviews = sorted
@@ -254,7 +618,7 @@ pub fn sessionise(
             col("is_exit"),
         ])
         .collect()?;
-    Ok(Sessions { visits, pageviews })
+    Sessions::new(visits, pageviews, goals)
 }
 
 /// One partial table: `day`, the table's keys, its measures (Int64). With `row_bound`
@@ -268,10 +632,7 @@ pub fn partial_table(
     let source = sessions.source(table);
     let by = row_columns(table);
     let mut rows = source.clone().lazy();
-    if let (Some(m), false) = (
-        row_bound,
-        table.counts_pageviews() || table.keys().is_empty(),
-    ) {
+    if let (Some(m), true) = (row_bound, table.bounded_by_visit()) {
         // Pages are bounded in `bound_contributions` (first distinct paths).
         let mut row_of_visitor = by.clone();
         row_of_visitor.push(col("visitor"));
@@ -433,9 +794,9 @@ pub fn keys_frame(table: TableName, keys: &[(Day, Vec<KeyValue>)]) -> PolarsResu
     DataFrame::new(keys.len(), columns)
 }
 
-/// One key column: `hour` is Int32, every other key a string.
+/// One key column: [`INT_KEYS`] are Int32, every other key a string.
 pub fn key_column<'a>(name: &str, values: impl Iterator<Item = &'a KeyValue>) -> Column {
-    if name == "hour" {
+    if INT_KEYS.contains(&name) {
         let v: Vec<Option<i32>> = values
             .map(|k| match k {
                 KeyValue::Int(h) => Some(*h as i32),
@@ -499,7 +860,11 @@ fn keep_first_rows(
 /// earliest), per visit at most `max_pageviews_per_visit` pageviews (the first) and a duration
 /// of at most `max_duration_s`, and at most `max_rows_per_table` distinct paths (the first
 /// ones seen).
-pub fn bound_contributions(s: Sessions, b: &crate::dp::Bounds) -> PolarsResult<Sessions> {
+pub fn bound_contributions(
+    s: Sessions,
+    b: &crate::dp::Bounds,
+    goals: &Goals,
+) -> PolarsResult<Sessions> {
     let n = b.max_visits_per_day;
     let p = b.max_pageviews_per_visit;
     let visits = s
@@ -560,7 +925,7 @@ pub fn bound_contributions(s: Sessions, b: &crate::dp::Bounds) -> PolarsResult<S
         col("is_exit"),
     ])
     .collect()?;
-    Ok(Sessions { visits, pageviews })
+    Sessions::new(visits, pageviews, goals)
 }
 
 #[cfg(test)]
@@ -592,15 +957,18 @@ mod tests {
         }
         let frame = cols.into_frame().unwrap();
         // Timeout 30 s: each visitor-1 burst (3 pageviews in 3 s, 40 s apart) is one visit.
-        let s = sessionise(frame, 30, 3600, (Day(0), Day(0))).unwrap();
+        let s = sessionise(frame, 30, 3600, (Day(0), Day(0)), &Goals::default()).unwrap();
         assert_eq!(s.visits.height(), 2001);
         let bounds = crate::dp::Bounds {
             max_visits_per_day: 4,
             max_pageviews_per_visit: 10,
             max_rows_per_table: 5,
             max_duration_s: 1800,
+            goals: 0,
+            funnel_steps: 0,
+            max_goal_value: 0,
         };
-        let b = bound_contributions(s, &bounds).unwrap();
+        let b = bound_contributions(s, &bounds, &Goals::default()).unwrap();
         assert_eq!(
             b.visits.height(),
             5,
@@ -654,7 +1022,14 @@ mod tests {
             cols.push(i as u64, event(hour * 3600, 1, "/a"));
         }
         cols.push(10, event(15 * 3600 + 60, 2, "/b"));
-        let s = sessionise(cols.into_frame().unwrap(), 1800, 6 * 3600, (Day(0), Day(0))).unwrap();
+        let s = sessionise(
+            cols.into_frame().unwrap(),
+            1800,
+            6 * 3600,
+            (Day(0), Day(0)),
+            &Goals::default(),
+        )
+        .unwrap();
         let hours = |bound: Option<u32>| -> Vec<(i32, i64)> {
             let df = partial_table(&s, TableName::Hourly, bound)
                 .unwrap()

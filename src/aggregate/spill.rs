@@ -241,6 +241,16 @@ fn encode(seq: u64, e: &Event, buf: &mut Vec<u8>) {
     }
     put_str(buf, &e.browser);
     put_str(buf, &e.os);
+    for v in [&e.utm_source, &e.utm_medium, &e.utm_campaign] {
+        match v {
+            Some(s) => {
+                buf.push(1);
+                put_str(buf, s);
+            }
+            None => buf.push(0),
+        }
+    }
+    buf.extend_from_slice(&e.steps.to_le_bytes());
 }
 
 struct Cursor<'a> {
@@ -300,6 +310,14 @@ fn decode(
         };
         let browser = c.str(strings)?;
         let os = c.str(strings)?;
+        let mut utm: [Option<Arc<str>>; 3] = [None, None, None];
+        for slot in &mut utm {
+            if c.u8()? == 1 {
+                *slot = Some(c.str(strings)?);
+            }
+        }
+        let steps = c.u64()?;
+        let [utm_source, utm_medium, utm_campaign] = utm;
         if excluded.contains(&((seq >> 40) as u32)) {
             continue;
         }
@@ -318,12 +336,13 @@ fn decode(
                 browser,
                 os,
                 device_type,
-                utm_source: None,
-                utm_medium: None,
-                utm_campaign: None,
+                utm_source,
+                utm_medium,
+                utm_campaign,
                 utm_term: None,
                 utm_content: None,
                 click_id: None,
+                steps,
             },
         );
     }

@@ -161,6 +161,7 @@ pub fn stage(
     out: &Path,
     release: &Publishable,
     days_to_publish: &BTreeSet<Day>,
+    costs: Option<&crate::costs::Costs>,
     record: &mut RunRecord,
 ) -> Result<PathBuf, OutputError> {
     let staging = out.join("_staging").join(&record.run_id);
@@ -177,7 +178,12 @@ pub fn stage(
             let rows = by_day.get(&day).map_or(&[][..], Vec::as_slice);
             let parent = staged.parent().expect("has a parent");
             fs::create_dir_all(parent).map_err(io_err(parent))?;
-            parquet::write_table(*table, rows, release.noisy(), &staged)?;
+            let ctx = parquet::DayContext {
+                day: Some(day),
+                day_visits: release.day_visits(day),
+                costs,
+            };
+            parquet::write_table(*table, rows, release.noisy(), &ctx, &staged)?;
             let bytes = fs::read(&staged).map_err(io_err(&staged))?;
             files.push(FileInfo {
                 path: rel,

@@ -53,16 +53,31 @@ impl KeySet {
         }
     }
 
+    /// The first day of the pseudonym epoch holding `day`: the day itself (a fresh pseudonym
+    /// every day), or with `lookback` days, the period's start plus whole lookbacks
+    /// (decision 2). `None` when no master covers the day.
+    pub fn epoch_start(&self, day: Day, lookback: Option<u32>) -> Option<Day> {
+        let (period, _) = self.period_of(day)?;
+        Some(match lookback {
+            None => day,
+            Some(l) => {
+                let l = l.max(1) as i32;
+                Day(period.0 + (day.0 - period.0).div_euclid(l) * l)
+            }
+        })
+    }
+
     /// The bucket key of a run: derived from the newest master, so that every event of a run,
     /// whatever its day, is partitioned the same way (a visit crossing the midnight where a
     /// new period starts stays in one bucket).
     pub fn run_bucket_key(&self) -> [u8; 32] {
         match self {
             KeySet::Single(m) => *m.bucket_key(Day(0)),
-            KeySet::Ring(r) => {
-                let (start, m) = r.masters.last().expect("a ring is never empty");
-                *m.bucket_key(*start)
-            }
+            // An empty (managed, new) ring pseudonymises nothing: every day misses its key.
+            KeySet::Ring(r) => match r.masters.last() {
+                Some((start, m)) => *m.bucket_key(*start),
+                None => [0; 32],
+            },
         }
     }
 }
@@ -129,9 +144,39 @@ impl KeyRing {
         &self.dir
     }
 
-    /// Adds a master whose period starts on `from` (creating the ring if needed).
+    /// Opens a ring that runs manage (`manage_keys`): created when missing, possibly empty.
+    pub fn open_managed(dir: &Path) -> Result<KeyRing, KeyError> {
+        create_private_dir(dir)?;
+        match KeyRing::open(dir) {
+            Err(KeyError::EmptyRing { .. }) => Ok(KeyRing {
+                dir: dir.to_path_buf(),
+                masters: Vec::new(),
+            }),
+            other => other,
+        }
+    }
+
+    /// Period starts whose masters were destroyed (from the ring's log): never created again.
+    pub fn destroyed(dir: &Path) -> Vec<Day> {
+        std::fs::read_to_string(dir.join(LOG))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["action"] == "destroy")
+            .filter_map(|v| v["period_start"].as_str().and_then(Day::parse))
+            .collect()
+    }
+
+    /// Adds a master whose period starts on `from` (creating the ring if needed). A period
+    /// whose master was destroyed is never given a new one: its pseudonyms stay unrecomputable.
     pub fn rotate(dir: &Path, from: Day) -> Result<String, KeyError> {
         create_private_dir(dir)?;
+        if KeyRing::destroyed(dir).contains(&from) {
+            return Err(KeyError::Destroyed {
+                path: dir.display().to_string(),
+                period: from.to_string(),
+            });
+        }
         let path = dir.join(format!("{from}.key"));
         MasterKey::write_new(&path)?;
         let id = MasterKey::read(&path)?.epoch_id(from);

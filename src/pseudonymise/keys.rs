@@ -23,6 +23,7 @@ const FINGERPRINT_CONTEXT: &str = "logveil 2026-11-24 key epoch fingerprint v1";
 const RELEASE_CONTEXT: &str = "logveil 2026-11-24 dp release noise v1";
 const LEDGER_CONTEXT: &str = "logveil 2026-11-24 dp ledger digest v1";
 const BUCKET_CONTEXT: &str = "logveil 2026-11-24 client bucket v1";
+const STATE_CONTEXT: &str = "logveil 2026-11-24 visitor state at rest v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -43,6 +44,10 @@ pub enum KeyError {
     },
     #[error("{path} in a key ring is not named by the first day of its period (YYYY-MM-DD.key)")]
     RingName { path: String },
+    #[error(
+        "the master of the period starting {period} in key ring {path} was destroyed: its pseudonyms can never be recomputed, so that period cannot be processed again"
+    )]
+    Destroyed { path: String, period: String },
     #[error("key ring {path} holds no key; add one with `logveil key rotate --key-dir {path}`")]
     EmptyRing { path: String },
     #[error(
@@ -173,6 +178,12 @@ impl MasterKey {
     /// The key that partitions clients into buckets during the period starting `period_start`.
     pub fn bucket_key(&self, period_start: Day) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.derive(BUCKET_CONTEXT, period_start))
+    }
+
+    /// The key that encrypts the carried visitor state of the epoch starting `epoch`: gone
+    /// with this master, so the state is crypto-shredded with it.
+    pub fn state_key(&self, epoch: Day) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.derive(STATE_CONTEXT, epoch))
     }
 
     /// The key of the privacy ledger's content digests for `day`.

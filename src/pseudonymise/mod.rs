@@ -9,6 +9,7 @@
 //! Filters (bots, static assets, non-page requests, status classes) run here too, so only
 //! pageviews travel on, each filtered line counted by its rule.
 
+pub mod campaign;
 pub mod keyring;
 pub mod keys;
 pub mod path;
@@ -18,15 +19,13 @@ pub mod useragent;
 use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
-use unicode_normalization::UnicodeNormalization;
-
 use crate::day::Day;
-use crate::identifiers;
 use crate::ingest::RawRecord;
+pub use campaign::{Campaign, channel_of};
 use keyring::KeySet;
 use keys::EpochKey;
 use path::PathRules;
-use referrer::{HostKind, HostLists, ReferrerClassifier};
+use referrer::{HostLists, ReferrerClassifier};
 use useragent::UaClassifier;
 
 /// The channel vocabulary shared by every table (decision 10).
@@ -83,6 +82,8 @@ pub struct Event {
     pub utm_content: Option<Arc<str>>,
     /// Which kind of click id the request carried (`gclid`, `yclid`, …), never its value.
     pub click_id: Option<&'static str>,
+    /// The goal and funnel matchers the path satisfies, one bit each ([`crate::goals`]).
+    pub steps: u64,
 }
 
 #[cfg(test)]
@@ -108,6 +109,7 @@ impl Event {
             utm_term: None,
             utm_content: None,
             click_id: None,
+            steps: 0,
         }
     }
 }
@@ -198,6 +200,11 @@ pub struct Settings {
     pub window: Option<(i64, i64)>,
     /// Number of buckets events are partitioned into (by a keyed hash of the client).
     pub buckets: u16,
+    /// Goal and funnel paths, tested once per distinct path.
+    pub goals: Arc<crate::goals::Goals>,
+    /// Returning visitors on: pseudonym epochs of this many days (else one day), and every
+    /// client noted in [`crate::visitors::Identities`] under this and the previous epoch.
+    pub epoch_days: Option<u32>,
 }
 
 pub enum Outcome {
@@ -210,11 +217,14 @@ pub enum Outcome {
 pub struct Pseudonymiser {
     keys: Arc<KeySet>,
     bucket_key: zeroize::Zeroizing<[u8; 32]>,
-    /// Epoch keys derived so far (`None`: no master covers the day).
-    epoch_keys: HashMap<Day, Option<EpochKey>>,
+    /// Epoch keys derived so far, by day (`None`: no master covers the day), with the
+    /// epoch's first day.
+    epoch_keys: HashMap<Day, Option<(Day, EpochKey)>>,
+    identities: crate::visitors::Identities,
     user_agents: UaClassifier,
     referrers: ReferrerClassifier,
-    paths: HashMap<Vec<u8>, Option<Arc<str>>>,
+    /// Raw path → normalised path (`None`: not a page) and its goal matchers.
+    paths: HashMap<Vec<u8>, Option<(Arc<str>, u64)>>,
     settings: Settings,
 }
 
@@ -224,6 +234,7 @@ impl Pseudonymiser {
             bucket_key: zeroize::Zeroizing::new(keys.run_bucket_key()),
             keys,
             epoch_keys: HashMap::new(),
+            identities: Default::default(),
             user_agents: UaClassifier::new(),
             referrers: ReferrerClassifier::new(&settings.host_lists, &settings.site_hosts),
             paths: HashMap::new(),
@@ -251,18 +262,24 @@ impl Pseudonymiser {
         (v % u64::from(self.settings.buckets)) as u16
     }
 
-    /// Public ids of the key epochs used so far (for the run record).
+    /// Public ids of the key epochs used so far, by epoch start (for the run record).
     pub fn epoch_ids(&self) -> Vec<(Day, String)> {
-        let mut days: Vec<Day> = self
+        let mut epochs: Vec<Day> = self
             .epoch_keys
-            .iter()
-            .filter(|(_, k)| k.is_some())
-            .map(|(d, _)| *d)
+            .values()
+            .filter_map(|k| k.as_ref().map(|(e, _)| *e))
             .collect();
-        days.sort();
-        days.into_iter()
-            .filter_map(|d| Some((d, self.keys.epoch_id(d)?)))
+        epochs.sort();
+        epochs.dedup();
+        epochs
+            .into_iter()
+            .filter_map(|e| Some((e, self.keys.epoch_id(e)?)))
             .collect()
+    }
+
+    /// The clients seen, under their epochs' pseudonyms (returning visitors only).
+    pub fn take_identities(&mut self) -> crate::visitors::Identities {
+        std::mem::take(&mut self.identities)
     }
 
     /// Local (day, hour, seconds since local midnight) of a UTC timestamp.
@@ -300,7 +317,7 @@ impl Pseudonymiser {
             Some(i) => (&target[..i], Some(&target[i + 1..])),
             None => (target, None),
         };
-        let path = match self.path(path_part) {
+        let (path, steps) = match self.path(path_part) {
             Some(p) => p,
             None => return Outcome::Filtered(NonPageRequest),
         };
@@ -314,21 +331,34 @@ impl Pseudonymiser {
 
         let (day, hour, since_midnight) = self.local_time(rec.ts);
         let user_agent = rec.user_agent.unwrap_or(b"");
-        let visitor = match self.epoch_key(day) {
-            Some(key) => key.visitor(rec.client, user_agent),
+        let (epoch, visitor) = match self.epoch_key(day) {
+            Some((epoch, key)) => (*epoch, key.visitor(rec.client, user_agent)),
             None => return Outcome::MissingKey(day),
         };
         let link = if since_midnight < self.settings.link_window_s {
             self.epoch_key(day.prev())
-                .map(|key| key.visitor(rec.client, user_agent))
+                .map(|(_, key)| key.visitor(rec.client, user_agent))
         } else {
             None
         };
 
         let bucket = self.bucket(rec.client, user_agent);
+        if self.settings.epoch_days.is_some() {
+            self.identities.note(epoch, visitor, bucket, visitor, epoch);
+            // The same client under the previous epoch's pseudonym, to find its earlier
+            // visits in the visit log (decision 2).
+            if let Some((prev_epoch, prev)) = self
+                .epoch_key(epoch.prev())
+                .map(|(e, key)| (*e, key.visitor(rec.client, user_agent)))
+            {
+                self.identities
+                    .note(prev_epoch, prev, bucket, visitor, epoch);
+            }
+        }
         let campaign = query.map(Campaign::parse).unwrap_or_default();
         let referrer = rec.referrer.and_then(|r| self.referrers.classify(r));
-        let channel = channel_of(&campaign, referrer.as_ref().map(|r| r.kind));
+        let source_kind = campaign.source_kind(&mut self.referrers);
+        let channel = channel_of(&campaign, referrer.as_ref().map(|r| r.kind), source_kind);
         Outcome::Pageview(Box::new(Event {
             ts: rec.ts,
             day,
@@ -348,22 +378,31 @@ impl Pseudonymiser {
             utm_term: campaign.term,
             utm_content: campaign.content,
             click_id: campaign.click_id,
+            steps,
         }))
     }
 
-    fn epoch_key(&mut self, day: Day) -> Option<&EpochKey> {
+    fn epoch_key(&mut self, day: Day) -> Option<(&Day, &EpochKey)> {
         let keys = &self.keys;
+        let lookback = self.settings.epoch_days;
         self.epoch_keys
             .entry(day)
-            .or_insert_with(|| keys.epoch_key(day))
+            .or_insert_with(|| {
+                let epoch = keys.epoch_start(day, lookback)?;
+                Some((epoch, keys.epoch_key(epoch)?))
+            })
             .as_ref()
+            .map(|(e, k)| (e, k))
     }
 
-    fn path(&mut self, raw: &[u8]) -> Option<Arc<str>> {
+    fn path(&mut self, raw: &[u8]) -> Option<(Arc<str>, u64)> {
         if let Some(hit) = self.paths.get(raw) {
             return hit.clone();
         }
-        let p = path::normalise(raw, &self.settings.path_rules).map(Arc::from);
+        let p = path::normalise(raw, &self.settings.path_rules).map(|p| {
+            let steps = self.settings.goals.steps_of(&p);
+            (Arc::from(p), steps)
+        });
         if self.paths.len() > 1_000_000 {
             self.paths.clear();
         }
@@ -395,198 +434,9 @@ pub fn local_time(tz: &jiff::tz::TimeZone, ts: i64) -> (Day, u8, i64) {
     (Day(day as i32), (secs / 3600) as u8, secs)
 }
 
-/// The campaign values of a request's query string. Only the utm_* values and the kind of a
-/// click id are read; every other parameter is dropped unread.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Campaign {
-    pub source: Option<Arc<str>>,
-    pub medium: Option<Arc<str>>,
-    pub campaign: Option<Arc<str>>,
-    pub term: Option<Arc<str>>,
-    pub content: Option<Arc<str>>,
-    pub click_id: Option<&'static str>,
-}
-
-/// Click-id parameters by the network that sets them, in priority order.
-const CLICK_IDS: &[&str] = &[
-    "gclid",
-    "gbraid",
-    "wbraid",
-    "dclid",
-    "yclid",
-    "ysclid",
-    "msclkid",
-    "fbclid",
-    "ttclid",
-    "twclid",
-    "vkclid",
-    "li_fat_id",
-];
-
-impl Campaign {
-    pub fn parse(query: &[u8]) -> Campaign {
-        let mut c = Campaign::default();
-        for (k, v) in url::form_urlencoded::parse(query) {
-            let slot = match &*k {
-                "utm_source" => &mut c.source,
-                "utm_medium" => &mut c.medium,
-                "utm_campaign" => &mut c.campaign,
-                "utm_term" => &mut c.term,
-                "utm_content" => &mut c.content,
-                other => {
-                    if let Some(kind) = CLICK_IDS.iter().find(|id| **id == other)
-                        && !v.is_empty()
-                        && c.click_id.is_none_or(|cur| {
-                            CLICK_IDS.iter().position(|i| *i == *kind)
-                                < CLICK_IDS.iter().position(|i| *i == cur)
-                        })
-                    {
-                        c.click_id = Some(kind);
-                    }
-                    continue;
-                }
-            };
-            if slot.is_none() {
-                *slot = campaign_value(&v);
-            }
-        }
-        c
-    }
-}
-
-/// Case-folded, trimmed, NFC; identifier-shaped values become placeholders (decision 15).
-fn campaign_value(v: &str) -> Option<Arc<str>> {
-    let v: String = v.trim().nfc().collect::<String>().to_lowercase();
-    if v.is_empty() {
-        return None;
-    }
-    let v = match identifiers::classify(&v) {
-        Some(kind) => kind.placeholder().to_string(),
-        None => v.chars().take(100).collect(),
-    };
-    Some(Arc::from(v))
-}
-
-const EMAIL_MEDIA: &[&str] = &["email", "e-mail", "e_mail", "mail", "newsletter"];
-const PAID_MEDIA: &[&str] = &[
-    "cpc",
-    "ppc",
-    "paid",
-    "paidsearch",
-    "paid_search",
-    "paid-search",
-    "cpa",
-    "cpv",
-];
-const DISPLAY_MEDIA: &[&str] = &[
-    "display",
-    "banner",
-    "cpm",
-    "affiliate",
-    "affiliates",
-    "interstitial",
-];
-const SOCIAL_MEDIA: &[&str] = &[
-    "social",
-    "social-network",
-    "social-media",
-    "sm",
-    "smm",
-    "social_media",
-    "social_network",
-];
-
-/// The channel of a pageview from its campaign values and referrer kind, in the style of GA4's
-/// default channel grouping (the campaign issue extends this).
-pub fn channel_of(c: &Campaign, referrer: Option<HostKind>) -> &'static str {
-    use channel::*;
-    if let Some(medium) = c.medium.as_deref() {
-        if EMAIL_MEDIA.contains(&medium) {
-            return EMAIL;
-        }
-        if PAID_MEDIA.contains(&medium) {
-            return if referrer == Some(HostKind::Social) {
-                PAID_SOCIAL
-            } else {
-                PAID_SEARCH
-            };
-        }
-        if DISPLAY_MEDIA.contains(&medium) {
-            return DISPLAY;
-        }
-        if SOCIAL_MEDIA.contains(&medium) {
-            return ORGANIC_SOCIAL;
-        }
-        if medium == "organic" {
-            return ORGANIC_SEARCH;
-        }
-        if medium == "referral" {
-            return REFERRAL;
-        }
-    }
-    match c.click_id {
-        Some("gclid" | "gbraid" | "wbraid" | "yclid" | "msclkid") => return PAID_SEARCH,
-        Some("dclid") => return DISPLAY,
-        _ => {}
-    }
-    match referrer {
-        Some(HostKind::Search) => ORGANIC_SEARCH,
-        Some(HostKind::Social) => ORGANIC_SOCIAL,
-        Some(HostKind::Email) => EMAIL,
-        Some(HostKind::Internal) if c.source.is_none() => INTERNAL,
-        Some(HostKind::Internal | HostKind::Other) => REFERRAL,
-        None if c.source.is_some() || c.medium.is_some() => OTHER,
-        None => DIRECT,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn campaign_values_and_click_ids() {
-        let c = Campaign::parse(b"utm_source=%20Yandex%20&utm_medium=CPC&utm_campaign=%D0%BE%D1%81%D0%B5%D0%BD%D1%8C&yclid=12345678901&gclid=&x=1");
-        assert_eq!(c.source.as_deref(), Some("yandex"));
-        assert_eq!(c.medium.as_deref(), Some("cpc"));
-        assert_eq!(c.campaign.as_deref(), Some("осень"));
-        assert_eq!(c.click_id, Some("yclid"), "an empty gclid is no click id");
-        let c = Campaign::parse(b"utm_content=ivan.petrov%40mail.ru&utm_term=9f86d081884c7d659a2f");
-        assert_eq!(c.content.as_deref(), Some(":email"));
-        assert_eq!(c.term.as_deref(), Some(":token"));
-    }
-
-    #[test]
-    fn channels() {
-        use channel::*;
-        let none = Campaign::default();
-        let with = |q: &str| Campaign::parse(q.as_bytes());
-        assert_eq!(channel_of(&none, None), DIRECT);
-        assert_eq!(channel_of(&none, Some(HostKind::Search)), ORGANIC_SEARCH);
-        assert_eq!(channel_of(&none, Some(HostKind::Social)), ORGANIC_SOCIAL);
-        assert_eq!(channel_of(&none, Some(HostKind::Email)), EMAIL);
-        assert_eq!(channel_of(&none, Some(HostKind::Internal)), INTERNAL);
-        assert_eq!(channel_of(&none, Some(HostKind::Other)), REFERRAL);
-        assert_eq!(channel_of(&with("utm_medium=email"), None), EMAIL);
-        assert_eq!(
-            channel_of(&with("utm_medium=cpc"), Some(HostKind::Search)),
-            PAID_SEARCH
-        );
-        assert_eq!(
-            channel_of(&with("utm_medium=cpc"), Some(HostKind::Social)),
-            PAID_SOCIAL
-        );
-        assert_eq!(
-            channel_of(&with("yclid=1"), Some(HostKind::Search)),
-            PAID_SEARCH
-        );
-        assert_eq!(
-            channel_of(&with("ysclid=1"), Some(HostKind::Search)),
-            ORGANIC_SEARCH
-        );
-        assert_eq!(channel_of(&with("utm_source=x"), None), OTHER);
-        assert_eq!(channel_of(&with("utm_medium=banner"), None), DISPLAY);
-    }
 
     #[test]
     fn status_classes() {
@@ -627,6 +477,8 @@ mod tests {
             link_window_s: 0,
             window: None,
             buckets: 37,
+            goals: Default::default(),
+            epoch_days: None,
         };
         let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
         let ps = Pseudonymiser::new(keys, settings);

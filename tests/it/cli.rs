@@ -146,7 +146,7 @@ fn cli_output_is_deterministic_whatever_the_key() {
         .success()
     );
     let (ha, hb, hc) = (parquet_hashes(&a), parquet_hashes(&b), parquet_hashes(&c));
-    assert_eq!(ha.len(), 10);
+    assert_eq!(ha.len(), 11 * 2, "11 tables × 2 days");
     assert_eq!(ha, hb, "two ephemeral keys");
     assert_eq!(ha, hc, "ephemeral key vs key file");
 }
@@ -175,7 +175,11 @@ fn cli_rerun_of_a_date_replaces_that_date_only() {
     let r = run_record(&out);
     let dates = record_dates(&r);
     assert_eq!(dates, ["2026-11-03"]);
-    assert_eq!(r["files"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        r["files"].as_array().unwrap().len(),
+        11,
+        "one file per table"
+    );
     // Two committed run records, no staging, no pending record.
     let runs: Vec<PathBuf> = files_under(&out.join("_runs"))
         .into_iter()
@@ -503,7 +507,7 @@ fn cli_outputs_do_not_depend_on_buckets_or_threads() {
         .unwrap();
     assert!(o.status.success());
     assert_eq!(parquet_hashes(&dir.path().join("nocache")), one);
-    assert_eq!(one.len(), 20);
+    assert_eq!(one.len(), 11 * 4);
     assert_eq!(
         run_with("seven", &["--buckets", "7", "--threads", "2"]),
         one

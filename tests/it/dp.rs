@@ -40,7 +40,7 @@ fn dp_release_rerun_change_and_budget() {
     let p = dp_pipeline(dir.path(), 3.0, 3);
     let o = run(&p, &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(ledger_len(dir.path()), 5 * 4, "5 tables × 4 days charged");
+    assert_eq!(ledger_len(dir.path()), 11 * 4, "11 tables × 4 days charged");
 
     // Every row declares its noise; the audit accepts declared noise in place of k.
     let pages = table(&out, "pages", "2026-11-03");
@@ -86,7 +86,7 @@ fn dp_release_rerun_change_and_budget() {
         .map(|f| std::fs::read(f).unwrap())
         .collect();
     assert_eq!(before, after);
-    assert_eq!(ledger_len(dir.path()), 20);
+    assert_eq!(ledger_len(dir.path()), 11 * 4);
     assert_eq!(
         run_record(&out)["differential_privacy"]["epsilon_charged"],
         0.0
@@ -118,7 +118,11 @@ fn dp_release_rerun_change_and_budget() {
         std::fs::read(out.join("overview/date=2026-11-03/part-0.parquet")).unwrap(),
         overview
     );
-    assert_eq!(ledger_len(dir.path()), 20, "a refused run charges nothing");
+    assert_eq!(
+        ledger_len(dir.path()),
+        11 * 4,
+        "a refused run charges nothing"
+    );
     assert!(!out.join("_staging").exists());
 
     // With a larger budget the changed day is released and charged again.

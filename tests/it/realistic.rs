@@ -38,7 +38,9 @@ fn oracle(files: &[PathBuf]) -> BTreeMap<String, DayTotals> {
     )
     .unwrap();
     let assets = logveil::pseudonymise::DEFAULT_ASSET_EXTENSIONS;
-    let mut events: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    type Tag = Option<(String, String, String)>;
+    let mut events: HashMap<(String, String), Vec<(i64, u64, Tag)>> = HashMap::new();
+    let mut order = 0u64;
     for f in files {
         let mut text = String::new();
         flate2::read::MultiGzDecoder::new(std::fs::File::open(f).unwrap())
@@ -51,6 +53,23 @@ fn oracle(files: &[PathBuf]) -> BTreeMap<String, DayTotals> {
                 continue;
             }
             let path = c[6].split('?').next().unwrap();
+            // The campaign: utm_source, utm_medium, utm_campaign, trimmed and lower-cased
+            // (the sample's values are plain ASCII).
+            let query = c[6].split_once('?').map_or("", |(_, q)| q);
+            let utm = |key: &str| {
+                url::form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.trim().to_lowercase())
+                    .filter(|v| !v.is_empty())
+            };
+            let (src, med, camp) = (utm("utm_source"), utm("utm_medium"), utm("utm_campaign"));
+            let tag: Tag = (src.is_some() || med.is_some() || camp.is_some()).then(|| {
+                (
+                    src.unwrap_or_default(),
+                    med.unwrap_or_default(),
+                    camp.unwrap_or_default(),
+                )
+            });
             let last = path.rsplit('/').next().unwrap();
             if last
                 .rsplit_once('.')
@@ -77,22 +96,37 @@ fn oracle(files: &[PathBuf]) -> BTreeMap<String, DayTotals> {
                 continue; // an unreadable timestamp: rejected, not placed
             }
             // Seconds since 2026-11-01 00:00 local time.
+            order += 1;
             events
                 .entry((c[1].to_string(), ua.to_string()))
                 .or_default()
-                .push((d - 1) * 86_400 + h * 3600 + m * 60 + s);
+                .push(((d - 1) * 86_400 + h * 3600 + m * 60 + s, order, tag));
         }
     }
     let mut totals: BTreeMap<String, DayTotals> = BTreeMap::new();
     let mut visitors: BTreeMap<String, HashSet<(String, String)>> = BTreeMap::new();
-    for (client, mut ts) in events {
-        ts.sort();
+    for (client, mut ev) in events {
+        ev.sort_by_key(|e| (e.0, e.1));
+        let ts: Vec<i64> = ev.iter().map(|e| e.0).collect();
+        // A tagged pageview whose campaign differs from the last one seen in this stretch of
+        // activity starts a visit (decision 9).
+        let mut running: Tag = None;
         let mut start = 0;
         while start < ts.len() {
+            if start == 0 || ts[start] - ts[start - 1] > 1800 {
+                running = None;
+            }
+            if ev[start].2.is_some() {
+                running = ev[start].2.clone();
+            }
             let mut end = start;
             while end + 1 < ts.len()
                 && ts[end + 1] - ts[end] <= 1800
                 && ts[end + 1] - ts[start] < 6 * 3600
+                && ev[end + 1]
+                    .2
+                    .as_ref()
+                    .is_none_or(|t| Some(t) == running.as_ref())
             {
                 end += 1;
             }

@@ -175,7 +175,7 @@ fn small_run_record() {
     assert_eq!(dates, ["2026-11-03", "2026-11-04"]);
     // Ten files (5 tables × 2 days), each listed with its BLAKE3.
     let files = r["files"].as_array().unwrap();
-    assert_eq!(files.len(), 10);
+    assert_eq!(files.len(), 11 * 2);
     for f in files {
         let bytes = std::fs::read(out.join(f["path"].as_str().unwrap())).unwrap();
         assert_eq!(

@@ -1,0 +1,204 @@
+//! Ad spend: an optional CSV per pipeline, joined to the `campaigns` table for cost, cost per
+//! visit, CPA and ROAS.
+//!
+//! The file is the advertiser's own data (no personal data): one row per date and campaign,
+//! `date,utm_source,utm_medium,utm_campaign,cost,currency`, a header line first. utm values are
+//! normalised as the pageviews' are (case-folded, aliases: `ya.ru` → `yandex`), so a cost row
+//! meets the visits of its campaign. Costs are kept in minor units (kopecks), exactly: `1234.5`,
+//! `1234,50` and `1 234,50` are all 123 450. Several rows for one date and campaign add up. A
+//! bad row is an error naming the file, line and column; nothing is guessed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::day::Day;
+use crate::pseudonymise::campaign::normalise_utm;
+
+/// (date, utm_source, utm_medium, utm_campaign) → cost in minor units.
+pub type CostKey = (Day, Option<String>, Option<String>, Option<String>);
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Costs {
+    pub by_campaign: BTreeMap<CostKey, i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("ad spend file {path}, line {line}, column {column}: {message}")]
+pub struct CostError {
+    pub path: String,
+    pub line: u64,
+    pub column: String,
+    pub message: String,
+}
+
+const COLUMNS: [&str; 6] = [
+    "date",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "cost",
+    "currency",
+];
+
+impl Costs {
+    /// Reads a cost file; every cost must be in `currency` (the pipeline's).
+    pub fn read(path: &Path, currency: &str) -> Result<Costs, CostError> {
+        let shown = path.display().to_string();
+        let err = |line: u64, column: &str, message: String| CostError {
+            path: shown.clone(),
+            line,
+            column: column.to_string(),
+            message,
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_path(path)
+            .map_err(|e| err(0, "-", e.to_string()))?;
+        let header = reader
+            .headers()
+            .map_err(|e| err(1, "-", e.to_string()))?
+            .clone();
+        let names: Vec<String> = header
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        if names != COLUMNS {
+            return Err(err(
+                1,
+                "-",
+                format!("the header must be {}", COLUMNS.join(",")),
+            ));
+        }
+        let mut costs = Costs::default();
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                let line = e.position().map_or(0, |p| p.line());
+                err(line, "-", format!("not a valid CSV row ({e})"))
+            })?;
+            let line = record.position().map_or(0, |p| p.line());
+            let field = |i: usize| record.get(i).unwrap_or("").trim();
+            let date = Day::parse(field(0))
+                .ok_or_else(|| err(line, "date", "not a date like 2026-11-24".to_string()))?;
+            let cost = parse_minor(field(4))
+                .ok_or_else(|| err(line, "cost", "not an amount like 1234.50".to_string()))?;
+            if !field(5).eq_ignore_ascii_case(currency) {
+                return Err(err(
+                    line,
+                    "currency",
+                    format!("{:?} is not the pipeline's currency {currency}", field(5)),
+                ));
+            }
+            let utm = |i: usize, key: &str| normalise_utm(key, field(i)).map(|v| v.to_string());
+            let key = (
+                date,
+                utm(1, "utm_source"),
+                utm(2, "utm_medium"),
+                utm(3, "utm_campaign"),
+            );
+            if key.1.is_none() && key.2.is_none() && key.3.is_none() {
+                return Err(err(
+                    line,
+                    "utm_campaign",
+                    "a cost row names no campaign (utm_source, utm_medium and utm_campaign are all empty)".into(),
+                ));
+            }
+            *costs.by_campaign.entry(key).or_default() += cost;
+        }
+        Ok(costs)
+    }
+
+    /// The costs of one day.
+    pub fn of_day(&self, day: Day) -> impl Iterator<Item = (&CostKey, &i64)> {
+        self.by_campaign
+            .range((day, None, None, None)..)
+            .take_while(move |(k, _)| k.0 == day)
+    }
+}
+
+/// `1234.5`, `1234,50`, `1 234,50`, `1234` → minor units; at most two decimals, not negative.
+fn parse_minor(text: &str) -> Option<i64> {
+    let t: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '\u{a0}' && *c != '\u{202f}')
+        .collect();
+    let (int, frac) = match t.find([',', '.']) {
+        Some(i) => (&t[..i], &t[i + 1..]),
+        None => (&t[..], ""),
+    };
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 2
+        || int.len() > 15
+    {
+        return None;
+    }
+    let frac_minor = match frac.len() {
+        0 => 0,
+        1 => frac.parse::<i64>().ok()? * 10,
+        _ => frac.parse::<i64>().ok()?,
+    };
+    Some(int.parse::<i64>().ok()? * 100 + frac_minor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_in_minor_units() {
+        assert_eq!(parse_minor("1234.5"), Some(123_450));
+        assert_eq!(parse_minor("1234,50"), Some(123_450));
+        assert_eq!(parse_minor("1 234,05"), Some(123_405));
+        assert_eq!(parse_minor("0"), Some(0));
+        assert_eq!(parse_minor("-5"), None);
+        assert_eq!(parse_minor("1.234"), None);
+        assert_eq!(parse_minor("12a"), None);
+        assert_eq!(parse_minor(""), None);
+    }
+
+    #[test]
+    fn cost_file_rows_add_up_and_errors_name_line_and_column() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("costs.csv");
+        std::fs::write(
+            &p,
+            "date,utm_source,utm_medium,utm_campaign,cost,currency\n\
+             2026-11-02,Ya.ru,CPC,Осень,\"1 000,50\",RUB\n\
+             2026-11-02,yandex,cpc,осень,99.5,rub\n\
+             2026-11-03,vk,cpc,winter,10,RUB\n",
+        )
+        .unwrap();
+        let c = Costs::read(&p, "RUB").unwrap();
+        let key = (
+            Day::parse("2026-11-02").unwrap(),
+            Some("yandex".to_string()),
+            Some("cpc".to_string()),
+            Some("осень".to_string()),
+        );
+        assert_eq!(c.by_campaign[&key], 100_050 + 9_950);
+        assert_eq!(c.of_day(Day::parse("2026-11-03").unwrap()).count(), 1);
+
+        let bad = |body: &str| {
+            std::fs::write(&p, body).unwrap();
+            Costs::read(&p, "RUB").unwrap_err()
+        };
+        let e = bad(
+            "date,utm_source,utm_medium,utm_campaign,cost,currency\n2026-11-02,a,b,c,1,RUB\n2026-13-02,a,b,c,1,RUB\n",
+        );
+        assert_eq!((e.line, e.column.as_str()), (3, "date"));
+        let e = bad(
+            "date,utm_source,utm_medium,utm_campaign,cost,currency\n2026-11-02,a,b,c,ten,RUB\n",
+        );
+        assert_eq!((e.line, e.column.as_str()), (2, "cost"));
+        let e =
+            bad("date,utm_source,utm_medium,utm_campaign,cost,currency\n2026-11-02,a,b,c,1,EUR\n");
+        assert_eq!((e.line, e.column.as_str()), (2, "currency"));
+        assert!(e.to_string().contains("costs.csv, line 2, column currency"));
+        let e = bad("date,source,cost\n");
+        assert_eq!(e.line, 1);
+        let e = bad("date,utm_source,utm_medium,utm_campaign,cost,currency\n2026-11-02,a,b\n");
+        assert_eq!(e.line, 2);
+    }
+}

@@ -1,0 +1,348 @@
+//! Campaign values and the channel of a pageview.
+//!
+//! Only the five utm_* parameters and the *kind* of a click id are read from a query string;
+//! every other parameter is dropped unread, and a click id's value never leaves this module
+//! (it identifies one ad click, so one person). Values are trimmed, NFC-normalised and
+//! case-folded; identifier-shaped values become placeholders (decision 15); a source's known
+//! aliases become one name (`fb`, `m.facebook.com` → `facebook`; `ya.ru`, `yandex.com` →
+//! `yandex`). The rules (aliases, source kinds, media) are data: `data/sources.toml`.
+//!
+//! The channel follows GA4's default channel grouping, in our vocabulary (decision 10), with
+//! Russian networks first-class. In order: the utm_medium decides when it names a channel
+//! (paid media split into search, social and display by the source or referrer); then a click
+//! id (`yclid`, `gclid`, `msclkid` → paid search; `ysclid` → organic search, since Yandex adds
+//! it to organic results; `fbclid` → organic social, since Facebook adds it to every outbound
+//! link; TikTok, X, LinkedIn and VK ad click ids → paid social); then the kind of the
+//! utm_source; then the referrer's kind; a tagged visit with nothing recognisable is `other`,
+//! an untagged one without referrer `direct`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use serde::Deserialize;
+use unicode_normalization::UnicodeNormalization;
+
+use super::channel::*;
+use super::referrer::HostKind;
+use crate::identifiers;
+
+/// The campaign values of a request's query string.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Campaign {
+    pub source: Option<Arc<str>>,
+    pub medium: Option<Arc<str>>,
+    pub campaign: Option<Arc<str>>,
+    pub term: Option<Arc<str>>,
+    pub content: Option<Arc<str>>,
+    pub click_id: Option<&'static str>,
+}
+
+/// Click-id parameters, in priority order (the first present wins), with the channel each
+/// implies when no utm_medium says otherwise.
+const CLICK_IDS: &[(&str, &str)] = &[
+    ("gclid", PAID_SEARCH),
+    ("gbraid", PAID_SEARCH),
+    ("wbraid", PAID_SEARCH),
+    ("yclid", PAID_SEARCH),
+    ("msclkid", PAID_SEARCH),
+    ("dclid", DISPLAY),
+    ("ttclid", PAID_SOCIAL),
+    ("twclid", PAID_SOCIAL),
+    ("li_fat_id", PAID_SOCIAL),
+    ("rb_clickid", PAID_SOCIAL),
+    ("vkclid", PAID_SOCIAL),
+    ("ysclid", ORGANIC_SEARCH),
+    ("fbclid", ORGANIC_SOCIAL),
+    ("igshid", ORGANIC_SOCIAL),
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceRulesFile {
+    aliases: HashMap<String, Vec<String>>,
+    kinds: KindsFile,
+    media: MediaFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KindsFile {
+    search: Vec<String>,
+    social: Vec<String>,
+    email: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaFile {
+    paid: Vec<String>,
+    display: Vec<String>,
+    social: Vec<String>,
+    email: Vec<String>,
+    organic: Vec<String>,
+    referral: Vec<String>,
+}
+
+/// `data/sources.toml`, compiled in.
+struct SourceRules {
+    alias: HashMap<String, Arc<str>>,
+    kind: HashMap<String, HostKind>,
+    medium: HashMap<String, Medium>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Medium {
+    Paid,
+    Display,
+    Social,
+    Email,
+    Organic,
+    Referral,
+}
+
+static RULES: LazyLock<SourceRules> = LazyLock::new(|| {
+    let file: SourceRulesFile =
+        toml::from_str(include_str!("../../data/sources.toml")).expect("data/sources.toml");
+    let mut alias = HashMap::new();
+    for (name, aliases) in file.aliases {
+        let canonical: Arc<str> = Arc::from(name.as_str());
+        for a in aliases {
+            alias.insert(a, canonical.clone());
+        }
+    }
+    let mut kind = HashMap::new();
+    for (list, k) in [
+        (file.kinds.search, HostKind::Search),
+        (file.kinds.social, HostKind::Social),
+        (file.kinds.email, HostKind::Email),
+    ] {
+        kind.extend(list.into_iter().map(|n| (n, k)));
+    }
+    let mut medium = HashMap::new();
+    for (list, m) in [
+        (file.media.paid, Medium::Paid),
+        (file.media.display, Medium::Display),
+        (file.media.social, Medium::Social),
+        (file.media.email, Medium::Email),
+        (file.media.organic, Medium::Organic),
+        (file.media.referral, Medium::Referral),
+    ] {
+        medium.extend(list.into_iter().map(|n| (n, m)));
+    }
+    SourceRules {
+        alias,
+        kind,
+        medium,
+    }
+});
+
+impl Campaign {
+    pub fn parse(query: &[u8]) -> Campaign {
+        let mut c = Campaign::default();
+        for (k, v) in url::form_urlencoded::parse(query) {
+            let slot = match &*k {
+                "utm_source" => &mut c.source,
+                "utm_medium" => &mut c.medium,
+                "utm_campaign" => &mut c.campaign,
+                "utm_term" => &mut c.term,
+                "utm_content" => &mut c.content,
+                other => {
+                    let rank = |id: &str| CLICK_IDS.iter().position(|(i, _)| *i == id);
+                    if let Some(kind) = CLICK_IDS.iter().find(|(id, _)| *id == other)
+                        && !v.is_empty()
+                        && c.click_id.is_none_or(|cur| rank(kind.0) < rank(cur))
+                    {
+                        c.click_id = Some(kind.0);
+                    }
+                    continue;
+                }
+            };
+            if slot.is_none() {
+                *slot = campaign_value(&v);
+            }
+        }
+        if let Some(s) = &c.source
+            && let Some(canonical) = RULES.alias.get(&**s)
+        {
+            c.source = Some(canonical.clone());
+        }
+        c
+    }
+
+    /// Whether the pageview carries a campaign (decision 9: such a pageview starts a new visit
+    /// when it differs from the running visit's).
+    pub fn is_tagged(&self) -> bool {
+        self.source.is_some() || self.medium.is_some() || self.campaign.is_some()
+    }
+
+    /// The kind of the source named by utm_source: from the rules, or, for a source written
+    /// as a host (`zen.yandex.ru`), from the referrer host lists.
+    pub fn source_kind(&self, hosts: &mut super::referrer::ReferrerClassifier) -> Option<HostKind> {
+        let s = self.source.as_deref()?;
+        if let Some(k) = RULES.kind.get(s) {
+            return Some(*k);
+        }
+        if s.contains('.') && !s.contains(['/', ' ']) {
+            return hosts
+                .classify(format!("https://{s}/").as_bytes())
+                .map(|r| r.kind)
+                .filter(|k| *k != HostKind::Other);
+        }
+        None
+    }
+}
+
+/// A utm value as the tables hold it (as [`Campaign::parse`] leaves it): for ad-spend files.
+pub fn normalise_utm(key: &str, value: &str) -> Option<Arc<str>> {
+    let v = campaign_value(value)?;
+    if key == "utm_source"
+        && let Some(canonical) = RULES.alias.get(&*v)
+    {
+        return Some(canonical.clone());
+    }
+    Some(v)
+}
+
+/// Case-folded, trimmed, NFC; identifier-shaped values become placeholders (decision 15).
+fn campaign_value(v: &str) -> Option<Arc<str>> {
+    let v: String = v.trim().nfc().collect::<String>().to_lowercase();
+    if v.is_empty() {
+        return None;
+    }
+    let v = match identifiers::classify(&v) {
+        Some(kind) => kind.placeholder().to_string(),
+        None => v.chars().take(100).collect(),
+    };
+    Some(Arc::from(v))
+}
+
+/// The channel of a pageview from its campaign values, the kind of its utm_source and the kind
+/// of its referrer (module docs).
+pub fn channel_of(
+    c: &Campaign,
+    referrer: Option<HostKind>,
+    source: Option<HostKind>,
+) -> &'static str {
+    let social = source == Some(HostKind::Social)
+        || (source.is_none() && referrer == Some(HostKind::Social));
+    if let Some(medium) = c.medium.as_deref() {
+        match RULES.medium.get(medium) {
+            Some(Medium::Email) => return EMAIL,
+            Some(Medium::Paid) if social => return PAID_SOCIAL,
+            Some(Medium::Paid) => return PAID_SEARCH,
+            Some(Medium::Display) => return DISPLAY,
+            Some(Medium::Social) => return ORGANIC_SOCIAL,
+            Some(Medium::Organic) => return ORGANIC_SEARCH,
+            Some(Medium::Referral) => return REFERRAL,
+            None => {}
+        }
+    }
+    if let Some(id) = c.click_id
+        && let Some((_, channel)) = CLICK_IDS.iter().find(|(i, _)| *i == id)
+    {
+        return channel;
+    }
+    match source {
+        Some(HostKind::Search) => return ORGANIC_SEARCH,
+        Some(HostKind::Social) => return ORGANIC_SOCIAL,
+        Some(HostKind::Email) => return EMAIL,
+        _ => {}
+    }
+    if c.source
+        .as_deref()
+        .is_some_and(|s| RULES.kind.get(s).is_none())
+        && c.medium.is_none()
+        && referrer.is_none()
+    {
+        return OTHER;
+    }
+    match referrer {
+        Some(HostKind::Search) => ORGANIC_SEARCH,
+        Some(HostKind::Social) => ORGANIC_SOCIAL,
+        Some(HostKind::Email) => EMAIL,
+        Some(HostKind::Internal) if !c.is_tagged() => INTERNAL,
+        Some(HostKind::Internal | HostKind::Other) => REFERRAL,
+        None if c.is_tagged() => OTHER,
+        None => DIRECT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn campaign_values_aliases_and_click_ids() {
+        let c = Campaign::parse(b"utm_source=%20Ya.RU%20&utm_medium=CPC&utm_campaign=%D0%BE%D1%81%D0%B5%D0%BD%D1%8C&yclid=12345678901&gclid=&x=1");
+        assert_eq!(c.source.as_deref(), Some("yandex"), "ya.ru is yandex");
+        assert_eq!(c.medium.as_deref(), Some("cpc"));
+        assert_eq!(c.campaign.as_deref(), Some("осень"));
+        assert_eq!(c.click_id, Some("yclid"), "an empty gclid is no click id");
+        let c = Campaign::parse(b"utm_content=ivan.petrov%40mail.ru&utm_term=9f86d081884c7d659a2f");
+        assert_eq!(c.content.as_deref(), Some(":email"));
+        assert_eq!(c.term.as_deref(), Some(":token"));
+        for fb in ["fb", "m.facebook.com", "Facebook.com"] {
+            let q = format!("utm_source={fb}");
+            assert_eq!(
+                Campaign::parse(q.as_bytes()).source.as_deref(),
+                Some("facebook")
+            );
+        }
+        let both = Campaign::parse(b"fbclid=abc&gclid=def");
+        assert_eq!(both.click_id, Some("gclid"), "gclid outranks fbclid");
+        let c = Campaign::parse(b"utm_source=newsletter&utm_campaign=");
+        assert!(c.campaign.is_none() && c.is_tagged());
+    }
+
+    #[test]
+    fn channels_in_rule_order() {
+        let with = |q: &str| Campaign::parse(q.as_bytes());
+        let none = Campaign::default();
+        use HostKind::*;
+        assert_eq!(channel_of(&none, None, None), DIRECT);
+        assert_eq!(channel_of(&none, Some(Search), None), ORGANIC_SEARCH);
+        assert_eq!(channel_of(&none, Some(Social), None), ORGANIC_SOCIAL);
+        assert_eq!(channel_of(&none, Some(Email), None), EMAIL);
+        assert_eq!(channel_of(&none, Some(Internal), None), INTERNAL);
+        assert_eq!(channel_of(&none, Some(Other), None), REFERRAL);
+        assert_eq!(channel_of(&with("utm_medium=email"), None, None), EMAIL);
+        // Paid media: search unless the source (or, lacking a known source, the referrer)
+        // is social.
+        let cpc = with("utm_source=vk&utm_medium=cpc");
+        assert_eq!(channel_of(&cpc, Some(Search), Some(Social)), PAID_SOCIAL);
+        let cpc = with("utm_source=yandex&utm_medium=cpc");
+        assert_eq!(channel_of(&cpc, Some(Social), Some(Search)), PAID_SEARCH);
+        assert_eq!(
+            channel_of(&with("utm_medium=cpc"), Some(Social), None),
+            PAID_SOCIAL
+        );
+        assert_eq!(
+            channel_of(&with("yclid=1"), Some(Search), None),
+            PAID_SEARCH
+        );
+        assert_eq!(
+            channel_of(&with("ysclid=1"), Some(Search), None),
+            ORGANIC_SEARCH
+        );
+        assert_eq!(
+            channel_of(&with("fbclid=1"), Some(Social), None),
+            ORGANIC_SOCIAL
+        );
+        assert_eq!(
+            channel_of(&with("utm_medium=organic&gclid=1"), None, None),
+            ORGANIC_SEARCH,
+            "a utm_medium outranks a click id"
+        );
+        assert_eq!(
+            channel_of(&with("utm_source=yandex"), None, Some(Search)),
+            ORGANIC_SEARCH
+        );
+        assert_eq!(channel_of(&with("utm_source=x1"), None, None), OTHER);
+        assert_eq!(channel_of(&with("utm_medium=banner"), None, None), DISPLAY);
+        assert_eq!(
+            channel_of(&with("utm_campaign=sale"), Some(Internal), None),
+            REFERRAL,
+            "a tagged link on the site itself is not internal navigation"
+        );
+    }
+}

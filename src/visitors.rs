@@ -1,0 +1,914 @@
+//! Previous visits: new and returning visitors, visit numbers, week and month uniques, and
+//! attribution across visits, without a long-lived identifier (docs/PRIVACY.md).
+//!
+//! With `[returning_visitors]` on, a pseudonym lives for one *epoch* of `lookback_days`
+//! (decision 2) instead of one day. What a later run needs to know about earlier visits is
+//! carried in a *visit log*: one file per epoch and day under `<state dir>/visitors/<epoch>/`,
+//! each visit as (pseudonym of that epoch, day, start, channel, campaign), sealed with
+//! ChaCha20-Poly1305 under a key derived from that epoch's master. When the master is destroyed
+//! (`logveil key destroy`, or a run with `manage_keys`) the files can never be read again, and
+//! runs delete them: crypto-shredding. A day's file is replaced whole when the day is re-run
+//! (decision 19), and files older than the lookback (at least 31 days, for month uniques) are
+//! deleted.
+//!
+//! A run looks a visitor up under the current epoch's pseudonym and the previous epoch's,
+//! which the pseudonymise stage computes for every pageview: the [`Identities`] map says, for
+//! every (epoch, pseudonym) seen in the run, which bucket the client is in and which pseudonym
+//! stands for it in this run (the newest). Only visits of clients present in the run are
+//! loaded (and routed to their bucket); the rest stay sealed on disk, except that week and month
+//! uniques read every pseudonym of the current epoch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use polars::prelude::*;
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+
+use crate::aggregate::{MODELS, Sessions};
+use crate::day::Day;
+use crate::goals::Goals;
+use crate::pseudonymise::channel;
+use crate::pseudonymise::keyring::KeySet;
+
+const MAGIC: &[u8; 8] = b"LVSTATE1";
+
+/// Which bucket and which run-wide pseudonym each (epoch, pseudonym) of a run belongs to.
+#[derive(Debug, Default)]
+pub struct Identities {
+    map: HashMap<(i32, u64), (u16, u64, i32)>,
+}
+
+impl Identities {
+    /// Notes that `pseudonym` of `epoch` is the client in `bucket` whose pseudonym in its own
+    /// epoch `identity_epoch` is `identity`. The newest identity wins.
+    pub fn note(&mut self, epoch: Day, pseudonym: u64, bucket: u16, identity: u64, of: Day) {
+        let e = self
+            .map
+            .entry((epoch.0, pseudonym))
+            .or_insert((bucket, identity, of.0));
+        if of.0 > e.2 {
+            *e = (bucket, identity, of.0);
+        }
+    }
+
+    pub fn absorb(&mut self, other: Identities) {
+        for ((epoch, p), (b, id, of)) in other.map {
+            self.note(Day(epoch), p, b, id, Day(of));
+        }
+    }
+
+    /// (bucket, identity) of a pseudonym of `epoch`.
+    pub fn get(&self, epoch: Day, pseudonym: u64) -> Option<(u16, u64)> {
+        self.map
+            .get(&(epoch.0, pseudonym))
+            .map(|(b, id, _)| (*b, *id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// One visit of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisitRecord {
+    /// Pseudonym under the epoch of the file; after loading, the run-wide identity.
+    pub visitor: u64,
+    pub day: i32,
+    pub start: i64,
+    pub channel: &'static str,
+    pub utm_source: Option<Arc<str>>,
+    pub utm_medium: Option<Arc<str>>,
+    pub utm_campaign: Option<Arc<str>>,
+}
+
+/// What the log holds for one bucket of a run: earlier visits of the run's clients, and the
+/// (pseudonym, day) pairs of the current epoch's other clients (for uniques).
+#[derive(Debug, Default)]
+pub struct History {
+    pub visits: Vec<VisitRecord>,
+    pub others: Vec<(u64, i32)>,
+}
+
+/// How many days of the log are kept: the lookback, and a month for month uniques.
+pub fn retention_days(lookback: u32) -> i32 {
+    lookback.max(31) as i32
+}
+
+/// The visit log of a pipeline: `<state dir>/visitors`.
+pub struct VisitLog {
+    root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("visitor state {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error(
+        "visitor state {path} fails authentication (tampered with, or sealed under another key); move it away to start that day's state afresh"
+    )]
+    Tampered { path: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl VisitLog {
+    pub fn new(state_dir: &Path) -> VisitLog {
+        VisitLog {
+            root: state_dir.join("visitors"),
+        }
+    }
+
+    fn file(&self, epoch: Day, day: Day) -> PathBuf {
+        self.root.join(epoch.to_string()).join(format!("{day}.bin"))
+    }
+
+    /// Every (epoch, day) file present.
+    fn files(&self) -> Result<Vec<(Day, Day, PathBuf)>, StateError> {
+        let mut out = Vec::new();
+        let Ok(epochs) = std::fs::read_dir(&self.root) else {
+            return Ok(out);
+        };
+        for e in epochs {
+            let e = e.map_err(io_err(&self.root))?.path();
+            let Some(epoch) = e.file_name().and_then(|n| Day::parse(&n.to_string_lossy())) else {
+                continue;
+            };
+            for f in std::fs::read_dir(&e).map_err(io_err(&e))? {
+                let f = f.map_err(io_err(&e))?.path();
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                if let Some(day) = name
+                    .as_deref()
+                    .and_then(|n| n.strip_suffix(".bin"))
+                    .and_then(Day::parse)
+                {
+                    out.push((epoch, day, f));
+                }
+            }
+        }
+        out.sort_by_key(|(e, d, _)| (*e, *d));
+        Ok(out)
+    }
+
+    /// Deletes what may no longer exist: epochs whose master is gone (unreadable already),
+    /// epochs older than the previous epoch of `latest`, and days older than the retention.
+    /// Returns the epochs removed.
+    pub fn expire(
+        &self,
+        keys: &KeySet,
+        latest: Day,
+        lookback: u32,
+    ) -> Result<Vec<Day>, StateError> {
+        let current = keys.epoch_start(latest, Some(lookback));
+        let previous = current.and_then(|c| keys.epoch_start(c.prev(), Some(lookback)));
+        let oldest_epoch = previous.or(current).unwrap_or(latest);
+        let oldest_day = Day(latest.0 - retention_days(lookback));
+        let mut removed = std::collections::BTreeSet::new();
+        for (epoch, day, path) in self.files()? {
+            let shredded = keys.master_for(epoch).is_none()
+                || keys.epoch_start(epoch, Some(lookback)) != Some(epoch);
+            if shredded || epoch < oldest_epoch {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                removed.insert(epoch);
+            } else if day < oldest_day {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        for epoch in &removed {
+            let dir = self.root.join(epoch.to_string());
+            let _ = std::fs::remove_dir(&dir);
+        }
+        Ok(removed.into_iter().collect())
+    }
+
+    /// Days after `day` already in the log (they were computed without this run's version of
+    /// `day`: stale until re-run).
+    pub fn days_after(&self, day: Day) -> Result<Vec<Day>, StateError> {
+        let mut days: Vec<Day> = self
+            .files()?
+            .into_iter()
+            .map(|(_, d, _)| d)
+            .filter(|d| *d > day)
+            .collect();
+        days.dedup();
+        Ok(days)
+    }
+
+    /// Writes (replaces) the visits of `day`, sealed under the epoch's state key.
+    pub fn write_day(
+        &self,
+        keys: &KeySet,
+        lookback: u32,
+        day: Day,
+        visits: &[VisitRecord],
+    ) -> Result<(), StateError> {
+        let epoch = keys
+            .epoch_start(day, Some(lookback))
+            .expect("a master covers every day that was pseudonymised");
+        let master = keys.master_for(epoch).expect("the same master");
+        let path = self.file(epoch, day);
+        let dir = path.parent().expect("a parent");
+        private_dir(&self.root.parent().unwrap_or(&self.root).to_path_buf())?;
+        private_dir(&self.root)?;
+        private_dir(dir)?;
+        let mut plain = Vec::with_capacity(visits.len() * 48);
+        for v in visits {
+            encode(v, &mut plain);
+        }
+        let sealed = seal(&master.state_key(epoch), &aad(epoch, day), plain)?;
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options.open(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(&sealed)
+                .and_then(|()| f.sync_all())
+                .map_err(io_err(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Loads the log's visits of days before `first` (within the retention of `last`), routed
+    /// to their buckets: visits of the run's clients (as run-wide identities) and, for
+    /// uniques, the other pseudonyms of the epochs of the run's days.
+    pub fn load(
+        &self,
+        keys: &KeySet,
+        lookback: u32,
+        days: (Day, Day),
+        identities: &Identities,
+        buckets: usize,
+    ) -> Result<Vec<History>, StateError> {
+        let mut out: Vec<History> = (0..buckets).map(|_| History::default()).collect();
+        let run_epochs: std::collections::BTreeSet<Day> = (days.0.0..=days.1.0)
+            .filter_map(|d| keys.epoch_start(Day(d), Some(lookback)))
+            .collect();
+        let oldest = Day(days.1.0 - retention_days(lookback));
+        let mut strings: HashMap<Vec<u8>, Arc<str>> = HashMap::new();
+        for (epoch, day, path) in self.files()? {
+            if day >= days.0 || day < oldest {
+                continue;
+            }
+            let Some(master) = keys.master_for(epoch) else {
+                continue;
+            };
+            if keys.epoch_start(epoch, Some(lookback)) != Some(epoch) {
+                continue;
+            }
+            let sealed = std::fs::read(&path).map_err(io_err(&path))?;
+            let plain =
+                open(&master.state_key(epoch), &aad(epoch, day), sealed).ok_or_else(|| {
+                    StateError::Tampered {
+                        path: path.display().to_string(),
+                    }
+                })?;
+            let current = run_epochs.contains(&epoch);
+            decode(&plain, &mut strings, |mut v| {
+                match identities.get(epoch, v.visitor) {
+                    Some((bucket, identity)) => {
+                        v.visitor = identity;
+                        out[usize::from(bucket) % buckets].visits.push(v);
+                    }
+                    None if current => {
+                        out[(v.visitor % buckets as u64) as usize]
+                            .others
+                            .push((v.visitor, v.day));
+                    }
+                    None => {}
+                }
+            })
+            .map_err(|_| StateError::Tampered {
+                path: path.display().to_string(),
+            })?;
+        }
+        for h in &mut out {
+            h.others.sort_unstable();
+            h.others.dedup();
+        }
+        Ok(out)
+    }
+}
+
+fn aad(epoch: Day, day: Day) -> Vec<u8> {
+    format!("logveil visit log v1 {epoch} {day}").into_bytes()
+}
+
+fn private_dir(dir: &Path) -> Result<(), StateError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io_err(dir))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+fn cipher(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key"))
+}
+
+/// MAGIC ‖ random nonce ‖ ciphertext ‖ tag.
+fn seal(key: &[u8; 32], aad: &[u8], mut plain: Vec<u8>) -> Result<Vec<u8>, StateError> {
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| StateError::Io {
+        path: "<random>".into(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    cipher(key)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut plain,
+        )
+        .expect("sealing cannot fail for in-memory data");
+    let mut out = Vec::with_capacity(plain.len() + 20);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&plain);
+    Ok(out)
+}
+
+fn open(key: &[u8; 32], aad: &[u8], sealed: Vec<u8>) -> Option<Vec<u8>> {
+    if sealed.len() < 20 + 16 || &sealed[..8] != MAGIC {
+        return None;
+    }
+    let nonce: [u8; 12] = sealed[8..20].try_into().ok()?;
+    let mut body = sealed[20..].to_vec();
+    let plain = cipher(key)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
+        .ok()?;
+    Some(plain.to_vec())
+}
+
+fn put_opt(buf: &mut Vec<u8>, s: &Option<Arc<str>>) {
+    match s {
+        Some(s) => {
+            buf.extend_from_slice(&(s.len() as u32 + 1).to_le_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+        None => buf.extend_from_slice(&0u32.to_le_bytes()),
+    }
+}
+
+fn encode(v: &VisitRecord, buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&v.visitor.to_le_bytes());
+    buf.extend_from_slice(&v.day.to_le_bytes());
+    buf.extend_from_slice(&v.start.to_le_bytes());
+    buf.push(
+        channel::ALL
+            .iter()
+            .position(|c| *c == v.channel)
+            .unwrap_or(0) as u8,
+    );
+    put_opt(buf, &v.utm_source);
+    put_opt(buf, &v.utm_medium);
+    put_opt(buf, &v.utm_campaign);
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ()> {
+        let s = self.b.get(self.at..self.at + n).ok_or(())?;
+        self.at += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ()> {
+        self.take(N)?.try_into().map_err(|_| ())
+    }
+}
+
+fn decode(
+    b: &[u8],
+    strings: &mut HashMap<Vec<u8>, Arc<str>>,
+    mut each: impl FnMut(VisitRecord),
+) -> Result<(), ()> {
+    let mut r = Reader { b, at: 0 };
+    while r.at < b.len() {
+        let visitor = u64::from_le_bytes(r.array()?);
+        let day = i32::from_le_bytes(r.array()?);
+        let start = i64::from_le_bytes(r.array()?);
+        let ch = r.take(1)?[0];
+        let mut utm: [Option<Arc<str>>; 3] = [None, None, None];
+        for slot in &mut utm {
+            let n = u32::from_le_bytes(r.array()?) as usize;
+            if n > 0 {
+                let bytes = r.take(n - 1)?;
+                let s = match strings.get(bytes) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s: Arc<str> = Arc::from(std::str::from_utf8(bytes).map_err(|_| ())?);
+                        strings.insert(bytes.to_vec(), s.clone());
+                        s
+                    }
+                };
+                *slot = Some(s);
+            }
+        }
+        let [utm_source, utm_medium, utm_campaign] = utm;
+        each(VisitRecord {
+            visitor,
+            day,
+            start,
+            channel: channel::ALL[usize::from(ch) % channel::ALL.len()],
+            utm_source,
+            utm_medium,
+            utm_campaign,
+        });
+    }
+    Ok(())
+}
+
+/// The loyalty table's keys: (dimension, bucket), in the published order.
+pub fn loyalty_buckets(lookback: u32) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = vec![
+        ("visitor_type", "new".into()),
+        ("visitor_type", "returning".into()),
+    ];
+    for b in ["1", "2", "3-4", "5-8", "9+"] {
+        out.push(("visit_number", b.into()));
+    }
+    for b in days_since_buckets(lookback) {
+        out.push(("days_since_last_visit", b));
+    }
+    out
+}
+
+fn days_since_buckets(lookback: u32) -> Vec<String> {
+    let mut out = vec!["0".to_string(), "1".into(), "2-7".into()];
+    if lookback > 7 {
+        out.push(format!("8-{}", lookback.min(30)));
+    }
+    if lookback > 30 {
+        out.push(format!("31-{lookback}"));
+    }
+    out
+}
+
+fn visit_number_bucket(n: usize) -> &'static str {
+    match n {
+        1 => "1",
+        2 => "2",
+        3..=4 => "3-4",
+        5..=8 => "5-8",
+        _ => "9+",
+    }
+}
+
+fn days_since_bucket(days: i32, lookback: u32) -> String {
+    match days {
+        0 => "0".into(),
+        1 => "1".into(),
+        2..=7 => "2-7".into(),
+        8..=30 => format!("8-{}", lookback.min(30)),
+        _ => format!("31-{lookback}"),
+    }
+}
+
+/// The week (ISO, from Monday) and the month holding `day`, each starting no earlier than
+/// the epoch (uniques are exact within an epoch: decision 14).
+pub fn periods(day: Day, epoch: Day) -> Vec<(&'static str, Day)> {
+    let weekday = (day.0 + 3).rem_euclid(7); // 1970-01-01 was a Thursday; Monday = 0
+    let week = Day(day.0 - weekday);
+    let (_, _, dom) = day.civil();
+    let month = Day(day.0 - (dom as i32 - 1));
+    vec![("week", week.max(epoch)), ("month", month.max(epoch))]
+}
+
+/// Splits `total` by integer weights, exactly: floors first, then the remainder one unit at a
+/// time to the largest fractional parts (earlier touches first on ties).
+pub fn largest_remainder(total: i64, weights: &[i64]) -> Vec<i64> {
+    let den: i64 = weights.iter().sum();
+    if den == 0 {
+        return vec![0; weights.len()];
+    }
+    let mut out: Vec<i64> = weights
+        .iter()
+        .map(|w| (i128::from(total) * i128::from(*w) / i128::from(den)) as i64)
+        .collect();
+    let mut rest = total - out.iter().sum::<i64>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by_key(|i| {
+        let frac = i128::from(total) * i128::from(weights[*i]) % i128::from(den);
+        (std::cmp::Reverse(frac), *i)
+    });
+    for i in order {
+        if rest == 0 {
+            break;
+        }
+        out[i] += 1;
+        rest -= 1;
+    }
+    out
+}
+
+/// The integer weights of each touch under `model`, for `channels` in time order.
+pub fn model_weights(model: &str, channels: &[&str]) -> Vec<i64> {
+    let n = channels.len();
+    let mut w = vec![0i64; n];
+    if n == 0 {
+        return w;
+    }
+    match model {
+        "first_touch" => w[0] = 1,
+        "last_touch" => w[n - 1] = 1,
+        "last_non_direct" => {
+            let i = (0..n)
+                .rev()
+                .find(|i| channels[*i] != channel::DIRECT)
+                .unwrap_or(n - 1);
+            w[i] = 1;
+        }
+        "linear" => w.iter_mut().for_each(|x| *x = 1),
+        "position_based" => match n {
+            1 => w[0] = 1,
+            2 => w.iter_mut().for_each(|x| *x = 1),
+            _ => {
+                // 40 % first, 40 % last, 20 % shared by the middle: in units of 1/(10(n−2)).
+                let mid = (n - 2) as i64;
+                w[0] = 4 * mid;
+                w[n - 1] = 4 * mid;
+                w[1..n - 1].iter_mut().for_each(|x| *x = 2);
+            }
+        },
+        _ => unreachable!("unknown model {model}"),
+    }
+    w
+}
+
+/// What [`derive`] needs from the run.
+pub struct DeriveContext<'a> {
+    pub goals: &'a Goals,
+    pub lookback_days: u32,
+    /// Loyalty and uniques (returning visitors on).
+    pub returning: bool,
+    /// Run-wide identity of a visit's (day, pseudonym).
+    pub identity: &'a dyn Fn(Day, u64) -> u64,
+    /// Epoch of each day of the run (uniques).
+    pub epoch_of: &'a dyn Fn(Day) -> Day,
+    /// The run's first and last day.
+    pub days: (Day, Day),
+}
+
+fn str_col<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<&'a StringChunked> {
+    df.column(name)?.str()
+}
+
+/// Fills a bucket's `attribution`, `loyalty` and `uniques` frames from its visits and the
+/// log's earlier visits of its clients. Returns the bucket's visits as log records (with the
+/// pseudonym of their own epoch), for the log of the run's days.
+pub fn derive(
+    sessions: &mut Sessions,
+    history: &History,
+    ctx: &DeriveContext<'_>,
+) -> PolarsResult<Vec<VisitRecord>> {
+    let v = &sessions.visits;
+    let n = v.height();
+    let day = v.column("day")?.i32()?;
+    let visitor = v.column("visitor")?.u64()?;
+    let start = v.column("start")?.i64()?;
+    let chan = str_col(v, "channel")?;
+    let (src, med, camp) = (
+        str_col(v, "utm_source")?,
+        str_col(v, "utm_medium")?,
+        str_col(v, "utm_campaign")?,
+    );
+    let mut interned: HashMap<String, Arc<str>> = HashMap::new();
+    let mut intern = |s: Option<&str>| -> Option<Arc<str>> {
+        s.map(|s| {
+            interned
+                .entry(s.to_string())
+                .or_insert_with(|| Arc::from(s))
+                .clone()
+        })
+    };
+    let goal_flags: Vec<&BooleanChunked> = (0..ctx.goals.goals.len())
+        .map(|i| v.column(&format!("_g{i}")).and_then(|c| c.bool()))
+        .collect::<PolarsResult<_>>()?;
+
+    // Every touch of each identity, earlier log visits first, in time order.
+    struct Touch {
+        start: i64,
+        day: i32,
+        /// Index into the bucket's visits, for visits of this run.
+        visit: Option<usize>,
+        channel: &'static str,
+        source: Option<Arc<str>>,
+        medium: Option<Arc<str>>,
+        campaign: Option<Arc<str>>,
+    }
+    let mut by_identity: HashMap<u64, Vec<Touch>> = HashMap::new();
+    for h in &history.visits {
+        by_identity.entry(h.visitor).or_default().push(Touch {
+            start: h.start,
+            day: h.day,
+            visit: None,
+            channel: h.channel,
+            source: h.utm_source.clone(),
+            medium: h.utm_medium.clone(),
+            campaign: h.utm_campaign.clone(),
+        });
+    }
+    let mut records = Vec::with_capacity(n);
+    let mut identities = Vec::with_capacity(n);
+    for i in 0..n {
+        let d = Day(day.get(i).unwrap_or(0));
+        let p = visitor.get(i).unwrap_or(0);
+        let id = (ctx.identity)(d, p);
+        identities.push(id);
+        let channel = channel::ALL
+            .iter()
+            .find(|c| Some(**c) == chan.get(i))
+            .copied()
+            .unwrap_or(channel::OTHER);
+        let (source, medium, campaign) =
+            (intern(src.get(i)), intern(med.get(i)), intern(camp.get(i)));
+        records.push(VisitRecord {
+            visitor: p,
+            day: d.0,
+            start: start.get(i).unwrap_or(0),
+            channel,
+            utm_source: source.clone(),
+            utm_medium: medium.clone(),
+            utm_campaign: campaign.clone(),
+        });
+        by_identity.entry(id).or_default().push(Touch {
+            start: start.get(i).unwrap_or(0),
+            day: d.0,
+            visit: Some(i),
+            channel,
+            source,
+            medium,
+            campaign,
+        });
+    }
+    let lookback_s = i64::from(ctx.lookback_days) * 86_400;
+
+    let mut loyalty: (Vec<u64>, Vec<i32>, Vec<&'static str>, Vec<String>) = Default::default();
+    let mut attribution: (
+        Vec<u64>,
+        Vec<i32>,
+        Vec<&'static str>,
+        Vec<String>,
+        [Vec<Option<Arc<str>>>; 3],
+        Vec<&'static str>,
+        Vec<i64>,
+        Vec<i64>,
+    ) = Default::default();
+    let mut uniques: (Vec<u64>, Vec<i32>, Vec<&'static str>, Vec<String>) = Default::default();
+    let mut uniques_seen: std::collections::HashSet<(u64, i32, &'static str)> = Default::default();
+    let mut ids: Vec<&u64> = by_identity.keys().collect();
+    ids.sort_unstable();
+    let ids: Vec<u64> = ids.into_iter().copied().collect();
+    for id in ids {
+        let touches = by_identity.get_mut(&id).expect("present");
+        touches.sort_by_key(|t| (t.start, t.visit.is_some(), t.visit));
+        let touches = &*touches;
+        let mut returning_on: BTreeMap<i32, bool> = BTreeMap::new();
+        for (k, t) in touches.iter().enumerate() {
+            let Some(i) = t.visit else { continue };
+            let earlier = &touches[..k];
+            let window: Vec<&Touch> = earlier
+                .iter()
+                .filter(|e| e.start >= t.start - lookback_s)
+                .collect();
+            if ctx.returning {
+                let number = window.len() + 1;
+                loyalty.0.push(id);
+                loyalty.1.push(t.day);
+                loyalty.2.push("visit_number");
+                loyalty.3.push(visit_number_bucket(number).into());
+                if let Some(last) = window.last() {
+                    loyalty.0.push(id);
+                    loyalty.1.push(t.day);
+                    loyalty.2.push("days_since_last_visit");
+                    loyalty
+                        .3
+                        .push(days_since_bucket(t.day - last.day, ctx.lookback_days));
+                }
+                let returning = *returning_on
+                    .entry(t.day)
+                    .or_insert_with(|| window.iter().any(|e| e.day < t.day));
+                loyalty.0.push(id);
+                loyalty.1.push(t.day);
+                loyalty.2.push("visitor_type");
+                loyalty
+                    .3
+                    .push(if returning { "returning" } else { "new" }.into());
+            }
+            // Attribution of each goal this visit converted, over the lookback's touches.
+            for (g, flags) in ctx.goals.goals.iter().zip(&goal_flags) {
+                if flags.get(i) != Some(true) {
+                    continue;
+                }
+                let path: Vec<&Touch> = window.iter().copied().chain([t]).collect();
+                let channels: Vec<&str> = path.iter().map(|t| t.channel).collect();
+                for model in MODELS {
+                    let w = model_weights(model, &channels);
+                    let credit = largest_remainder(1_000_000, &w);
+                    let value = largest_remainder(g.value, &w);
+                    for (j, touch) in path.iter().enumerate() {
+                        if w[j] == 0 {
+                            continue;
+                        }
+                        attribution.0.push(id);
+                        attribution.1.push(t.day);
+                        attribution.2.push(model);
+                        attribution.3.push(g.name.clone());
+                        attribution.4[0].push(touch.source.clone());
+                        attribution.4[1].push(touch.medium.clone());
+                        attribution.4[2].push(touch.campaign.clone());
+                        attribution.5.push(touch.channel);
+                        attribution.6.push(credit[j]);
+                        attribution.7.push(value[j]);
+                    }
+                }
+            }
+        }
+        // Week and month uniques of each run day: every touch of the period so far.
+        if ctx.returning {
+            for t in touches {
+                for d in ctx.days.0.0.max(t.day)..=ctx.days.1.0 {
+                    for (period, from) in periods(Day(d), (ctx.epoch_of)(Day(d))) {
+                        if t.day >= from.0 && uniques_seen.insert((id, d, period)) {
+                            uniques.0.push(id);
+                            uniques.1.push(d);
+                            uniques.2.push(period);
+                            uniques.3.push(from.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if ctx.returning {
+        // Clients of the epoch not in this run count in the uniques of the days after theirs.
+        for (p, d0) in &history.others {
+            for d in ctx.days.0.0.max(*d0)..=ctx.days.1.0 {
+                for (period, from) in periods(Day(d), (ctx.epoch_of)(Day(d))) {
+                    if *d0 >= from.0 && uniques_seen.insert((*p, d, period)) {
+                        uniques.0.push(*p);
+                        uniques.1.push(d);
+                        uniques.2.push(period);
+                        uniques.3.push(from.to_string());
+                    }
+                }
+            }
+        }
+    }
+    fn opt(v: &[Option<Arc<str>>]) -> Vec<Option<&str>> {
+        v.iter().map(|s| s.as_deref()).collect()
+    }
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    sessions.loyalty = DataFrame::new(
+        loyalty.0.len(),
+        vec![
+            Column::new("visitor".into(), &loyalty.0),
+            Column::new("day".into(), &loyalty.1),
+            Column::new("dimension".into(), &loyalty.2),
+            Column::new("bucket".into(), strs(&loyalty.3)),
+        ],
+    )?;
+    sessions.attribution = DataFrame::new(
+        attribution.0.len(),
+        vec![
+            Column::new("visitor".into(), &attribution.0),
+            Column::new("day".into(), &attribution.1),
+            Column::new("model".into(), &attribution.2),
+            Column::new("goal".into(), strs(&attribution.3)),
+            Column::new("utm_source".into(), opt(&attribution.4[0])),
+            Column::new("utm_medium".into(), opt(&attribution.4[1])),
+            Column::new("utm_campaign".into(), opt(&attribution.4[2])),
+            Column::new("channel".into(), &attribution.5),
+            Column::new("credit".into(), &attribution.6),
+            Column::new("value".into(), &attribution.7),
+        ],
+    )?;
+    sessions.uniques = DataFrame::new(
+        uniques.0.len(),
+        vec![
+            Column::new("visitor".into(), &uniques.0),
+            Column::new("day".into(), &uniques.1),
+            Column::new("period".into(), &uniques.2),
+            Column::new("period_start".into(), strs(&uniques.3)),
+        ],
+    )?;
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn largest_remainder_is_exact() {
+        assert_eq!(
+            largest_remainder(1_000_000, &[1, 1, 1]),
+            [333_334, 333_333, 333_333]
+        );
+        assert_eq!(largest_remainder(100, &[4, 2, 4]), [40, 20, 40]);
+        // Position-based over 4 touches: 40 %, 10 %, 10 %, 40 % of 1 001 kopecks.
+        assert_eq!(largest_remainder(1001, &[8, 2, 2, 8]), [401, 100, 100, 400]);
+        assert_eq!(largest_remainder(7, &[0, 0]), [0, 0]);
+    }
+
+    #[test]
+    fn model_weights_by_hand() {
+        let path = ["organic_search", "paid_search", "direct", "direct"];
+        assert_eq!(model_weights("first_touch", &path), [1, 0, 0, 0]);
+        assert_eq!(model_weights("last_touch", &path), [0, 0, 0, 1]);
+        assert_eq!(model_weights("last_non_direct", &path), [0, 1, 0, 0]);
+        assert_eq!(model_weights("linear", &path), [1, 1, 1, 1]);
+        assert_eq!(model_weights("position_based", &path), [8, 2, 2, 8]);
+        assert_eq!(model_weights("position_based", &path[..2]), [1, 1]);
+        assert_eq!(model_weights("last_non_direct", &["direct"]), [1]);
+    }
+
+    #[test]
+    fn periods_weeks_start_monday_and_clip_to_the_epoch() {
+        let d = Day::parse("2026-11-25").unwrap(); // a Wednesday
+        let p = periods(d, Day::parse("2026-01-01").unwrap());
+        assert_eq!(p[0], ("week", Day::parse("2026-11-23").unwrap()));
+        assert_eq!(p[1], ("month", Day::parse("2026-11-01").unwrap()));
+        let p = periods(d, Day::parse("2026-11-20").unwrap());
+        assert_eq!(p[1], ("month", Day::parse("2026-11-20").unwrap()));
+    }
+
+    #[test]
+    fn visit_log_round_trips_sealed_and_detects_tampering() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = KeySet::Single(crate::pseudonymise::keys::MasterKey::from_bytes([7; 32]));
+        let log = VisitLog::new(tmp.path());
+        let day = Day::parse("2026-11-20").unwrap();
+        let rec = VisitRecord {
+            visitor: 0xfeed_beef,
+            day: day.0,
+            start: 1_795_000_000,
+            channel: "paid_search",
+            utm_source: Some(Arc::from("yandex")),
+            utm_medium: None,
+            utm_campaign: Some(Arc::from("осень")),
+        };
+        log.write_day(&keys, 30, day, std::slice::from_ref(&rec))
+            .unwrap();
+        let files = log.files().unwrap();
+        assert_eq!(files.len(), 1);
+        let bytes = std::fs::read(&files[0].2).unwrap();
+        assert!(
+            !bytes.windows(6).any(|w| w == "yandex".as_bytes()),
+            "sealed"
+        );
+        assert!(!bytes.windows(8).any(|w| w == 0xfeed_beefu64.to_le_bytes()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files[0].2).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut ids = Identities::default();
+        let epoch = keys.epoch_start(day, Some(30)).unwrap();
+        ids.note(epoch, 0xfeed_beef, 3, 42, epoch);
+        let next = (Day(day.0 + 1), Day(day.0 + 1));
+        let h = log.load(&keys, 30, next, &ids, 4).unwrap();
+        assert_eq!(h[3].visits.len(), 1);
+        assert_eq!(h[3].visits[0].visitor, 42, "routed as the run's identity");
+        assert_eq!(h[3].visits[0].utm_campaign.as_deref(), Some("осень"));
+        // Another key cannot open it.
+        let other = KeySet::Single(crate::pseudonymise::keys::MasterKey::from_bytes([8; 32]));
+        assert!(matches!(
+            log.load(&other, 30, next, &ids, 4),
+            Err(StateError::Tampered { .. })
+        ));
+        let mut b = bytes.clone();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        std::fs::write(&files[0].2, b).unwrap();
+        assert!(log.load(&keys, 30, next, &ids, 4).is_err());
+    }
+}
