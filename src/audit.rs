@@ -137,11 +137,11 @@ const ALLOWLIST: &[(&str, &[(&str, Kind)])] = &[
     (
         "campaign_goals",
         &[
+            ("goal", Kind::Str),
             ("utm_source", Kind::Str),
             ("utm_medium", Kind::Str),
             ("utm_campaign", Kind::Str),
             ("channel", Kind::Str),
-            ("goal", Kind::Str),
             ("visitors", Kind::Int64),
             ("conversions", Kind::Int64),
             ("value", Kind::Int64),

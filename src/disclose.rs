@@ -158,7 +158,19 @@ pub fn disclose(
             }
             by_day
         } else {
-            fold_small(table, rows, k, &mut c, &mut other)?
+            // Folding happens within each group of the table's public leading keys.
+            let g = table.fold_group_keys();
+            let mut groups: BTreeMap<Vec<KeyValue>, Vec<Row>> = BTreeMap::new();
+            for r in rows {
+                groups.entry(r.keys[..g].to_vec()).or_default().push(r);
+            }
+            let mut by_day: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
+            for (prefix, rows) in groups {
+                for (day, released) in fold_small(table, &prefix, rows, k, &mut c, &mut other)? {
+                    by_day.entry(day).or_default().extend(released);
+                }
+            }
+            by_day
         };
         tables.push((table, by_day));
         counts.insert(table.as_str(), c);
@@ -294,6 +306,7 @@ fn suppress_public(
 
 fn fold_small(
     table: TableName,
+    prefix: &[KeyValue],
     rows: Vec<Row>,
     k: i64,
     c: &mut DisclosureCounts,
@@ -351,10 +364,14 @@ fn fold_small(
                     c.rows_folded += small.len() as u64;
                     c.other_rows += 1;
                     released.push(ReleasedRow {
-                        keys: table
-                            .keys()
+                        keys: prefix
                             .iter()
-                            .map(|_| KeyValue::Str(Some("(other)".into())))
+                            .cloned()
+                            .chain(
+                                table.keys()[prefix.len()..]
+                                    .iter()
+                                    .map(|_| KeyValue::Str(Some("(other)".into()))),
+                            )
                             .collect(),
                         measures: measures.iter().copied().map(Some).collect(),
                         is_other: true,

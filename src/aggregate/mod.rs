@@ -119,11 +119,11 @@ impl TableName {
             TableName::Channels => &["channel"],
             TableName::Campaigns => CAMPAIGN,
             TableName::CampaignGoals => &[
+                "goal",
                 "utm_source",
                 "utm_medium",
                 "utm_campaign",
                 "channel",
-                "goal",
             ],
             TableName::Goals => &["goal"],
             TableName::Funnels => &["funnel", "step"],
@@ -190,6 +190,16 @@ impl TableName {
             self,
             TableName::Funnels | TableName::Loyalty | TableName::Uniques
         )
+    }
+
+    /// Leading keys that are public within a data-dependent table (a model, a goal): small
+    /// rows are folded into one `(other)` row per value of these, never across them.
+    pub fn fold_group_keys(self) -> usize {
+        match self {
+            TableName::CampaignGoals => 1,
+            TableName::Attribution => 2,
+            _ => 0,
+        }
     }
 
     /// The frame a table is counted from.
@@ -698,7 +708,7 @@ pub fn small_row_visitors(
         .with_columns([len().over(row)?.alias("_n")])
         .filter(col("_n").lt(lit(k)))
         .select(with_visitor)
-        .with_columns([lit(bucket).alias("bucket")])
+        .with_columns([lit(bucket).alias("_bucket")])
         .collect()
 }
 
@@ -739,7 +749,7 @@ pub fn union_visitors(
     folded: DataFrame,
 ) -> PolarsResult<BTreeMap<Day, i64>> {
     let df = only_rows(incidence.clone().lazy(), table, folded)
-        .group_by([col("day"), col("bucket"), col("visitor")])
+        .group_by([col("day"), col("_bucket"), col("visitor")])
         .agg([len().alias("_n")])
         .group_by([col("day")])
         .agg([len().cast(DataType::Int64).alias("visitors")])
