@@ -1,6 +1,7 @@
 //! Integration tests: one binary, so Polars is linked once (STYLE.md §1).
 
 mod audit;
+mod campaigns;
 mod channels;
 mod cli;
 mod dp;
