@@ -75,6 +75,8 @@ fn bench_pseudonymise(c: &mut Criterion) {
         link_window_s: 6 * 3600 + 1800,
         window: None,
         buckets: 8,
+        goals: Default::default(),
+        epoch_days: None,
     };
     // Caches warm, as in a real run after its first thousand lines.
     let mut ps = Pseudonymiser::new(

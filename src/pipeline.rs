@@ -473,7 +473,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             let cols = spill.read_bucket(b, workers, &excluded).map_err(|e| {
                 Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
             })?;
-            if cols.is_empty() {
+            // A bucket without events still counts its clients of the visit log in the uniques.
+            if cols.is_empty() && histories[b].others.is_empty() {
                 return Ok(None);
             }
             let frame = cols.into_frame().map_err(polars_err("event frame"))?;

@@ -219,7 +219,7 @@ impl VisitLog {
         let master = keys.master_for(epoch).expect("the same master");
         let path = self.file(epoch, day);
         let dir = path.parent().expect("a parent");
-        private_dir(&self.root.parent().unwrap_or(&self.root).to_path_buf())?;
+        private_dir(self.root.parent().unwrap_or(&self.root))?;
         private_dir(&self.root)?;
         private_dir(dir)?;
         let mut plain = Vec::with_capacity(visits.len() * 48);
@@ -563,6 +563,21 @@ pub fn model_weights(model: &str, channels: &[&str]) -> Vec<i64> {
     w
 }
 
+/// Attribution credit rows, column by column (see [`Sessions::attribution`]).
+#[derive(Default)]
+struct AttributionRows {
+    visitor: Vec<u64>,
+    day: Vec<i32>,
+    model: Vec<&'static str>,
+    goal: Vec<String>,
+    source: Vec<Option<Arc<str>>>,
+    medium: Vec<Option<Arc<str>>>,
+    campaign: Vec<Option<Arc<str>>>,
+    channel: Vec<&'static str>,
+    credit: Vec<i64>,
+    value: Vec<i64>,
+}
+
 /// What [`derive`] needs from the run.
 pub struct DeriveContext<'a> {
     pub goals: &'a Goals,
@@ -672,16 +687,7 @@ pub fn derive(
     let lookback_s = i64::from(ctx.lookback_days) * 86_400;
 
     let mut loyalty: (Vec<u64>, Vec<i32>, Vec<&'static str>, Vec<String>) = Default::default();
-    let mut attribution: (
-        Vec<u64>,
-        Vec<i32>,
-        Vec<&'static str>,
-        Vec<String>,
-        [Vec<Option<Arc<str>>>; 3],
-        Vec<&'static str>,
-        Vec<i64>,
-        Vec<i64>,
-    ) = Default::default();
+    let mut attribution = AttributionRows::default();
     let mut uniques: (Vec<u64>, Vec<i32>, Vec<&'static str>, Vec<String>) = Default::default();
     let mut uniques_seen: std::collections::HashSet<(u64, i32, &'static str)> = Default::default();
     let mut ids: Vec<&u64> = by_identity.keys().collect();
@@ -738,16 +744,17 @@ pub fn derive(
                         if w[j] == 0 {
                             continue;
                         }
-                        attribution.0.push(id);
-                        attribution.1.push(t.day);
-                        attribution.2.push(model);
-                        attribution.3.push(g.name.clone());
-                        attribution.4[0].push(touch.source.clone());
-                        attribution.4[1].push(touch.medium.clone());
-                        attribution.4[2].push(touch.campaign.clone());
-                        attribution.5.push(touch.channel);
-                        attribution.6.push(credit[j]);
-                        attribution.7.push(value[j]);
+                        let a = &mut attribution;
+                        a.visitor.push(id);
+                        a.day.push(t.day);
+                        a.model.push(model);
+                        a.goal.push(g.name.clone());
+                        a.source.push(touch.source.clone());
+                        a.medium.push(touch.medium.clone());
+                        a.campaign.push(touch.campaign.clone());
+                        a.channel.push(touch.channel);
+                        a.credit.push(credit[j]);
+                        a.value.push(value[j]);
                     }
                 }
             }
@@ -798,19 +805,20 @@ pub fn derive(
             Column::new("bucket".into(), strs(&loyalty.3)),
         ],
     )?;
+    let a = &attribution;
     sessions.attribution = DataFrame::new(
-        attribution.0.len(),
+        a.visitor.len(),
         vec![
-            Column::new("visitor".into(), &attribution.0),
-            Column::new("day".into(), &attribution.1),
-            Column::new("model".into(), &attribution.2),
-            Column::new("goal".into(), strs(&attribution.3)),
-            Column::new("utm_source".into(), opt(&attribution.4[0])),
-            Column::new("utm_medium".into(), opt(&attribution.4[1])),
-            Column::new("utm_campaign".into(), opt(&attribution.4[2])),
-            Column::new("channel".into(), &attribution.5),
-            Column::new("credit".into(), &attribution.6),
-            Column::new("value".into(), &attribution.7),
+            Column::new("visitor".into(), &a.visitor),
+            Column::new("day".into(), &a.day),
+            Column::new("model".into(), &a.model),
+            Column::new("goal".into(), strs(&a.goal)),
+            Column::new("utm_source".into(), opt(&a.source)),
+            Column::new("utm_medium".into(), opt(&a.medium)),
+            Column::new("utm_campaign".into(), opt(&a.campaign)),
+            Column::new("channel".into(), &a.channel),
+            Column::new("credit".into(), &a.credit),
+            Column::new("value".into(), &a.value),
         ],
     )?;
     sessions.uniques = DataFrame::new(

@@ -250,7 +250,7 @@ pub fn channel_of(
     }
     if c.source
         .as_deref()
-        .is_some_and(|s| RULES.kind.get(s).is_none())
+        .is_some_and(|s| !RULES.kind.contains_key(s))
         && c.medium.is_none()
         && referrer.is_none()
     {

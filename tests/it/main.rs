@@ -9,4 +9,5 @@ mod helpers;
 mod parse;
 mod privacy;
 mod realistic;
+mod returning;
 mod small;

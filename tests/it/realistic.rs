@@ -39,7 +39,9 @@ fn oracle(files: &[PathBuf]) -> BTreeMap<String, DayTotals> {
     .unwrap();
     let assets = logveil::pseudonymise::DEFAULT_ASSET_EXTENSIONS;
     type Tag = Option<(String, String, String)>;
-    let mut events: HashMap<(String, String), Vec<(i64, u64, Tag)>> = HashMap::new();
+    /// (seconds, input order, campaign) of one pageview.
+    type Pageview = (i64, u64, Tag);
+    let mut events: HashMap<(String, String), Vec<Pageview>> = HashMap::new();
     let mut order = 0u64;
     for f in files {
         let mut text = String::new();
