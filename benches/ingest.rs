@@ -76,6 +76,7 @@ fn bench_pseudonymise(c: &mut Criterion) {
         window: None,
         buckets: 8,
         goals: Default::default(),
+        campaign_rules: std::sync::Arc::new(pseudonymise::CampaignRules::builtin()),
         epoch_days: None,
     };
     // Caches warm, as in a real run after its first thousand lines.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::goals::{FunnelFile, GoalFile, Goals};
 use crate::ingest::Format;
 use crate::pseudonymise::Filters;
+use crate::pseudonymise::campaign::{CampaignRules, CampaignRulesFile};
 use crate::pseudonymise::path::{PathRule, PathRules};
 use crate::pseudonymise::referrer::HostLists;
 
@@ -85,6 +86,8 @@ pub struct PipelineFile {
     pub costs: Option<String>,
     /// New and returning visitors, attribution across visits: present = on.
     pub returning_visitors: Option<ReturningFile>,
+    /// utm_source aliases, source kinds and utm_medium classes, added to data/sources.toml.
+    pub campaign_rules: Option<CampaignRulesFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +190,7 @@ pub struct Pipeline {
     pub currency: String,
     pub costs: Option<PathBuf>,
     pub returning: Option<Returning>,
+    pub campaign_rules: CampaignRules,
 }
 
 impl Pipeline {
@@ -450,6 +454,13 @@ impl Pipeline {
             currency,
             costs: file.costs.as_deref().map(resolve),
             returning,
+            campaign_rules: {
+                let mut rules = CampaignRules::builtin();
+                if let Some(extra) = &file.campaign_rules {
+                    rules.extend(extra);
+                }
+                rules
+            },
         })
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::day::Day;
-use crate::pseudonymise::campaign::normalise_utm;
+use crate::pseudonymise::campaign::CampaignRules;
 
 /// (date, utm_source, utm_medium, utm_campaign) → cost in minor units.
 pub type CostKey = (Day, Option<String>, Option<String>, Option<String>);
@@ -41,8 +41,9 @@ const COLUMNS: [&str; 6] = [
 ];
 
 impl Costs {
-    /// Reads a cost file; every cost must be in `currency` (the pipeline's).
-    pub fn read(path: &Path, currency: &str) -> Result<Costs, CostError> {
+    /// Reads a cost file; every cost must be in `currency` (the pipeline's). utm values are
+    /// normalised by the pipeline's campaign `rules`, as the pageviews' are.
+    pub fn read(path: &Path, currency: &str, rules: &CampaignRules) -> Result<Costs, CostError> {
         let shown = path.display().to_string();
         let err = |line: u64, column: &str, message: String| CostError {
             path: shown.clone(),
@@ -89,7 +90,8 @@ impl Costs {
                     format!("{:?} is not the pipeline's currency {currency}", field(5)),
                 ));
             }
-            let utm = |i: usize, key: &str| normalise_utm(key, field(i)).map(|v| v.to_string());
+            let utm =
+                |i: usize, key: &str| rules.normalise_utm(key, field(i)).map(|v| v.to_string());
             let key = (
                 date,
                 utm(1, "utm_source"),
@@ -170,7 +172,7 @@ mod tests {
              2026-11-03,vk,cpc,winter,10,RUB\n",
         )
         .unwrap();
-        let c = Costs::read(&p, "RUB").unwrap();
+        let c = Costs::read(&p, "RUB", &CampaignRules::builtin()).unwrap();
         let key = (
             Day::parse("2026-11-02").unwrap(),
             Some("yandex".to_string()),
@@ -182,7 +184,7 @@ mod tests {
 
         let bad = |body: &str| {
             std::fs::write(&p, body).unwrap();
-            Costs::read(&p, "RUB").unwrap_err()
+            Costs::read(&p, "RUB", &CampaignRules::builtin()).unwrap_err()
         };
         let e = bad(
             "date,utm_source,utm_medium,utm_campaign,cost,currency\n2026-11-02,a,b,c,1,RUB\n2026-13-02,a,b,c,1,RUB\n",

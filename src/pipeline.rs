@@ -156,7 +156,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     let costs = match &pipeline.costs {
         None => None,
         Some(path) => Some(
-            crate::costs::Costs::read(path, &pipeline.currency)
+            crate::costs::Costs::read(path, &pipeline.currency, &pipeline.campaign_rules)
                 .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?,
         ),
     };
@@ -231,6 +231,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         window,
         buckets: buckets as u16,
         goals: Arc::new(pipeline.goals.clone()),
+        campaign_rules: Arc::new(pipeline.campaign_rules.clone()),
         epoch_days: lookback,
     };
 

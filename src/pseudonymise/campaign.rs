@@ -56,35 +56,51 @@ const CLICK_IDS: &[(&str, &str)] = &[
     ("igshid", ORGANIC_SOCIAL),
 ];
 
-#[derive(Debug, Deserialize)]
+/// Campaign rules as written: `data/sources.toml`, or a pipeline's `[campaign_rules]` table
+/// (same keys, every one optional), which adds to and overrides the built-in rules.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SourceRulesFile {
-    aliases: HashMap<String, Vec<String>>,
-    kinds: KindsFile,
-    media: MediaFile,
+pub struct CampaignRulesFile {
+    /// Canonical source name → its aliases.
+    #[serde(default)]
+    pub aliases: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    pub kinds: KindsFile,
+    #[serde(default)]
+    pub media: MediaFile,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KindsFile {
-    search: Vec<String>,
-    social: Vec<String>,
-    email: Vec<String>,
+pub struct KindsFile {
+    #[serde(default)]
+    pub search: Vec<String>,
+    #[serde(default)]
+    pub social: Vec<String>,
+    #[serde(default)]
+    pub email: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MediaFile {
-    paid: Vec<String>,
-    display: Vec<String>,
-    social: Vec<String>,
-    email: Vec<String>,
-    organic: Vec<String>,
-    referral: Vec<String>,
+pub struct MediaFile {
+    #[serde(default)]
+    pub paid: Vec<String>,
+    #[serde(default)]
+    pub display: Vec<String>,
+    #[serde(default)]
+    pub social: Vec<String>,
+    #[serde(default)]
+    pub email: Vec<String>,
+    #[serde(default)]
+    pub organic: Vec<String>,
+    #[serde(default)]
+    pub referral: Vec<String>,
 }
 
-/// `data/sources.toml`, compiled in.
-struct SourceRules {
+/// The campaign rules in force: built in, extended by the pipeline.
+#[derive(Debug, Clone)]
+pub struct CampaignRules {
     alias: HashMap<String, Arc<str>>,
     kind: HashMap<String, HostKind>,
     medium: HashMap<String, Medium>,
@@ -100,44 +116,54 @@ enum Medium {
     Referral,
 }
 
-static RULES: LazyLock<SourceRules> = LazyLock::new(|| {
-    let file: SourceRulesFile =
+static BUILTIN: LazyLock<CampaignRules> = LazyLock::new(|| {
+    let file: CampaignRulesFile =
         toml::from_str(include_str!("../../data/sources.toml")).expect("data/sources.toml");
-    let mut alias = HashMap::new();
-    for (name, aliases) in file.aliases {
-        let canonical: Arc<str> = Arc::from(name.as_str());
-        for a in aliases {
-            alias.insert(a, canonical.clone());
-        }
-    }
-    let mut kind = HashMap::new();
-    for (list, k) in [
-        (file.kinds.search, HostKind::Search),
-        (file.kinds.social, HostKind::Social),
-        (file.kinds.email, HostKind::Email),
-    ] {
-        kind.extend(list.into_iter().map(|n| (n, k)));
-    }
-    let mut medium = HashMap::new();
-    for (list, m) in [
-        (file.media.paid, Medium::Paid),
-        (file.media.display, Medium::Display),
-        (file.media.social, Medium::Social),
-        (file.media.email, Medium::Email),
-        (file.media.organic, Medium::Organic),
-        (file.media.referral, Medium::Referral),
-    ] {
-        medium.extend(list.into_iter().map(|n| (n, m)));
-    }
-    SourceRules {
-        alias,
-        kind,
-        medium,
-    }
+    let mut rules = CampaignRules {
+        alias: HashMap::new(),
+        kind: HashMap::new(),
+        medium: HashMap::new(),
+    };
+    rules.extend(&file);
+    rules
 });
 
-impl Campaign {
-    pub fn parse(query: &[u8]) -> Campaign {
+impl CampaignRules {
+    pub fn builtin() -> CampaignRules {
+        BUILTIN.clone()
+    }
+
+    /// Adds a pipeline's rules; an entry given again takes the new meaning.
+    pub fn extend(&mut self, file: &CampaignRulesFile) {
+        let fold = |s: &str| s.trim().to_lowercase();
+        for (name, aliases) in &file.aliases {
+            let canonical: Arc<str> = Arc::from(fold(name));
+            for a in aliases {
+                self.alias.insert(fold(a), canonical.clone());
+            }
+        }
+        for (list, k) in [
+            (&file.kinds.search, HostKind::Search),
+            (&file.kinds.social, HostKind::Social),
+            (&file.kinds.email, HostKind::Email),
+        ] {
+            self.kind.extend(list.iter().map(|n| (fold(n), k)));
+        }
+        let m = &file.media;
+        for (list, medium) in [
+            (&m.paid, Medium::Paid),
+            (&m.display, Medium::Display),
+            (&m.social, Medium::Social),
+            (&m.email, Medium::Email),
+            (&m.organic, Medium::Organic),
+            (&m.referral, Medium::Referral),
+        ] {
+            self.medium.extend(list.iter().map(|n| (fold(n), medium)));
+        }
+    }
+
+    /// The campaign of a query string.
+    pub fn parse(&self, query: &[u8]) -> Campaign {
         let mut c = Campaign::default();
         for (k, v) in url::form_urlencoded::parse(query) {
             let slot = match &*k {
@@ -162,24 +188,34 @@ impl Campaign {
             }
         }
         if let Some(s) = &c.source
-            && let Some(canonical) = RULES.alias.get(&**s)
+            && let Some(canonical) = self.alias.get(&**s)
         {
             c.source = Some(canonical.clone());
         }
         c
     }
 
-    /// Whether the pageview carries a campaign (decision 9: such a pageview starts a new visit
-    /// when it differs from the running visit's).
-    pub fn is_tagged(&self) -> bool {
-        self.source.is_some() || self.medium.is_some() || self.campaign.is_some()
+    /// A utm value as the tables hold it (as [`CampaignRules::parse`] leaves it): for
+    /// ad-spend files.
+    pub fn normalise_utm(&self, key: &str, value: &str) -> Option<Arc<str>> {
+        let v = campaign_value(value)?;
+        if key == "utm_source"
+            && let Some(canonical) = self.alias.get(&*v)
+        {
+            return Some(canonical.clone());
+        }
+        Some(v)
     }
 
     /// The kind of the source named by utm_source: from the rules, or, for a source written
     /// as a host (`zen.yandex.ru`), from the referrer host lists.
-    pub fn source_kind(&self, hosts: &mut super::referrer::ReferrerClassifier) -> Option<HostKind> {
-        let s = self.source.as_deref()?;
-        if let Some(k) = RULES.kind.get(s) {
+    pub fn source_kind(
+        &self,
+        c: &Campaign,
+        hosts: &mut super::referrer::ReferrerClassifier,
+    ) -> Option<HostKind> {
+        let s = c.source.as_deref()?;
+        if let Some(k) = self.kind.get(s) {
             return Some(*k);
         }
         if s.contains('.') && !s.contains(['/', ' ']) {
@@ -190,17 +226,71 @@ impl Campaign {
         }
         None
     }
+
+    /// The channel of a pageview from its campaign values, the kind of its utm_source and the
+    /// kind of its referrer (module docs).
+    pub fn channel_of(
+        &self,
+        c: &Campaign,
+        referrer: Option<HostKind>,
+        source: Option<HostKind>,
+    ) -> &'static str {
+        let social = source == Some(HostKind::Social)
+            || (source.is_none() && referrer == Some(HostKind::Social));
+        if let Some(medium) = c.medium.as_deref() {
+            match self.medium.get(medium) {
+                Some(Medium::Email) => return EMAIL,
+                Some(Medium::Paid) if social => return PAID_SOCIAL,
+                Some(Medium::Paid) => return PAID_SEARCH,
+                Some(Medium::Display) => return DISPLAY,
+                Some(Medium::Social) => return ORGANIC_SOCIAL,
+                Some(Medium::Organic) => return ORGANIC_SEARCH,
+                Some(Medium::Referral) => return REFERRAL,
+                None => {}
+            }
+        }
+        if let Some(id) = c.click_id
+            && let Some((_, channel)) = CLICK_IDS.iter().find(|(i, _)| *i == id)
+        {
+            return channel;
+        }
+        match source {
+            Some(HostKind::Search) => return ORGANIC_SEARCH,
+            Some(HostKind::Social) => return ORGANIC_SOCIAL,
+            Some(HostKind::Email) => return EMAIL,
+            _ => {}
+        }
+        if c.source
+            .as_deref()
+            .is_some_and(|s| !self.kind.contains_key(s))
+            && c.medium.is_none()
+            && referrer.is_none()
+        {
+            return OTHER;
+        }
+        match referrer {
+            Some(HostKind::Search) => ORGANIC_SEARCH,
+            Some(HostKind::Social) => ORGANIC_SOCIAL,
+            Some(HostKind::Email) => EMAIL,
+            Some(HostKind::Internal) if !c.is_tagged() => INTERNAL,
+            Some(HostKind::Internal | HostKind::Other) => REFERRAL,
+            None if c.is_tagged() => OTHER,
+            None => DIRECT,
+        }
+    }
 }
 
-/// A utm value as the tables hold it (as [`Campaign::parse`] leaves it): for ad-spend files.
-pub fn normalise_utm(key: &str, value: &str) -> Option<Arc<str>> {
-    let v = campaign_value(value)?;
-    if key == "utm_source"
-        && let Some(canonical) = RULES.alias.get(&*v)
-    {
-        return Some(canonical.clone());
+impl Campaign {
+    /// [`CampaignRules::parse`] with the built-in rules.
+    pub fn parse(query: &[u8]) -> Campaign {
+        BUILTIN.parse(query)
     }
-    Some(v)
+
+    /// Whether the pageview carries a campaign (decision 9: such a pageview starts a new visit
+    /// when it differs from the running visit's).
+    pub fn is_tagged(&self) -> bool {
+        self.source.is_some() || self.medium.is_some() || self.campaign.is_some()
+    }
 }
 
 /// Case-folded, trimmed, NFC; identifier-shaped values become placeholders (decision 15).
@@ -216,55 +306,13 @@ fn campaign_value(v: &str) -> Option<Arc<str>> {
     Some(Arc::from(v))
 }
 
-/// The channel of a pageview from its campaign values, the kind of its utm_source and the kind
-/// of its referrer (module docs).
+/// [`CampaignRules::channel_of`] with the built-in rules.
 pub fn channel_of(
     c: &Campaign,
     referrer: Option<HostKind>,
     source: Option<HostKind>,
 ) -> &'static str {
-    let social = source == Some(HostKind::Social)
-        || (source.is_none() && referrer == Some(HostKind::Social));
-    if let Some(medium) = c.medium.as_deref() {
-        match RULES.medium.get(medium) {
-            Some(Medium::Email) => return EMAIL,
-            Some(Medium::Paid) if social => return PAID_SOCIAL,
-            Some(Medium::Paid) => return PAID_SEARCH,
-            Some(Medium::Display) => return DISPLAY,
-            Some(Medium::Social) => return ORGANIC_SOCIAL,
-            Some(Medium::Organic) => return ORGANIC_SEARCH,
-            Some(Medium::Referral) => return REFERRAL,
-            None => {}
-        }
-    }
-    if let Some(id) = c.click_id
-        && let Some((_, channel)) = CLICK_IDS.iter().find(|(i, _)| *i == id)
-    {
-        return channel;
-    }
-    match source {
-        Some(HostKind::Search) => return ORGANIC_SEARCH,
-        Some(HostKind::Social) => return ORGANIC_SOCIAL,
-        Some(HostKind::Email) => return EMAIL,
-        _ => {}
-    }
-    if c.source
-        .as_deref()
-        .is_some_and(|s| !RULES.kind.contains_key(s))
-        && c.medium.is_none()
-        && referrer.is_none()
-    {
-        return OTHER;
-    }
-    match referrer {
-        Some(HostKind::Search) => ORGANIC_SEARCH,
-        Some(HostKind::Social) => ORGANIC_SOCIAL,
-        Some(HostKind::Email) => EMAIL,
-        Some(HostKind::Internal) if !c.is_tagged() => INTERNAL,
-        Some(HostKind::Internal | HostKind::Other) => REFERRAL,
-        None if c.is_tagged() => OTHER,
-        None => DIRECT,
-    }
+    BUILTIN.channel_of(c, referrer, source)
 }
 
 #[cfg(test)]
@@ -292,6 +340,33 @@ mod tests {
         assert_eq!(both.click_id, Some("gclid"), "gclid outranks fbclid");
         let c = Campaign::parse(b"utm_source=newsletter&utm_campaign=");
         assert!(c.campaign.is_none() && c.is_tagged());
+    }
+
+    #[test]
+    fn pipeline_rules_extend_the_builtin_ones() {
+        let mut rules = CampaignRules::builtin();
+        let extra: CampaignRulesFile = toml::from_str(
+            r#"
+            aliases = { sber = ["sberads", "SberAds.ru"] }
+            kinds = { search = ["sber"] }
+            media = { paid = ["promo-cpc"], email = ["digest"] }
+            "#,
+        )
+        .unwrap();
+        rules.extend(&extra);
+        let c = rules.parse(b"utm_source=SberAds&utm_medium=promo-cpc");
+        assert_eq!(c.source.as_deref(), Some("sber"));
+        assert_eq!(
+            rules.channel_of(&c, None, Some(HostKind::Search)),
+            PAID_SEARCH
+        );
+        let c = rules.parse(b"utm_medium=digest");
+        assert_eq!(rules.channel_of(&c, None, None), EMAIL);
+        // The built-in rules are untouched.
+        assert_eq!(
+            channel_of(&Campaign::parse(b"utm_medium=digest"), None, None),
+            OTHER
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::day::Day;
 use crate::ingest::RawRecord;
-pub use campaign::{Campaign, channel_of};
+pub use campaign::{Campaign, CampaignRules, channel_of};
 use keyring::KeySet;
 use keys::EpochKey;
 use path::PathRules;
@@ -202,6 +202,8 @@ pub struct Settings {
     pub buckets: u16,
     /// Goal and funnel paths, tested once per distinct path.
     pub goals: Arc<crate::goals::Goals>,
+    /// utm aliases, source kinds and media (built in, extended by the pipeline).
+    pub campaign_rules: Arc<campaign::CampaignRules>,
     /// Returning visitors on: pseudonym epochs of this many days (else one day), and every
     /// client noted in [`crate::visitors::Identities`] under this and the previous epoch.
     pub epoch_days: Option<u32>,
@@ -355,10 +357,11 @@ impl Pseudonymiser {
                     .note(prev_epoch, prev, bucket, visitor, epoch);
             }
         }
-        let campaign = query.map(Campaign::parse).unwrap_or_default();
+        let rules = &self.settings.campaign_rules;
+        let campaign = query.map(|q| rules.parse(q)).unwrap_or_default();
         let referrer = rec.referrer.and_then(|r| self.referrers.classify(r));
-        let source_kind = campaign.source_kind(&mut self.referrers);
-        let channel = channel_of(&campaign, referrer.as_ref().map(|r| r.kind), source_kind);
+        let source_kind = rules.source_kind(&campaign, &mut self.referrers);
+        let channel = rules.channel_of(&campaign, referrer.as_ref().map(|r| r.kind), source_kind);
         Outcome::Pageview(Box::new(Event {
             ts: rec.ts,
             day,
@@ -478,6 +481,7 @@ mod tests {
             window: None,
             buckets: 37,
             goals: Default::default(),
+            campaign_rules: Arc::new(campaign::CampaignRules::builtin()),
             epoch_days: None,
         };
         let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
