@@ -21,10 +21,16 @@ use std::collections::BTreeMap;
 use crate::aggregate::{KeyValue, Row, TableName};
 use crate::day::Day;
 
+pub use crate::aggregate::Unit;
+
 /// Computes the exact measures of the union of rows: given (day, keys) pairs of one table,
-/// the measures of their union per day (a second pass over the partials).
+/// the measures of their union per [`Unit`] (a second pass over the partials).
 pub type OtherRows<'a> =
-    dyn FnMut(TableName, &[(Day, Vec<KeyValue>)]) -> anyhow::Result<BTreeMap<Day, Vec<i64>>> + 'a;
+    dyn FnMut(TableName, &[(Day, Vec<KeyValue>)]) -> anyhow::Result<BTreeMap<Unit, Vec<i64>>> + 'a;
+
+fn unit_of(table: TableName, day: Day, keys: &[KeyValue]) -> Unit {
+    (day, keys[..table.group_keys()].to_vec())
+}
 
 /// A released row. `measures` are `None` only in suppressed rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,36 +149,23 @@ pub fn disclose(
     k: u32,
     days: (Day, Day),
     public: &PublicKeys,
-    mut other: impl FnMut(TableName, &[(Day, Vec<KeyValue>)]) -> anyhow::Result<BTreeMap<Day, Vec<i64>>>,
+    mut other: impl FnMut(
+        TableName,
+        &[(Day, Vec<KeyValue>)],
+    ) -> anyhow::Result<BTreeMap<Unit, Vec<i64>>>,
 ) -> anyhow::Result<(Publishable, BTreeMap<&'static str, DisclosureCounts>)> {
     let k = i64::from(k);
     let mut tables = Vec::new();
     let mut counts = BTreeMap::new();
     for (table, rows) in merged {
         let mut c = DisclosureCounts::default();
+        // Every group of every day is settled at once, so a table costs at most a few
+        // second passes whatever its number of goals and models.
         let by_day = if table.public_keys() {
-            let mut by_day: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
-            for group in groups(table, days, public) {
-                let part = suppress_public(table, &rows, k, &group, &mut c, &mut other)?;
-                for (day, released) in part {
-                    by_day.entry(day).or_default().extend(released);
-                }
-            }
-            by_day
+            let keys = units(table, days, public);
+            suppress_public(table, &rows, k, &keys, &mut c, &mut other)?
         } else {
-            // Folding happens within each group of the table's public leading keys.
-            let g = table.fold_group_keys();
-            let mut groups: BTreeMap<Vec<KeyValue>, Vec<Row>> = BTreeMap::new();
-            for r in rows {
-                groups.entry(r.keys[..g].to_vec()).or_default().push(r);
-            }
-            let mut by_day: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
-            for (prefix, rows) in groups {
-                for (day, released) in fold_small(table, &prefix, rows, k, &mut c, &mut other)? {
-                    by_day.entry(day).or_default().extend(released);
-                }
-            }
-            by_day
+            fold_small(table, rows, k, &mut c, &mut other)?
         };
         tables.push((table, by_day));
         counts.insert(table.as_str(), c);
@@ -187,44 +180,38 @@ pub fn disclose(
     ))
 }
 
-/// The suppression groups of a public-key table: per day, the keys settled together (all of
-/// them, or those sharing a first key: see [`TableName::suppression_groups`]).
-fn groups(
+/// The keys of a public-key table by unit: per day and group, the keys settled together (all
+/// of them, or those sharing a first key: see [`TableName::suppression_groups`]).
+fn units(
     table: TableName,
     days: (Day, Day),
     public: &PublicKeys,
-) -> Vec<BTreeMap<Day, Vec<Vec<KeyValue>>>> {
-    let mut groups: BTreeMap<Option<KeyValue>, BTreeMap<Day, Vec<Vec<KeyValue>>>> = BTreeMap::new();
+) -> BTreeMap<Unit, Vec<Vec<KeyValue>>> {
+    let mut units: BTreeMap<Unit, Vec<Vec<KeyValue>>> = BTreeMap::new();
     for day in (days.0.0..=days.1.0).map(Day) {
         for keys in public.of(table, day) {
-            let group = table
-                .suppression_groups()
-                .then(|| keys.first().cloned())
-                .flatten();
-            groups
-                .entry(group)
-                .or_default()
-                .entry(day)
+            units
+                .entry(unit_of(table, day, &keys))
                 .or_default()
                 .push(keys);
         }
     }
-    groups.into_values().collect()
+    units
 }
 
 fn suppress_public(
     table: TableName,
     rows: &[Row],
     k: i64,
-    keys_by_day: &BTreeMap<Day, Vec<Vec<KeyValue>>>,
+    keys_by_unit: &BTreeMap<Unit, Vec<Vec<KeyValue>>>,
     c: &mut DisclosureCounts,
     other: &mut OtherRows<'_>,
 ) -> anyhow::Result<BTreeMap<Day, Vec<ReleasedRow>>> {
     let zero = vec![0i64; table.measures().len()];
-    // Every key of every day, and which are suppressed (under k to start with).
-    let mut by_day: BTreeMap<Day, (Vec<Row>, Vec<bool>)> = BTreeMap::new();
-    for (day, all_keys) in keys_by_day {
-        let day = *day;
+    // Every key of every unit, and which are suppressed (under k to start with).
+    let mut by_unit: BTreeMap<Unit, (Vec<Row>, Vec<bool>)> = BTreeMap::new();
+    for (unit, all_keys) in keys_by_unit {
+        let day = unit.0;
         let full: Vec<Row> = all_keys
             .iter()
             .map(|keys| {
@@ -239,15 +226,15 @@ fn suppress_public(
             })
             .collect();
         let suppressed = full.iter().map(|r| r.visitors() < k).collect();
-        by_day.insert(day, (full, suppressed));
+        by_unit.insert(unit.clone(), (full, suppressed));
     }
     // While the suppressed rows of a day hide fewer than k distinct visitors (counted exactly
     // over their union: one person may stand behind several hours), suppress the smallest
     // released row too.
     loop {
-        let hidden: Vec<(Day, Vec<KeyValue>)> = by_day
+        let hidden: Vec<(Day, Vec<KeyValue>)> = by_unit
             .iter()
-            .flat_map(|(d, (full, sup))| {
+            .flat_map(|((d, _), (full, sup))| {
                 full.iter()
                     .zip(sup)
                     .filter(|(_, s)| **s)
@@ -259,9 +246,9 @@ fn suppress_public(
         }
         let union = other(table, &hidden)?;
         let mut changed = false;
-        for (day, (full, sup)) in by_day.iter_mut() {
+        for (unit, (full, sup)) in by_unit.iter_mut() {
             let any = sup.iter().any(|s| *s);
-            let hidden_visitors = union.get(day).map_or(0, |m| m[0]);
+            let hidden_visitors = union.get(unit).map_or(0, |m| m[0]);
             // Rows hiding nobody (all zero) protect no one and need no company.
             if !any || hidden_visitors == 0 || hidden_visitors >= k {
                 continue;
@@ -278,9 +265,9 @@ fn suppress_public(
             break;
         }
     }
-    let mut out = BTreeMap::new();
-    for (day, (full, suppressed)) in by_day {
-        let released = full
+    let mut out: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
+    for ((day, _), (full, suppressed)) in by_unit {
+        let released: Vec<ReleasedRow> = full
             .into_iter()
             .zip(suppressed)
             .map(|(r, s)| {
@@ -302,39 +289,39 @@ fn suppress_public(
                 }
             })
             .collect();
-        out.insert(day, released);
+        out.entry(day).or_default().extend(released);
     }
     Ok(out)
 }
 
 fn fold_small(
     table: TableName,
-    prefix: &[KeyValue],
     rows: Vec<Row>,
     k: i64,
     c: &mut DisclosureCounts,
     other: &mut OtherRows<'_>,
 ) -> anyhow::Result<BTreeMap<Day, Vec<ReleasedRow>>> {
-    let mut by_day: BTreeMap<Day, (Vec<Row>, Vec<Row>)> = BTreeMap::new();
+    // Folding happens within each unit: a day and the table's public leading keys.
+    let mut by_day: BTreeMap<Unit, (Vec<Row>, Vec<Row>)> = BTreeMap::new();
     for r in rows {
-        let entry = by_day.entry(r.day).or_default();
+        let entry = by_day.entry(unit_of(table, r.day, &r.keys)).or_default();
         if r.visitors() >= k {
             entry.0.push(r)
         } else {
             entry.1.push(r)
         }
     }
-    let folded_keys = |by_day: &BTreeMap<Day, (Vec<Row>, Vec<Row>)>| -> Vec<(Day, Vec<KeyValue>)> {
+    let folded_keys = |by_day: &BTreeMap<Unit, (Vec<Row>, Vec<Row>)>| -> Vec<(Day, Vec<KeyValue>)> {
         by_day
             .iter()
-            .flat_map(|(d, (_, small))| small.iter().map(move |r| (*d, r.keys.clone())))
+            .flat_map(|((d, _), (_, small))| small.iter().map(move |r| (*d, r.keys.clone())))
             .collect()
     };
     let mut others = other(table, &folded_keys(&by_day))?;
     // Days whose (other) row is under k: fold their smallest released row in as well.
     let mut refold = false;
-    for (day, (big, small)) in by_day.iter_mut() {
-        let under = !small.is_empty() && others.get(day).is_none_or(|m| m[0] < k);
+    for (unit, (big, small)) in by_day.iter_mut() {
+        let under = !small.is_empty() && others.get(unit).is_none_or(|m| m[0] < k);
         if under && !big.is_empty() {
             let i = (0..big.len())
                 .min_by(|a, b| {
@@ -348,8 +335,9 @@ fn fold_small(
     if refold {
         others = other(table, &folded_keys(&by_day))?;
     }
-    let mut out = BTreeMap::new();
-    for (day, (big, small)) in by_day {
+    let mut out: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
+    for (unit, (big, small)) in by_day {
+        let (day, prefix) = (unit.0, &unit.1);
         let mut released: Vec<ReleasedRow> = big
             .into_iter()
             .map(|r| ReleasedRow {
@@ -362,7 +350,7 @@ fn fold_small(
             .collect();
         c.rows_released += released.len() as u64;
         if !small.is_empty() {
-            match others.get(&day).filter(|m| m[0] >= k) {
+            match others.get(&unit).filter(|m| m[0] >= k) {
                 Some(measures) => {
                     c.rows_folded += small.len() as u64;
                     c.other_rows += 1;
@@ -385,7 +373,7 @@ fn fold_small(
                 None => c.rows_dropped += small.len() as u64,
             }
         }
-        out.insert(day, released);
+        out.entry(day).or_default().extend(released);
     }
     Ok(out)
 }
@@ -564,7 +552,7 @@ mod tests {
                 .filter(|r| keys.iter().any(|(_, k)| *k == r.keys))
                 .map(|r| r.visitors())
                 .sum();
-            Ok(BTreeMap::from([(Day(0), vec![v, v, v])]))
+            Ok(BTreeMap::from([((Day(0), vec![]), vec![v, v, v])]))
         })
     }
 
@@ -619,7 +607,7 @@ mod tests {
             } else {
                 0
             };
-            Ok(BTreeMap::from([(Day(0), vec![v, v, v])]))
+            Ok(BTreeMap::from([((Day(0), vec![]), vec![v, v, v])]))
         };
         let (p, _) = disclose(
             vec![(TableName::Hourly, rows)],
@@ -650,7 +638,7 @@ mod tests {
                 calls.push(keys.len());
                 // Union visitors: /c ∪ /d = 3 (under k); with /b added = 8.
                 let v = if keys.len() == 2 { 3 } else { 8 };
-                Ok(BTreeMap::from([(Day(0), vec![v, v])]))
+                Ok(BTreeMap::from([((Day(0), vec![]), vec![v, v])]))
             },
         )
         .unwrap();
@@ -679,7 +667,7 @@ mod tests {
             5,
             (Day(0), Day(0)),
             &PublicKeys::default(),
-            |_, _| Ok(BTreeMap::from([(Day(0), vec![3, 3])])),
+            |_, _| Ok(BTreeMap::from([((Day(0), vec![]), vec![3, 3])])),
         )
         .unwrap();
         assert!(p.tables()[0].1[&Day(0)].is_empty());
@@ -714,12 +702,18 @@ mod tests {
             (Day(0), Day(0)),
             &public,
             move |_: TableName, keys: &[(Day, Vec<KeyValue>)]| {
-                let v: i64 = sum
-                    .iter()
-                    .filter(|r| keys.iter().any(|(_, k)| *k == r.keys))
-                    .map(|r| r.measures[0])
-                    .sum();
-                Ok(BTreeMap::from([(Day(0), vec![v, v])]))
+                // Visitors summed per dimension (the unit of a loyalty row).
+                let mut out: BTreeMap<Unit, Vec<i64>> = BTreeMap::new();
+                for (day, k) in keys {
+                    let v = sum
+                        .iter()
+                        .find(|r| r.keys == *k)
+                        .map_or(0, |r| r.measures[0]);
+                    let e = out.entry((*day, vec![k[0].clone()])).or_insert(vec![0, 0]);
+                    e[0] += v;
+                    e[1] += v;
+                }
+                Ok(out)
             },
         )
         .unwrap();

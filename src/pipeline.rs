@@ -577,7 +577,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .collect();
     let other = |table: TableName,
                  keys: &[(Day, Vec<aggregate::KeyValue>)]|
-     -> anyhow::Result<BTreeMap<Day, Vec<i64>>> {
+     -> anyhow::Result<BTreeMap<disclose::Unit, Vec<i64>>> {
         let folded = aggregate::keys_frame(table, keys)?;
         let t = tables.iter().position(|x| *x == table).expect("a table");
         let all_small = keys.iter().all(|(day, kv)| {
@@ -590,19 +590,20 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             && let Some(incidence) = &small_rows[t]
         {
             let visitors = aggregate::union_visitors(incidence, table, folded)?;
-            let mut sums: BTreeMap<Day, Vec<i64>> = BTreeMap::new();
+            let mut sums: BTreeMap<disclose::Unit, Vec<i64>> = BTreeMap::new();
             for (day, kv) in keys {
                 if let Some(m) = merged_index.get(&(t, *day, kv.clone())) {
-                    let e = sums.entry(*day).or_insert_with(|| vec![0; m.len()]);
+                    let unit = (*day, kv[..table.group_keys()].to_vec());
+                    let e = sums.entry(unit).or_insert_with(|| vec![0; m.len()]);
                     e.iter_mut().zip(m).for_each(|(a, v)| *a += v);
                 }
             }
-            for (day, e) in sums.iter_mut() {
-                e[0] = visitors.get(day).copied().unwrap_or(0);
+            for (unit, e) in sums.iter_mut() {
+                e[0] = visitors.get(unit).copied().unwrap_or(0);
             }
             return Ok(sums);
         }
-        let mut sums: BTreeMap<Day, Vec<i64>> = BTreeMap::new();
+        let mut sums: BTreeMap<disclose::Unit, Vec<i64>> = BTreeMap::new();
         for (b, cached) in cache.iter().enumerate() {
             let rebuilt;
             let sessions = match cached {
@@ -616,8 +617,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
                 },
             };
             let part = aggregate::other_rows(sessions, table, folded.clone())?;
-            for (day, measures) in aggregate::day_measures(table, &part)? {
-                let e = sums.entry(day).or_insert_with(|| vec![0; measures.len()]);
+            for (unit, measures) in aggregate::unit_measures(table, &part)? {
+                let e = sums.entry(unit).or_insert_with(|| vec![0; measures.len()]);
                 e.iter_mut().zip(measures).for_each(|(a, m)| *a += m);
             }
         }

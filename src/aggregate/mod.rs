@@ -20,6 +20,10 @@ use polars::prelude::*;
 use crate::day::Day;
 use crate::goals::Goals;
 
+/// Where disclosure settles rows together: a day and the values of the table's group keys
+/// ([`TableName::group_keys`]; none for most tables).
+pub type Unit = (Day, Vec<KeyValue>);
+
 /// A row key value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KeyValue {
@@ -199,6 +203,16 @@ impl TableName {
             TableName::CampaignGoals => 1,
             TableName::Attribution => 2,
             _ => 0,
+        }
+    }
+
+    /// Leading keys that form the units disclosure settles on their own (with the day): the
+    /// fold groups, or a public table's suppression group.
+    pub fn group_keys(self) -> usize {
+        if self.public_keys() {
+            usize::from(self.suppression_groups())
+        } else {
+            self.fold_group_keys()
         }
     }
 
@@ -669,9 +683,16 @@ pub fn merge(table: TableName, partials: Vec<DataFrame>) -> PolarsResult<DataFra
         .collect()
 }
 
-/// The exact `(other)` row of each day: the table's measures over the rows whose keys are
-/// listed in `folded` (`day` and the table's keys). A second pass over the partial's
-/// sessions, because distinct visitors of a union are not the sum of the parts.
+/// The day and group-key columns of a disclosure unit ([`TableName::group_keys`]).
+fn unit_columns(table: TableName) -> Vec<Expr> {
+    let mut by = vec![col("day")];
+    by.extend(table.keys()[..table.group_keys()].iter().map(|k| col(*k)));
+    by
+}
+
+/// The exact `(other)` row of each unit (day and group keys): the table's measures over the
+/// rows whose keys are listed in `folded` (`day` and the table's keys). A second pass over
+/// the partial's sessions, because distinct visitors of a union are not the sum of the parts.
 pub fn other_rows(
     sessions: &Sessions,
     table: TableName,
@@ -679,9 +700,8 @@ pub fn other_rows(
 ) -> PolarsResult<DataFrame> {
     let source = sessions.source(table);
     only_rows(source.clone().lazy(), table, folded)
-        .group_by([col("day")])
+        .group_by(unit_columns(table))
         .agg(table.measure_exprs())
-        .sort(["day"], SortMultipleOptions::default())
         .collect()
 }
 
@@ -742,23 +762,52 @@ pub fn drop_large_rows(
         .collect()
 }
 
-/// Distinct visitors per day of the union of `folded` rows, from [`small_row_visitors`].
+/// Distinct visitors per unit of the union of `folded` rows, from [`small_row_visitors`].
 pub fn union_visitors(
     incidence: &DataFrame,
     table: TableName,
     folded: DataFrame,
-) -> PolarsResult<BTreeMap<Day, i64>> {
+) -> PolarsResult<BTreeMap<Unit, i64>> {
+    let mut with_visitor = unit_columns(table);
+    with_visitor.extend([col("_bucket"), col("visitor")]);
     let df = only_rows(incidence.clone().lazy(), table, folded)
-        .group_by([col("day"), col("_bucket"), col("visitor")])
+        .group_by(with_visitor)
         .agg([len().alias("_n")])
-        .group_by([col("day")])
+        .group_by(unit_columns(table))
         .agg([len().cast(DataType::Int64).alias("visitors")])
         .collect()?;
-    let day = df.column("day")?.i32()?;
+    let units = unit_keys(table, &df)?;
     let visitors = df.column("visitors")?.i64()?;
-    Ok((0..df.height())
-        .map(|i| (Day(day.get(i).unwrap_or(0)), visitors.get(i).unwrap_or(0)))
+    Ok(units
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| (u, visitors.get(i).unwrap_or(0)))
         .collect())
+}
+
+/// The unit (day and group keys) of each row of a frame grouped by [`unit_columns`].
+fn unit_keys(table: TableName, df: &DataFrame) -> PolarsResult<Vec<Unit>> {
+    let day = df.column("day")?.i32()?;
+    let groups: Vec<&Column> = table.keys()[..table.group_keys()]
+        .iter()
+        .map(|k| df.column(k))
+        .collect::<PolarsResult<_>>()?;
+    (0..df.height())
+        .map(|i| {
+            let keys = groups
+                .iter()
+                .map(|c| key_value(c, i))
+                .collect::<PolarsResult<Vec<_>>>()?;
+            Ok((Day(day.get(i).unwrap_or(0)), keys))
+        })
+        .collect()
+}
+
+fn key_value(c: &Column, i: usize) -> PolarsResult<KeyValue> {
+    Ok(match c.dtype() {
+        DataType::Int32 => KeyValue::Int(i64::from(c.i32()?.get(i).unwrap_or(-1))),
+        _ => KeyValue::Str(c.str()?.get(i).map(str::to_string)),
+    })
 }
 
 /// A merged table's frame → rows.
@@ -778,10 +827,7 @@ pub fn rows(table: TableName, df: &DataFrame) -> PolarsResult<Vec<Row>> {
     for i in 0..df.height() {
         let mut key_values = Vec::with_capacity(keys.len());
         for c in &keys {
-            key_values.push(match c.dtype() {
-                DataType::Int32 => KeyValue::Int(i64::from(c.i32()?.get(i).unwrap_or(-1))),
-                _ => KeyValue::Str(c.str()?.get(i).map(str::to_string)),
-            });
+            key_values.push(key_value(c, i)?);
         }
         out.push(Row {
             day: Day(day.get(i).unwrap_or(0)),
@@ -793,7 +839,7 @@ pub fn rows(table: TableName, df: &DataFrame) -> PolarsResult<Vec<Row>> {
 }
 
 /// (day, keys) pairs → a frame to join on, typed like the sessions' columns.
-pub fn keys_frame(table: TableName, keys: &[(Day, Vec<KeyValue>)]) -> PolarsResult<DataFrame> {
+pub fn keys_frame(table: TableName, keys: &[Unit]) -> PolarsResult<DataFrame> {
     let mut columns = vec![Column::new(
         "day".into(),
         keys.iter().map(|(d, _)| d.0).collect::<Vec<i32>>(),
@@ -825,21 +871,18 @@ pub fn key_column<'a>(name: &str, values: impl Iterator<Item = &'a KeyValue>) ->
     }
 }
 
-/// Per-day measures of `other_rows`' result.
-pub fn day_measures(table: TableName, df: &DataFrame) -> PolarsResult<BTreeMap<Day, Vec<i64>>> {
-    let day = df.column("day")?.i32()?;
+/// Per-unit measures of `other_rows`' result.
+pub fn unit_measures(table: TableName, df: &DataFrame) -> PolarsResult<BTreeMap<Unit, Vec<i64>>> {
+    let units = unit_keys(table, df)?;
     let measures: Vec<&Int64Chunked> = table
         .measures()
         .iter()
         .map(|m| df.column(m)?.i64())
         .collect::<PolarsResult<_>>()?;
-    Ok((0..df.height())
-        .map(|i| {
-            (
-                Day(day.get(i).unwrap_or(0)),
-                measures.iter().map(|m| m.get(i).unwrap_or(0)).collect(),
-            )
-        })
+    Ok(units
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| (u, measures.iter().map(|m| m.get(i).unwrap_or(0)).collect()))
         .collect())
 }
 
