@@ -142,8 +142,17 @@ impl PublicKeys {
     }
 }
 
+/// The exact measures of unions of rows, for several tables at once: for each request (a
+/// table and (day, keys) pairs of its rows), the measures of their union per [`Unit`]. The
+/// pipeline answers a batch with one pass over the buckets.
+pub type OtherBatch<'a> =
+    dyn FnMut(&[UnionRequest]) -> anyhow::Result<Vec<BTreeMap<Unit, Vec<i64>>>> + 'a;
+
+/// A table and the (day, keys) of the rows whose union it needs measured.
+pub type UnionRequest = (TableName, Vec<(Day, Vec<KeyValue>)>);
+
 /// Builds the publishable release. `other` computes the exact measures of folded rows:
-/// given (day, keys) pairs of one table, the measures of their union per day.
+/// given (day, keys) pairs of one table, the measures of their union per unit.
 pub fn disclose(
     merged: Vec<(TableName, Vec<Row>)>,
     k: u32,
@@ -154,18 +163,62 @@ pub fn disclose(
         &[(Day, Vec<KeyValue>)],
     ) -> anyhow::Result<BTreeMap<Unit, Vec<i64>>>,
 ) -> anyhow::Result<(Publishable, BTreeMap<&'static str, DisclosureCounts>)> {
+    disclose_batched(merged, k, days, public, &mut |requests| {
+        requests.iter().map(|(t, keys)| other(*t, keys)).collect()
+    })
+}
+
+/// [`disclose`] with the unions of every table asked for together: the tables are settled
+/// in lockstep, so a run takes as many second passes as its most demanding table (usually
+/// one or two), not their sum.
+pub fn disclose_batched(
+    merged: Vec<(TableName, Vec<Row>)>,
+    k: u32,
+    days: (Day, Day),
+    public: &PublicKeys,
+    other: &mut OtherBatch<'_>,
+) -> anyhow::Result<(Publishable, BTreeMap<&'static str, DisclosureCounts>)> {
     let k = i64::from(k);
+    let mut settling: Vec<Settling> = merged
+        .into_iter()
+        .map(|(table, rows)| {
+            if table.public_keys() {
+                Settling::Public(Suppression::new(
+                    table,
+                    &rows,
+                    k,
+                    &units(table, days, public),
+                ))
+            } else {
+                Settling::Folded(Folding::new(table, rows, k))
+            }
+        })
+        .collect();
+    loop {
+        let mut asking = Vec::new();
+        let mut requests = Vec::new();
+        for (i, s) in settling.iter().enumerate() {
+            if let Some(keys) = s.request() {
+                asking.push(i);
+                requests.push((s.table(), keys));
+            }
+        }
+        if requests.is_empty() {
+            break;
+        }
+        let answers = other(&requests)?;
+        for (i, answer) in asking.into_iter().zip(answers) {
+            settling[i].answer(answer);
+        }
+    }
     let mut tables = Vec::new();
     let mut counts = BTreeMap::new();
-    for (table, rows) in merged {
+    for s in settling {
+        let table = s.table();
         let mut c = DisclosureCounts::default();
-        // Every group of every day is settled at once, so a table costs at most a few
-        // second passes whatever its number of goals and models.
-        let by_day = if table.public_keys() {
-            let keys = units(table, days, public);
-            suppress_public(table, &rows, k, &keys, &mut c, &mut other)?
-        } else {
-            fold_small(table, rows, k, &mut c, &mut other)?
+        let by_day = match s {
+            Settling::Public(p) => p.release(&mut c),
+            Settling::Folded(f) => f.release(&mut c),
         };
         tables.push((table, by_day));
         counts.insert(table.as_str(), c);
@@ -178,6 +231,36 @@ pub fn disclose(
         },
         counts,
     ))
+}
+
+/// One table on its way through the k rule.
+enum Settling {
+    Public(Suppression),
+    Folded(Folding),
+}
+
+impl Settling {
+    fn table(&self) -> TableName {
+        match self {
+            Settling::Public(p) => p.table,
+            Settling::Folded(f) => f.table,
+        }
+    }
+
+    /// The rows whose union the table needs measured next, if any.
+    fn request(&self) -> Option<Vec<(Day, Vec<KeyValue>)>> {
+        match self {
+            Settling::Public(p) => p.request(),
+            Settling::Folded(f) => f.request(),
+        }
+    }
+
+    fn answer(&mut self, union: BTreeMap<Unit, Vec<i64>>) {
+        match self {
+            Settling::Public(p) => p.answer(union),
+            Settling::Folded(f) => f.answer(union),
+        }
+    }
 }
 
 /// The keys of a public-key table by unit: per day and group, the keys settled together (all
@@ -199,40 +282,57 @@ fn units(
     units
 }
 
-fn suppress_public(
+/// A public-key table: every key listed; rows under k suppressed, then, while the suppressed
+/// rows of a unit hide between 1 and k − 1 distinct visitors (counted exactly over their union:
+/// one person may stand behind several hours), the smallest released row too.
+struct Suppression {
     table: TableName,
-    rows: &[Row],
     k: i64,
-    keys_by_unit: &BTreeMap<Unit, Vec<Vec<KeyValue>>>,
-    c: &mut DisclosureCounts,
-    other: &mut OtherRows<'_>,
-) -> anyhow::Result<BTreeMap<Day, Vec<ReleasedRow>>> {
-    let zero = vec![0i64; table.measures().len()];
-    // Every key of every unit, and which are suppressed (under k to start with).
-    let mut by_unit: BTreeMap<Unit, (Vec<Row>, Vec<bool>)> = BTreeMap::new();
-    for (unit, all_keys) in keys_by_unit {
-        let day = unit.0;
-        let full: Vec<Row> = all_keys
-            .iter()
-            .map(|keys| {
-                rows.iter()
-                    .find(|r| r.day == day && &r.keys == keys)
-                    .cloned()
-                    .unwrap_or(Row {
-                        day,
-                        keys: keys.clone(),
-                        measures: zero.clone(),
-                    })
-            })
-            .collect();
-        let suppressed = full.iter().map(|r| r.visitors() < k).collect();
-        by_unit.insert(unit.clone(), (full, suppressed));
+    by_unit: BTreeMap<Unit, (Vec<Row>, Vec<bool>)>,
+    done: bool,
+}
+
+impl Suppression {
+    fn new(
+        table: TableName,
+        rows: &[Row],
+        k: i64,
+        keys_by_unit: &BTreeMap<Unit, Vec<Vec<KeyValue>>>,
+    ) -> Suppression {
+        let zero = vec![0i64; table.measures().len()];
+        let mut by_unit = BTreeMap::new();
+        for (unit, all_keys) in keys_by_unit {
+            let day = unit.0;
+            let full: Vec<Row> = all_keys
+                .iter()
+                .map(|keys| {
+                    rows.iter()
+                        .find(|r| r.day == day && &r.keys == keys)
+                        .cloned()
+                        .unwrap_or(Row {
+                            day,
+                            keys: keys.clone(),
+                            measures: zero.clone(),
+                        })
+                })
+                .collect();
+            let suppressed = full.iter().map(|r| r.visitors() < k).collect();
+            by_unit.insert(unit.clone(), (full, suppressed));
+        }
+        Suppression {
+            table,
+            k,
+            by_unit,
+            done: false,
+        }
     }
-    // While the suppressed rows of a day hide fewer than k distinct visitors (counted exactly
-    // over their union: one person may stand behind several hours), suppress the smallest
-    // released row too.
-    loop {
-        let hidden: Vec<(Day, Vec<KeyValue>)> = by_unit
+
+    fn request(&self) -> Option<Vec<(Day, Vec<KeyValue>)>> {
+        if self.done {
+            return None;
+        }
+        let hidden: Vec<(Day, Vec<KeyValue>)> = self
+            .by_unit
             .iter()
             .flat_map(|((d, _), (full, sup))| {
                 full.iter()
@@ -241,16 +341,16 @@ fn suppress_public(
                     .map(move |(r, _)| (*d, r.keys.clone()))
             })
             .collect();
-        if hidden.is_empty() {
-            break;
-        }
-        let union = other(table, &hidden)?;
+        (!hidden.is_empty()).then_some(hidden)
+    }
+
+    fn answer(&mut self, union: BTreeMap<Unit, Vec<i64>>) {
         let mut changed = false;
-        for (unit, (full, sup)) in by_unit.iter_mut() {
+        for (unit, (full, sup)) in self.by_unit.iter_mut() {
             let any = sup.iter().any(|s| *s);
             let hidden_visitors = union.get(unit).map_or(0, |m| m[0]);
             // Rows hiding nobody (all zero) protect no one and need no company.
-            if !any || hidden_visitors == 0 || hidden_visitors >= k {
+            if !any || hidden_visitors == 0 || hidden_visitors >= self.k {
                 continue;
             }
             let next = (0..full.len()).filter(|i| !sup[*i]).min_by(|a, b| {
@@ -261,16 +361,13 @@ fn suppress_public(
                 changed = true;
             }
         }
-        if !changed {
-            break;
-        }
+        self.done = !changed;
     }
-    let mut out: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
-    for ((day, _), (full, suppressed)) in by_unit {
-        let released: Vec<ReleasedRow> = full
-            .into_iter()
-            .zip(suppressed)
-            .map(|(r, s)| {
+
+    fn release(self, c: &mut DisclosureCounts) -> BTreeMap<Day, Vec<ReleasedRow>> {
+        let mut out: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
+        for ((day, _), (full, suppressed)) in self.by_unit {
+            let released = full.into_iter().zip(suppressed).map(|(r, s)| {
                 if s {
                     c.rows_suppressed += 1;
                 } else {
@@ -287,95 +384,128 @@ fn suppress_public(
                     suppressed: s,
                     noise_scale: None,
                 }
-            })
-            .collect();
-        out.entry(day).or_default().extend(released);
+            });
+            out.entry(day).or_default().extend(released);
+        }
+        out
     }
-    Ok(out)
 }
 
-fn fold_small(
+/// A table with data-dependent keys: rows under k folded into one `(other)` row per unit;
+/// when that row is itself under k, the unit's smallest released row is folded in too (one
+/// refold, after which the union holds at least k visitors or the unit has no released row).
+struct Folding {
     table: TableName,
-    rows: Vec<Row>,
     k: i64,
-    c: &mut DisclosureCounts,
-    other: &mut OtherRows<'_>,
-) -> anyhow::Result<BTreeMap<Day, Vec<ReleasedRow>>> {
-    // Folding happens within each unit: a day and the table's public leading keys.
-    let mut by_day: BTreeMap<Unit, (Vec<Row>, Vec<Row>)> = BTreeMap::new();
-    for r in rows {
-        let entry = by_day.entry(unit_of(table, r.day, &r.keys)).or_default();
-        if r.visitors() >= k {
-            entry.0.push(r)
-        } else {
-            entry.1.push(r)
+    by_unit: BTreeMap<Unit, (Vec<Row>, Vec<Row>)>,
+    others: Option<BTreeMap<Unit, Vec<i64>>>,
+    refolded: bool,
+}
+
+impl Folding {
+    fn new(table: TableName, rows: Vec<Row>, k: i64) -> Folding {
+        let mut by_unit: BTreeMap<Unit, (Vec<Row>, Vec<Row>)> = BTreeMap::new();
+        for r in rows {
+            let entry = by_unit.entry(unit_of(table, r.day, &r.keys)).or_default();
+            if r.visitors() >= k {
+                entry.0.push(r)
+            } else {
+                entry.1.push(r)
+            }
+        }
+        Folding {
+            table,
+            k,
+            by_unit,
+            others: None,
+            refolded: false,
         }
     }
-    let folded_keys = |by_day: &BTreeMap<Unit, (Vec<Row>, Vec<Row>)>| -> Vec<(Day, Vec<KeyValue>)> {
-        by_day
+
+    fn folded_keys(&self) -> Vec<(Day, Vec<KeyValue>)> {
+        self.by_unit
             .iter()
             .flat_map(|((d, _), (_, small))| small.iter().map(move |r| (*d, r.keys.clone())))
             .collect()
-    };
-    let mut others = other(table, &folded_keys(&by_day))?;
-    // Days whose (other) row is under k: fold their smallest released row in as well.
-    let mut refold = false;
-    for (unit, (big, small)) in by_day.iter_mut() {
-        let under = !small.is_empty() && others.get(unit).is_none_or(|m| m[0] < k);
-        if under && !big.is_empty() {
-            let i = (0..big.len())
-                .min_by(|a, b| {
-                    (big[*a].visitors(), &big[*a].keys).cmp(&(big[*b].visitors(), &big[*b].keys))
-                })
-                .expect("non-empty");
-            small.push(big.remove(i));
-            refold = true;
+    }
+
+    fn request(&self) -> Option<Vec<(Day, Vec<KeyValue>)>> {
+        match (&self.others, self.refolded) {
+            // First pass; or the refold changed the folded rows.
+            (None, _) => Some(self.folded_keys()).filter(|k| !k.is_empty()),
+            (Some(_), _) => None,
         }
     }
-    if refold {
-        others = other(table, &folded_keys(&by_day))?;
-    }
-    let mut out: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
-    for (unit, (big, small)) in by_day {
-        let (day, prefix) = (unit.0, &unit.1);
-        let mut released: Vec<ReleasedRow> = big
-            .into_iter()
-            .map(|r| ReleasedRow {
-                keys: r.keys,
-                measures: r.measures.into_iter().map(Some).collect(),
-                is_other: false,
-                suppressed: false,
-                noise_scale: None,
-            })
-            .collect();
-        c.rows_released += released.len() as u64;
-        if !small.is_empty() {
-            match others.get(&unit).filter(|m| m[0] >= k) {
-                Some(measures) => {
-                    c.rows_folded += small.len() as u64;
-                    c.other_rows += 1;
-                    released.push(ReleasedRow {
-                        keys: prefix
-                            .iter()
-                            .cloned()
-                            .chain(
-                                table.keys()[prefix.len()..]
-                                    .iter()
-                                    .map(|_| KeyValue::Str(Some("(other)".into()))),
-                            )
-                            .collect(),
-                        measures: measures.iter().copied().map(Some).collect(),
-                        is_other: true,
-                        suppressed: false,
-                        noise_scale: None,
-                    });
-                }
-                None => c.rows_dropped += small.len() as u64,
+
+    fn answer(&mut self, others: BTreeMap<Unit, Vec<i64>>) {
+        if self.refolded {
+            self.others = Some(others);
+            return;
+        }
+        // Units whose (other) row is under k: fold their smallest released row in as well.
+        let mut refold = false;
+        for (unit, (big, small)) in self.by_unit.iter_mut() {
+            let under = !small.is_empty() && others.get(unit).is_none_or(|m| m[0] < self.k);
+            if under && !big.is_empty() {
+                let i = (0..big.len())
+                    .min_by(|a, b| {
+                        (big[*a].visitors(), &big[*a].keys)
+                            .cmp(&(big[*b].visitors(), &big[*b].keys))
+                    })
+                    .expect("non-empty");
+                small.push(big.remove(i));
+                refold = true;
             }
         }
-        out.entry(day).or_default().extend(released);
+        self.refolded = true;
+        // Without a refold the first answer stands; with one, ask again.
+        self.others = (!refold).then_some(others);
     }
-    Ok(out)
+
+    fn release(self, c: &mut DisclosureCounts) -> BTreeMap<Day, Vec<ReleasedRow>> {
+        let others = self.others.unwrap_or_default();
+        let mut out: BTreeMap<Day, Vec<ReleasedRow>> = BTreeMap::new();
+        for (unit, (big, small)) in self.by_unit {
+            let (day, prefix) = (unit.0, &unit.1);
+            let mut released: Vec<ReleasedRow> = big
+                .into_iter()
+                .map(|r| ReleasedRow {
+                    keys: r.keys,
+                    measures: r.measures.into_iter().map(Some).collect(),
+                    is_other: false,
+                    suppressed: false,
+                    noise_scale: None,
+                })
+                .collect();
+            c.rows_released += released.len() as u64;
+            if !small.is_empty() {
+                match others.get(&unit).filter(|m| m[0] >= self.k) {
+                    Some(measures) => {
+                        c.rows_folded += small.len() as u64;
+                        c.other_rows += 1;
+                        released.push(ReleasedRow {
+                            keys: prefix
+                                .iter()
+                                .cloned()
+                                .chain(
+                                    self.table.keys()[prefix.len()..]
+                                        .iter()
+                                        .map(|_| KeyValue::Str(Some("(other)".into()))),
+                                )
+                                .collect(),
+                            measures: measures.iter().copied().map(Some).collect(),
+                            is_other: true,
+                            suppressed: false,
+                            noise_scale: None,
+                        });
+                    }
+                    None => c.rows_dropped += small.len() as u64,
+                }
+            }
+            out.entry(day).or_default().extend(released);
+        }
+        out
+    }
 }
 
 /// What differential privacy did to one table, for the run record.

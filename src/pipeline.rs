@@ -575,54 +575,79 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
                 .map(move |r| ((t, r.day, r.keys.clone()), r.measures.clone()))
         })
         .collect();
-    let other = |table: TableName,
-                 keys: &[(Day, Vec<aggregate::KeyValue>)]|
-     -> anyhow::Result<BTreeMap<disclose::Unit, Vec<i64>>> {
-        let folded = aggregate::keys_frame(table, keys)?;
-        let t = tables.iter().position(|x| *x == table).expect("a table");
-        let all_small = keys.iter().all(|(day, kv)| {
-            merged_index
-                .get(&(t, *day, kv.clone()))
-                .is_none_or(|m| m[0] < i64::from(pipeline.k))
-        });
-        if all_small
-            && !force_second_pass
-            && let Some(incidence) = &small_rows[t]
-        {
-            let visitors = aggregate::union_visitors(incidence, table, folded)?;
-            let mut sums: BTreeMap<disclose::Unit, Vec<i64>> = BTreeMap::new();
-            for (day, kv) in keys {
-                if let Some(m) = merged_index.get(&(t, *day, kv.clone())) {
-                    let unit = (*day, kv[..table.group_keys()].to_vec());
-                    let e = sums.entry(unit).or_insert_with(|| vec![0; m.len()]);
-                    e.iter_mut().zip(m).for_each(|(a, v)| *a += v);
+    // The exact measures of unions of rows, for every table that asks in a round of the k
+    // rule: from the first pass's record of small rows when every row is small, else by one
+    // second pass over the buckets (cached, or rebuilt from the spill) for all the tables.
+    let mut other = |requests: &[disclose::UnionRequest]|
+     -> anyhow::Result<Vec<BTreeMap<disclose::Unit, Vec<i64>>>> {
+        let mut answers: Vec<Option<BTreeMap<disclose::Unit, Vec<i64>>>> =
+            vec![None; requests.len()];
+        let mut pending = Vec::new();
+        for (r, (table, keys)) in requests.iter().enumerate() {
+            let folded = aggregate::keys_frame(*table, keys)?;
+            let t = tables.iter().position(|x| x == table).expect("a table");
+            let all_small = keys.iter().all(|(day, kv)| {
+                merged_index
+                    .get(&(t, *day, kv.clone()))
+                    .is_none_or(|m| m[0] < i64::from(pipeline.k))
+            });
+            match &small_rows[t] {
+                Some(incidence) if all_small && !force_second_pass => {
+                    let visitors = aggregate::union_visitors(incidence, *table, folded)?;
+                    let mut sums: BTreeMap<disclose::Unit, Vec<i64>> = BTreeMap::new();
+                    for (day, kv) in keys {
+                        if let Some(m) = merged_index.get(&(t, *day, kv.clone())) {
+                            let unit = (*day, kv[..table.group_keys()].to_vec());
+                            let e = sums.entry(unit).or_insert_with(|| vec![0; m.len()]);
+                            e.iter_mut().zip(m).for_each(|(a, v)| *a += v);
+                        }
+                    }
+                    for (unit, e) in sums.iter_mut() {
+                        e[0] = visitors.get(unit).copied().unwrap_or(0);
+                    }
+                    answers[r] = Some(sums);
+                }
+                _ => pending.push((r, *table, folded)),
+            }
+        }
+        if !pending.is_empty() {
+            if phase.on {
+                let names: Vec<&str> = pending.iter().map(|(_, t, _)| t.as_str()).collect();
+                eprintln!(
+                    "profile: second pass for {} ({} buckets rebuilt)",
+                    names.join(", "),
+                    cache.iter().filter(|c| c.is_none()).count()
+                );
+            }
+            let mut sums: Vec<BTreeMap<disclose::Unit, Vec<i64>>> =
+                vec![BTreeMap::new(); pending.len()];
+            for (b, cached) in cache.iter().enumerate() {
+                let rebuilt;
+                let sessions = match cached {
+                    Some(s) => s,
+                    None => match bucket_sessions(b).map_err(|f| anyhow::anyhow!(f.message))? {
+                        Some((s, _)) => {
+                            rebuilt = s;
+                            &rebuilt
+                        }
+                        None => continue,
+                    },
+                };
+                for (i, (_, table, folded)) in pending.iter().enumerate() {
+                    let part = aggregate::other_rows(sessions, *table, folded.clone())?;
+                    for (unit, measures) in aggregate::unit_measures(*table, &part)? {
+                        let e = sums[i]
+                            .entry(unit)
+                            .or_insert_with(|| vec![0; measures.len()]);
+                        e.iter_mut().zip(measures).for_each(|(a, m)| *a += m);
+                    }
                 }
             }
-            for (unit, e) in sums.iter_mut() {
-                e[0] = visitors.get(unit).copied().unwrap_or(0);
-            }
-            return Ok(sums);
-        }
-        let mut sums: BTreeMap<disclose::Unit, Vec<i64>> = BTreeMap::new();
-        for (b, cached) in cache.iter().enumerate() {
-            let rebuilt;
-            let sessions = match cached {
-                Some(s) => s,
-                None => match bucket_sessions(b).map_err(|f| anyhow::anyhow!(f.message))? {
-                    Some((s, _)) => {
-                        rebuilt = s;
-                        &rebuilt
-                    }
-                    None => continue,
-                },
-            };
-            let part = aggregate::other_rows(sessions, table, folded.clone())?;
-            for (unit, measures) in aggregate::unit_measures(table, &part)? {
-                let e = sums.entry(unit).or_insert_with(|| vec![0; measures.len()]);
-                e.iter_mut().zip(measures).for_each(|(a, m)| *a += m);
+            for ((r, _, _), s) in pending.into_iter().zip(sums) {
+                answers[r] = Some(s);
             }
         }
-        Ok(sums)
+        Ok(answers.into_iter().map(Option::unwrap_or_default).collect())
     };
     phase.mark("merge");
     let true_rows = merged.clone();
@@ -631,7 +656,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .map(|d| (Day(d), epoch_of(Day(d))))
         .collect();
     let (release, counts) = match &pipeline.dp {
-        None => disclose::disclose(merged, pipeline.k, days, &public, other)
+        None => disclose::disclose_batched(merged, pipeline.k, days, &public, &mut other)
             .map_err(|e| Failure::new(exit::FAILED, format!("disclosure failed: {e}")))?,
         Some(dp) => {
             let release_key = |day: Day| keys.master_for(day).map(|m| *m.release_key(day));
