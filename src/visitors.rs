@@ -18,7 +18,9 @@
 //! loaded (and routed to their bucket); the rest stay sealed on disk, except that week and month
 //! uniques read every pseudonym of the current epoch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -689,7 +691,7 @@ pub fn derive(
     let mut loyalty: (Vec<u64>, Vec<i32>, Vec<&'static str>, Vec<String>) = Default::default();
     let mut attribution = AttributionRows::default();
     let mut uniques: (Vec<u64>, Vec<i32>, Vec<&'static str>, Vec<String>) = Default::default();
-    let mut uniques_seen: std::collections::HashSet<(u64, i32, &'static str)> = Default::default();
+    let mut uniques_seen: HashSet<(u64, i32, &'static str)> = HashSet::new();
     let mut ids: Vec<&u64> = by_identity.keys().collect();
     ids.sort_unstable();
     let ids: Vec<u64> = ids.into_iter().copied().collect();
