@@ -78,6 +78,7 @@ fn bench_pseudonymise(c: &mut Criterion) {
         goals: Default::default(),
         campaign_rules: std::sync::Arc::new(pseudonymise::CampaignRules::builtin()),
         epoch_days: None,
+        managed_keys: false,
     };
     // Caches warm, as in a real run after its first thousand lines.
     let mut ps = Pseudonymiser::new(

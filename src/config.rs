@@ -283,6 +283,11 @@ impl Pipeline {
             }
         };
         let managed_ring = returning.is_some_and(|r| r.manage_keys);
+        if managed_ring && file.key.is_some() {
+            return Err(invalid(
+                "`manage_keys` manages a key ring: use `key_dir` (or neither, for one under the state dir), not `key`".into(),
+            ));
+        }
         let key = match (file.key.as_deref().map(str::trim), &file.key_dir) {
             (Some(_), Some(_)) => return Err(invalid("give `key` or `key_dir`, not both".into())),
             (None, Some(dir)) => KeySource::Ring(resolve(dir)),
@@ -363,7 +368,6 @@ impl Pipeline {
                 "returning visitors need a lasting key: set `key` to a key file, or `key_dir`, or `manage_keys = true` under [returning_visitors]".into(),
             ));
         }
-        let goals = Goals::from_files(&file.goals, &file.funnels).map_err(&invalid)?;
         let currency = file
             .currency
             .as_deref()
@@ -375,6 +379,12 @@ impl Pipeline {
                 "`currency` = {currency:?} is not an ISO 4217 code such as \"RUB\""
             )));
         }
+        let goals = Goals::from_files(
+            &file.goals,
+            &file.funnels,
+            crate::costs::minor_digits(&currency),
+        )
+        .map_err(&invalid)?;
         let dp = match &file.differential_privacy {
             None => None,
             Some(d) => {

@@ -81,7 +81,7 @@ impl Costs {
             let field = |i: usize| record.get(i).unwrap_or("").trim();
             let date = Day::parse(field(0))
                 .ok_or_else(|| err(line, "date", "not a date like 2026-11-24".to_string()))?;
-            let cost = parse_minor(field(4))
+            let cost = parse_minor(field(4), minor_digits(currency))
                 .ok_or_else(|| err(line, "cost", "not an amount like 1234.50".to_string()))?;
             if !field(5).eq_ignore_ascii_case(currency) {
                 return Err(err(
@@ -118,8 +118,20 @@ impl Costs {
     }
 }
 
-/// `1234.5`, `1234,50`, `1 234,50`, `1234` → minor units; at most two decimals, not negative.
-fn parse_minor(text: &str) -> Option<i64> {
+/// Decimal digits of a currency's minor unit (ISO 4217): 2 unless listed.
+pub fn minor_digits(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
+        _ => 2,
+    }
+}
+
+/// `1234.5`, `1234,50`, `1 234,50`, `1234` → minor units of a currency with `digits` decimal
+/// digits; no more decimals than that, not negative.
+fn parse_minor(text: &str, digits: u32) -> Option<i64> {
     let t: String = text
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '\u{a0}' && *c != '\u{202f}')
@@ -131,17 +143,18 @@ fn parse_minor(text: &str) -> Option<i64> {
     if int.is_empty()
         || !int.bytes().all(|b| b.is_ascii_digit())
         || !frac.bytes().all(|b| b.is_ascii_digit())
-        || frac.len() > 2
+        || frac.len() > digits as usize
         || int.len() > 15
     {
         return None;
     }
-    let frac_minor = match frac.len() {
-        0 => 0,
-        1 => frac.parse::<i64>().ok()? * 10,
-        _ => frac.parse::<i64>().ok()?,
+    let scale = 10i64.pow(digits);
+    let frac_minor = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<i64>().ok()? * 10i64.pow(digits - frac.len() as u32)
     };
-    Some(int.parse::<i64>().ok()? * 100 + frac_minor)
+    Some(int.parse::<i64>().ok()? * scale + frac_minor)
 }
 
 #[cfg(test)]
@@ -150,14 +163,18 @@ mod tests {
 
     #[test]
     fn amounts_in_minor_units() {
-        assert_eq!(parse_minor("1234.5"), Some(123_450));
-        assert_eq!(parse_minor("1234,50"), Some(123_450));
-        assert_eq!(parse_minor("1 234,05"), Some(123_405));
-        assert_eq!(parse_minor("0"), Some(0));
-        assert_eq!(parse_minor("-5"), None);
-        assert_eq!(parse_minor("1.234"), None);
-        assert_eq!(parse_minor("12a"), None);
-        assert_eq!(parse_minor(""), None);
+        assert_eq!(parse_minor("1234.5", 2), Some(123_450));
+        assert_eq!(parse_minor("1234,50", 2), Some(123_450));
+        assert_eq!(parse_minor("1 234,05", 2), Some(123_405));
+        assert_eq!(parse_minor("0", 2), Some(0));
+        assert_eq!(parse_minor("-5", 2), None);
+        assert_eq!(parse_minor("1.234", 2), None);
+        assert_eq!(parse_minor("12a", 2), None);
+        assert_eq!(parse_minor("", 2), None);
+        // Yen have no minor unit, dinars three decimals.
+        assert_eq!(parse_minor("1500", minor_digits("JPY")), Some(1500));
+        assert_eq!(parse_minor("1500.5", minor_digits("JPY")), None);
+        assert_eq!(parse_minor("1.234", minor_digits("KWD")), Some(1234));
     }
 
     #[test]

@@ -218,14 +218,14 @@ impl Bounds {
             Pages => (m, vec![m, n * p, n, n]),
             Referrers | Devices => (n.min(m), vec![n.min(m), n]),
             Channels | Campaigns => (n.min(m), vec![n.min(m), n, n * p, n, n * g, n, n * g * v]),
-            // A visit converts each goal at most once.
-            CampaignGoals => ((n * g).min(m), vec![(n * g).min(m), n * g, n * g * v]),
+            // A visit converts each goal at most once, in its own campaign's row.
+            CampaignGoals => (n * g, vec![n * g, n * g, n * g * v]),
             Goals => (g, vec![g, n * g, n * g * v]),
             Funnels => (steps, vec![steps, n * steps]),
             // Each conversion hands out one conversion (10⁶ millionths) and its value per model,
-            // over at most N touches of the lookback.
+            // over at most M touches (with DP on the path is cut to its last M).
             Attribution => {
-                let rows = (models * g * n).min(models * m);
+                let rows = models * g * n * m;
                 (
                     rows,
                     vec![rows, models * n * g * 1_000_000, models * n * g * v],

@@ -128,8 +128,13 @@ impl Goals {
         self.goals.is_empty() && self.funnels.is_empty()
     }
 
-    /// Validates the pipeline's `[[goals]]` and `[[funnels]]`.
-    pub fn from_files(goals: &[GoalFile], funnels: &[FunnelFile]) -> Result<Goals, String> {
+    /// Validates the pipeline's `[[goals]]` and `[[funnels]]`; values are converted to minor
+    /// units with `minor_digits` decimals (2 for roubles).
+    pub fn from_files(
+        goals: &[GoalFile],
+        funnels: &[FunnelFile],
+        minor_digits: u32,
+    ) -> Result<Goals, String> {
         let mut out = Goals::default();
         let mut names = std::collections::BTreeSet::new();
         for g in goals {
@@ -144,7 +149,9 @@ impl Goals {
             steps.push(out.matcher(last)?);
             let value = match g.value {
                 None => 0,
-                Some(v) if v.is_finite() && (0.0..1e13).contains(&v) => (v * 100.0).round() as i64,
+                Some(v) if v.is_finite() && (0.0..1e12).contains(&v) => {
+                    (v * 10f64.powi(minor_digits as i32)).round() as i64
+                }
                 Some(v) => {
                     return Err(format!(
                         "goal {name:?}: value {v} must be a non-negative amount"
@@ -255,7 +262,7 @@ mod tests {
             name: "checkout".into(),
             steps: vec!["/catalog/*".into(), "/cart".into(), "/done".into()],
         }];
-        let g = Goals::from_files(&goals, &funnels).unwrap();
+        let g = Goals::from_files(&goals, &funnels, 2).unwrap();
         assert_eq!(g.matchers.len(), 3, "/cart and /done are shared");
         assert_eq!(g.goals[0].steps, vec![0, 1]);
         assert_eq!(g.goals[0].value, 150_050);
@@ -273,6 +280,6 @@ mod tests {
                 steps: vec!["/x".into(), "/y".into()],
             },
         ];
-        assert!(Goals::from_files(&[], &dup).is_err());
+        assert!(Goals::from_files(&[], &dup, 2).is_err());
     }
 }

@@ -146,7 +146,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         (None, None) => pipeline.key.clone(),
     };
     let lookback = pipeline.returning.map(|r| r.lookback_days);
-    let managed_ring = pipeline.returning.is_some_and(|r| r.manage_keys);
+    // Only the pipeline's own ring is managed: a ring named on the command line must exist.
+    let managed_ring = pipeline.returning.is_some_and(|r| r.manage_keys)
+        && options.key_dir.is_none()
+        && options.key_file.is_none();
     if lookback.is_some() && source == KeySource::Ephemeral {
         return Err(Failure::new(
             exit::USAGE,
@@ -233,6 +236,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         goals: Arc::new(pipeline.goals.clone()),
         campaign_rules: Arc::new(pipeline.campaign_rules.clone()),
         epoch_days: lookback,
+        managed_keys: managed_ring,
     };
 
     let mut record = RunRecord {
@@ -318,10 +322,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
                 ),
             ));
         }
-        let l = lookback.unwrap_or(1).max(1) as i32;
         let starts: BTreeSet<Day> = missing
             .iter()
-            .map(|d| Day(d.0 - d.0.rem_euclid(l)))
+            .map(|d| visitors::grid_epoch(*d, lookback.unwrap_or(1)))
             .collect();
         for start in &starts {
             let id = KeyRing::rotate(dir, *start).map_err(usage)?;
@@ -464,6 +467,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         goals: &pipeline.goals,
         lookback_days,
         returning: lookback.is_some(),
+        max_touches: pipeline
+            .dp
+            .as_ref()
+            .map(|dp| dp.bounds.max_rows_per_table as usize),
         identity: &identity_of,
         epoch_of: &epoch_of,
         days,
@@ -697,6 +704,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
     }
     record.notes = notes;
     record.finished_at = jiff::Timestamp::now().to_string();
+    if let Some(costs) = &costs {
+        record
+            .notes
+            .extend(unattached_costs(costs, &release, &to_publish));
+    }
     // Stage, audit the staged files independently, and only then publish.
     phase.mark("disclose (incl. second passes)");
     let staging =
@@ -789,6 +801,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             && let Some(previous) = keys.epoch_start(current.prev(), lookback)
         {
             destroyed = KeyRing::destroy_before(dir, previous).map_err(usage)?;
+            if !destroyed.is_empty() {
+                // Their visit log can no longer be read; it goes now, not at the next run.
+                let keys_now = KeySet::Ring(KeyRing::open_managed(dir).map_err(usage)?);
+                visit_log.expire(&keys_now, days.1, l).map_err(failed)?;
+            }
         }
         record.returning_visitors = Some(serde_json::json!({
             "lookback_days": l,
@@ -829,6 +846,49 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         record_path,
         output: out,
     })
+}
+
+/// Notes for the ad costs no published campaigns row carries: campaigns without a visit on a
+/// day with no `(other)` row (a cost is never dropped silently).
+fn unattached_costs(
+    costs: &crate::costs::Costs,
+    release: &disclose::Publishable,
+    days: &BTreeSet<Day>,
+) -> Vec<String> {
+    let Some((_, by_day)) = release
+        .tables()
+        .iter()
+        .find(|(t, _)| *t == TableName::Campaigns)
+    else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for day in days {
+        let rows = by_day.get(day).map_or(&[][..], Vec::as_slice);
+        if rows.iter().any(|r| r.is_other) {
+            continue;
+        }
+        let key = |r: &disclose::ReleasedRow, i: usize| match &r.keys[i] {
+            aggregate::KeyValue::Str(s) => s.clone(),
+            aggregate::KeyValue::Int(_) => None,
+        };
+        let (mut lost, mut n) = (0i64, 0);
+        for ((_, src, med, camp), cost) in costs.of_day(*day) {
+            let shown = rows
+                .iter()
+                .any(|r| key(r, 0) == *src && key(r, 1) == *med && key(r, 2) == *camp);
+            if !shown {
+                lost += cost;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            notes.push(format!(
+                "{day}: {n} campaign(s) in the ad-spend file had no visit and no (other) row to carry their cost ({lost} minor units in all): not in the campaigns table"
+            ));
+        }
+    }
+    notes
 }
 
 /// What one input file gave.

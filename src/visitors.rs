@@ -98,6 +98,12 @@ pub struct History {
     pub others: Vec<(u64, i32)>,
 }
 
+/// The epoch a managed key ring gives `day`: whole `lookback`s from 1970-01-01.
+pub fn grid_epoch(day: Day, lookback: u32) -> Day {
+    let l = lookback.max(1) as i32;
+    Day(day.0 - day.0.rem_euclid(l))
+}
+
 /// How many days of the log are kept: the lookback, and a month for month uniques.
 pub fn retention_days(lookback: u32) -> i32 {
     lookback.max(31) as i32
@@ -485,6 +491,9 @@ fn visit_number_bucket(n: usize) -> &'static str {
 }
 
 fn days_since_bucket(days: i32, lookback: u32) -> String {
+    // A local-day difference can exceed the lookback by one around a change of UTC offset:
+    // such a visit counts in the last bucket.
+    let days = days.min(lookback as i32);
     match days {
         0 => "0".into(),
         1 => "1".into(),
@@ -588,6 +597,9 @@ pub struct DeriveContext<'a> {
     pub returning: bool,
     /// Run-wide identity of a visit's (day, pseudonym).
     pub identity: &'a dyn Fn(Day, u64) -> u64,
+    /// With differential privacy: at most this many touches per conversion (the converting
+    /// visit and the latest before it), so a visitor's rows are bounded.
+    pub max_touches: Option<usize>,
     /// Epoch of each day of the run (uniques).
     pub epoch_of: &'a dyn Fn(Day) -> Day,
     /// The run's first and last day.
@@ -736,7 +748,10 @@ pub fn derive(
                 if flags.get(i) != Some(true) {
                     continue;
                 }
-                let path: Vec<&Touch> = window.iter().copied().chain([t]).collect();
+                let mut path: Vec<&Touch> = window.iter().copied().chain([t]).collect();
+                if let Some(m) = ctx.max_touches {
+                    path.drain(..path.len().saturating_sub(m.max(1)));
+                }
                 let channels: Vec<&str> = path.iter().map(|t| t.channel).collect();
                 for model in MODELS {
                     let w = model_weights(model, &channels);

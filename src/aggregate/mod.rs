@@ -83,7 +83,7 @@ pub const TABLES: [TableName; 13] = [
 /// Row keys holding integers (every other key is a string).
 pub const INT_KEYS: [&str; 2] = ["hour", "step"];
 
-/// Attribution models, in the order of the `attribution` table (docs/TABLES.md).
+/// Attribution models (docs/TABLES.md); the `attribution` table lists them in key order.
 pub const MODELS: [&str; 5] = [
     "first_touch",
     "last_touch",

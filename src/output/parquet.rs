@@ -134,7 +134,8 @@ pub fn frame(
                 if let (Some(j), Some(here)) = (next, visits[i])
                     && let Some(there) = visits[j]
                 {
-                    drop_off[i] = Some(here - there);
+                    // Noisy counts (differential privacy) can rise from a step to the next.
+                    drop_off[i] = Some((here - there).max(0));
                 }
             }
             columns.push(Column::new("drop_off".into(), drop_off.clone()));

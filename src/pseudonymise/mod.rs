@@ -207,6 +207,9 @@ pub struct Settings {
     /// Returning visitors on: pseudonym epochs of this many days (else one day), and every
     /// client noted in [`crate::visitors::Identities`] under this and the previous epoch.
     pub epoch_days: Option<u32>,
+    /// A managed key ring: every epoch needs its own master, starting on the epoch grid
+    /// (`epoch_days` from 1970-01-01); a day whose master starts elsewhere is missing.
+    pub managed_keys: bool,
 }
 
 pub enum Outcome {
@@ -388,10 +391,19 @@ impl Pseudonymiser {
     fn epoch_key(&mut self, day: Day) -> Option<(&Day, &EpochKey)> {
         let keys = &self.keys;
         let lookback = self.settings.epoch_days;
+        let managed = self.settings.managed_keys;
         self.epoch_keys
             .entry(day)
             .or_insert_with(|| {
                 let epoch = keys.epoch_start(day, lookback)?;
+                // A managed ring has one master per epoch: an epoch inside an older master's
+                // period lacks its own.
+                let period = keys.period_of(day).map(|(start, _)| start);
+                if managed
+                    && period != Some(crate::visitors::grid_epoch(day, lookback.unwrap_or(1)))
+                {
+                    return None;
+                }
                 Some((epoch, keys.epoch_key(epoch)?))
             })
             .as_ref()
@@ -483,6 +495,7 @@ mod tests {
             goals: Default::default(),
             campaign_rules: Arc::new(campaign::CampaignRules::builtin()),
             epoch_days: None,
+            managed_keys: false,
         };
         let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
         let ps = Pseudonymiser::new(keys, settings);

@@ -234,6 +234,13 @@ fn campaigns_table_with_costs() {
     assert_eq!(floats(&t, "cpa")[3], Some(100_000.0 / 6.0));
     assert_eq!(floats(&t, "roas")[3], Some(3.0));
     assert_eq!(floats(&t, "roas")[0], None);
+    // google/cpc/winter had no visit and there is no (other) row: the record says so.
+    let notes = run_record(&out)["notes"].to_string();
+    assert!(
+        notes.contains("2026-11-10: 1 campaign(s) in the ad-spend file had no visit"),
+        "{notes}"
+    );
+    assert!(notes.contains("(50000 minor units in all)"), "{notes}");
 }
 
 #[test]

@@ -336,3 +336,68 @@ fn returning_visitors_refuse_an_ephemeral_key() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("returning visitors need a lasting key"));
 }
+
+/// A managed key ring (`manage_keys`, no key given): a master per 3-day epoch on the grid
+/// from 1970-01-01 (9, 12, 15 November), added as the runs reach them; once the epoch of the
+/// 15th begins, the master of the 9th's epoch (two epochs back) is destroyed with its visit log.
+#[test]
+fn returning_visitors_with_a_managed_key_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = String::new();
+    for twin in 1..=2 {
+        for day in [10, 12, 15] {
+            log += &line(1, twin, day, "10:00:00", "/", "-");
+        }
+    }
+    std::fs::write(dir.path().join("access.log"), log).unwrap();
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "site = \"example.ru\"\ninputs = [\"access.log\"]\ntime_zone = \"UTC\"\nk = 2\n\
+         output = \"out\"\nstate_dir = \"state\"\n\
+         [returning_visitors]\nlookback_days = 3\nmanage_keys = true\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let ring = dir.path().join("state/keys");
+    let masters = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&ring)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".key"))
+            .collect();
+        v.sort();
+        v
+    };
+    for (date, want) in [
+        ("2026-11-10", vec!["2026-11-09.key"]),
+        ("2026-11-12", vec!["2026-11-09.key", "2026-11-12.key"]),
+        ("2026-11-15", vec!["2026-11-12.key", "2026-11-15.key"]),
+    ] {
+        let o = run(&pipeline, &out, &["--date", date]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(masters(), want, "after {date}");
+    }
+    assert!(!dir.path().join("state/visitors/2026-11-09").exists());
+    // The 12th's visit (epoch of the 12th, the previous one) still makes P a returning visitor.
+    assert_eq!(
+        loyalty(&out, "2026-11-15")
+            .into_iter()
+            .filter(|r| r.0 == "visitor_type")
+            .collect::<Vec<_>>(),
+        [row("visitor_type", "returning", 2, 2)]
+    );
+    let r = run_record(&out);
+    assert_eq!(
+        r["returning_visitors"]["masters_destroyed"],
+        serde_json::json!(["2026-11-09"])
+    );
+    // The destroyed period is never given a new master: its date cannot be re-run.
+    let o = run(&pipeline, &out, &["--date", "2026-11-10"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
