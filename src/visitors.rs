@@ -574,6 +574,40 @@ pub fn model_weights(model: &str, channels: &[&str]) -> Vec<i64> {
     w
 }
 
+/// Rows of (visitor, day, a public key, another key), column by column: the `loyalty`
+/// (dimension, bucket) and `uniques` (period, period_start) frames.
+#[derive(Default)]
+struct KeyedRows {
+    visitor: Vec<u64>,
+    day: Vec<i32>,
+    first: Vec<&'static str>,
+    second: Vec<String>,
+}
+
+impl KeyedRows {
+    fn push(&mut self, visitor: u64, day: i32, first: &'static str, second: impl Into<String>) {
+        self.visitor.push(visitor);
+        self.day.push(day);
+        self.first.push(first);
+        self.second.push(second.into());
+    }
+
+    fn frame(&self, first: &str, second: &str) -> PolarsResult<DataFrame> {
+        DataFrame::new(
+            self.visitor.len(),
+            vec![
+                Column::new("visitor".into(), &self.visitor),
+                Column::new("day".into(), &self.day),
+                Column::new(first.into(), &self.first),
+                Column::new(
+                    second.into(),
+                    self.second.iter().map(String::as_str).collect::<Vec<_>>(),
+                ),
+            ],
+        )
+    }
+}
+
 /// Attribution credit rows, column by column (see [`Sessions::attribution`]).
 #[derive(Default)]
 struct AttributionRows {
@@ -700,9 +734,9 @@ pub fn derive(
     }
     let lookback_s = i64::from(ctx.lookback_days) * 86_400;
 
-    let mut loyalty: (Vec<u64>, Vec<i32>, Vec<&'static str>, Vec<String>) = Default::default();
+    let mut loyalty = KeyedRows::default();
     let mut attribution = AttributionRows::default();
-    let mut uniques: (Vec<u64>, Vec<i32>, Vec<&'static str>, Vec<String>) = Default::default();
+    let mut uniques = KeyedRows::default();
     let mut uniques_seen: HashSet<(u64, i32, &'static str)> = HashSet::new();
     let mut ids: Vec<&u64> = by_identity.keys().collect();
     ids.sort_unstable();
@@ -721,27 +755,16 @@ pub fn derive(
                 .collect();
             if ctx.returning {
                 let number = window.len() + 1;
-                loyalty.0.push(id);
-                loyalty.1.push(t.day);
-                loyalty.2.push("visit_number");
-                loyalty.3.push(visit_number_bucket(number).into());
+                loyalty.push(id, t.day, "visit_number", visit_number_bucket(number));
                 if let Some(last) = window.last() {
-                    loyalty.0.push(id);
-                    loyalty.1.push(t.day);
-                    loyalty.2.push("days_since_last_visit");
-                    loyalty
-                        .3
-                        .push(days_since_bucket(t.day - last.day, ctx.lookback_days));
+                    let since = days_since_bucket(t.day - last.day, ctx.lookback_days);
+                    loyalty.push(id, t.day, "days_since_last_visit", since);
                 }
                 let returning = *returning_on
                     .entry(t.day)
                     .or_insert_with(|| window.iter().any(|e| e.day < t.day));
-                loyalty.0.push(id);
-                loyalty.1.push(t.day);
-                loyalty.2.push("visitor_type");
-                loyalty
-                    .3
-                    .push(if returning { "returning" } else { "new" }.into());
+                let kind = if returning { "returning" } else { "new" };
+                loyalty.push(id, t.day, "visitor_type", kind);
             }
             // Attribution of each goal this visit converted, over the lookback's touches.
             for (g, flags) in ctx.goals.goals.iter().zip(&goal_flags) {
@@ -782,10 +805,7 @@ pub fn derive(
                 for d in ctx.days.0.0.max(t.day)..=ctx.days.1.0 {
                     for (period, from) in periods(Day(d), (ctx.epoch_of)(Day(d))) {
                         if t.day >= from.0 && uniques_seen.insert((id, d, period)) {
-                            uniques.0.push(id);
-                            uniques.1.push(d);
-                            uniques.2.push(period);
-                            uniques.3.push(from.to_string());
+                            uniques.push(id, d, period, from.to_string());
                         }
                     }
                 }
@@ -798,10 +818,7 @@ pub fn derive(
             for d in ctx.days.0.0.max(*d0)..=ctx.days.1.0 {
                 for (period, from) in periods(Day(d), (ctx.epoch_of)(Day(d))) {
                     if *d0 >= from.0 && uniques_seen.insert((*p, d, period)) {
-                        uniques.0.push(*p);
-                        uniques.1.push(d);
-                        uniques.2.push(period);
-                        uniques.3.push(from.to_string());
+                        uniques.push(*p, d, period, from.to_string());
                     }
                 }
             }
@@ -813,15 +830,7 @@ pub fn derive(
     fn strs(v: &[String]) -> Vec<&str> {
         v.iter().map(String::as_str).collect()
     }
-    sessions.loyalty = DataFrame::new(
-        loyalty.0.len(),
-        vec![
-            Column::new("visitor".into(), &loyalty.0),
-            Column::new("day".into(), &loyalty.1),
-            Column::new("dimension".into(), &loyalty.2),
-            Column::new("bucket".into(), strs(&loyalty.3)),
-        ],
-    )?;
+    sessions.loyalty = loyalty.frame("dimension", "bucket")?;
     let a = &attribution;
     sessions.attribution = DataFrame::new(
         a.visitor.len(),
@@ -838,15 +847,7 @@ pub fn derive(
             Column::new("value".into(), &a.value),
         ],
     )?;
-    sessions.uniques = DataFrame::new(
-        uniques.0.len(),
-        vec![
-            Column::new("visitor".into(), &uniques.0),
-            Column::new("day".into(), &uniques.1),
-            Column::new("period".into(), &uniques.2),
-            Column::new("period_start".into(), strs(&uniques.3)),
-        ],
-    )?;
+    sessions.uniques = uniques.frame("period", "period_start")?;
     Ok(records)
 }
 

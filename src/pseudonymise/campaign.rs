@@ -23,7 +23,7 @@ use serde::Deserialize;
 use unicode_normalization::UnicodeNormalization;
 
 use super::channel::*;
-use super::referrer::HostKind;
+use super::referrer::{HostKind, HostLists};
 use crate::identifiers;
 
 /// The campaign values of a request's query string.
@@ -64,21 +64,11 @@ pub struct CampaignRulesFile {
     /// Canonical source name → its aliases.
     #[serde(default)]
     pub aliases: HashMap<String, Vec<String>>,
+    /// Source names by kind (the same three lists as referrer hosts).
     #[serde(default)]
-    pub kinds: KindsFile,
+    pub kinds: HostLists,
     #[serde(default)]
     pub media: MediaFile,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KindsFile {
-    #[serde(default)]
-    pub search: Vec<String>,
-    #[serde(default)]
-    pub social: Vec<String>,
-    #[serde(default)]
-    pub email: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
