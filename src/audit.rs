@@ -381,6 +381,19 @@ fn audit_files(
             row,
             rule,
         };
+        // The report is derived from the tables; it must be the one a run record lists.
+        if rel == crate::output::REPORT_FILE {
+            let listed = expected.get(rel).map(|e| e.blake3.clone());
+            let actual = std::fs::read(root.join(rel))
+                .map(|b| blake3::hash(&b).to_hex().to_string())
+                .ok();
+            match (listed, actual) {
+                (None, _) => report.findings.push(finding("no_run_record", None, None)),
+                (Some(l), Some(a)) if l == a => {}
+                _ => report.findings.push(finding("hash_mismatch", None, None)),
+            }
+            continue;
+        }
         let parts: Vec<&str> = rel.split('/').collect();
         let table = parts[0].to_string();
         let entry = report.tables.entry(table.clone()).or_default();

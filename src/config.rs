@@ -88,6 +88,15 @@ pub struct PipelineFile {
     pub returning_visitors: Option<ReturningFile>,
     /// utm_source aliases, source kinds and utm_medium classes, added to data/sources.toml.
     pub campaign_rules: Option<CampaignRulesFile>,
+    /// Write `report.html` into the output after each run: present = on.
+    pub report: Option<ReportFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportFile {
+    /// `ru` (default) or `en`.
+    pub lang: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +200,8 @@ pub struct Pipeline {
     pub costs: Option<PathBuf>,
     pub returning: Option<Returning>,
     pub campaign_rules: CampaignRules,
+    /// Write `report.html` after each run, in this language.
+    pub report: Option<crate::report::i18n::Lang>,
 }
 
 impl Pipeline {
@@ -464,6 +475,13 @@ impl Pipeline {
             currency,
             costs: file.costs.as_deref().map(resolve),
             returning,
+            report: match &file.report {
+                None => None,
+                Some(r) => Some(
+                    crate::report::i18n::Lang::parse(r.lang.as_deref().unwrap_or("ru"))
+                        .ok_or_else(|| invalid("`report.lang` must be \"ru\" or \"en\"".into()))?,
+                ),
+            },
             campaign_rules: {
                 let mut rules = CampaignRules::builtin();
                 if let Some(extra) = &file.campaign_rules {

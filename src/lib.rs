@@ -31,4 +31,5 @@ pub mod output;
 pub mod pipeline;
 pub mod pseudonymise;
 pub mod record;
+pub mod report;
 pub mod visitors;

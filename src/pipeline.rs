@@ -253,6 +253,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
             k: pipeline.k,
             session_timeout_s: pipeline.session_timeout_s,
             max_visit_s: pipeline.max_visit_s,
+            report_lang: pipeline.report.map(|l| l.code().to_string()),
         },
         ..RunRecord::default()
     };
@@ -841,6 +842,14 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         }));
     }
     let record_path = output::commit(&out, &record).map_err(failed)?;
+    // The report, from the published tables and records only (this run's included), listed
+    // in the run record with its hash.
+    if let Some(lang) = pipeline.report {
+        let report = crate::report::build(&out, None, None, Some(lang)).map_err(failed)?;
+        let info = output::write_report(&out, &report.html).map_err(failed)?;
+        record.files.push(info);
+        output::rewrite_record(&out, &record).map_err(failed)?;
+    }
     Ok(RunReport {
         record,
         record_path,

@@ -106,6 +106,10 @@ pub struct PipelineInfo {
     pub k: u32,
     pub session_timeout_s: i64,
     pub max_visit_s: i64,
+    /// Language of `report.html` (`[report]` in the pipeline), and the default of
+    /// `logveil report`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_lang: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

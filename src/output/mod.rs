@@ -216,6 +216,32 @@ pub fn commit(out: &Path, record: &RunRecord) -> Result<PathBuf, OutputError> {
     Ok(committed)
 }
 
+/// Writes `report.html` at the top of the output (atomically) and describes it for the record.
+pub fn write_report(out: &Path, html: &str) -> Result<FileInfo, OutputError> {
+    let path = out.join(REPORT_FILE);
+    let tmp = out.join(format!("_{REPORT_FILE}.tmp"));
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(html.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    Ok(FileInfo {
+        path: REPORT_FILE.to_string(),
+        rows: 0,
+        blake3: blake3::hash(html.as_bytes()).to_hex().to_string(),
+    })
+}
+
+/// The name of the report in an output directory.
+pub const REPORT_FILE: &str = "report.html";
+
+/// Replaces a committed run record (to add the report written after the commit).
+pub fn rewrite_record(out: &Path, record: &RunRecord) -> Result<PathBuf, OutputError> {
+    let path = out.join("_runs").join(format!("{}.json", record.run_id));
+    write_json_atomically(&path, record)?;
+    Ok(path)
+}
+
 /// Removes a run's staging (after a commit, or when its release is refused).
 pub fn discard(out: &Path, run_id: &str) {
     let _ = fs::remove_dir_all(out.join("_staging").join(run_id));

@@ -9,5 +9,6 @@ mod helpers;
 mod parse;
 mod privacy;
 mod realistic;
+mod report;
 mod returning;
 mod small;
