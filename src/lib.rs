@@ -32,4 +32,5 @@ pub mod pipeline;
 pub mod pseudonymise;
 pub mod record;
 pub mod report;
+pub mod store;
 pub mod visitors;

@@ -21,6 +21,79 @@ fn parse_day(s: &str) -> Result<Day, String> {
     Day::parse(s).ok_or_else(|| format!("{s:?} is not a date like 2026-11-24"))
 }
 
+/// An output directory to read: local, or an object-store location downloaded (tables and
+/// committed run records only) into a private temporary directory removed on drop.
+pub struct LocalOutput {
+    path: PathBuf,
+    remote: Option<crate::store::Remote>,
+    temporary: bool,
+}
+
+impl LocalOutput {
+    pub fn open(out: &std::path::Path) -> Result<LocalOutput, Failure> {
+        use crate::pipeline::exit;
+        let Some(remote) = crate::store::remote(out) else {
+            if !out.join("_runs").is_dir() {
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "{} is not a logveil output directory (no _runs/); give the `output` of a pipeline",
+                        out.display()
+                    ),
+                ));
+            }
+            return Ok(LocalOutput {
+                path: out.to_path_buf(),
+                remote: None,
+                temporary: false,
+            });
+        };
+        let remote = remote.map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+        let mut name = [0u8; 8];
+        getrandom::fill(&mut name).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+        let path = std::env::temp_dir().join(format!("logveil-out-{hex}"));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&path)
+            .map_err(|e| Failure::new(exit::FAILED, format!("{}: {e}", path.display())))?;
+        let local = LocalOutput {
+            path,
+            remote: Some(remote),
+            temporary: true,
+        };
+        let remote = local.remote.as_ref().expect("set");
+        let n = remote
+            .download_output(&local.path)
+            .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+        if n == 0 || !local.path.join("_runs").is_dir() {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("{} holds no logveil output (no _runs/)", remote.shown()),
+            ));
+        }
+        Ok(local)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn remote(&self) -> Option<&crate::store::Remote> {
+        self.remote.as_ref()
+    }
+}
+
+impl Drop for LocalOutput {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "logveil",

@@ -1,4 +1,5 @@
-//! `logveil report OUT [--from D] [--to D] [--lang ru|en] [-o FILE]`.
+//! `logveil report OUT [--from D] [--to D] [--lang ru|en] [-o FILE]`. OUT is a local output
+//! directory or an `s3://bucket/prefix`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,30 +14,33 @@ pub fn report(
     lang: Option<Lang>,
     file: Option<PathBuf>,
 ) -> Result<String, Failure> {
-    if !out.join("_runs").is_dir() {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "{} is not a logveil output directory (no _runs/); give the `output` of a pipeline",
-                out.display()
-            ),
-        ));
-    }
-    let r = report::build(out, from, to, lang)
+    let local = super::LocalOutput::open(out)?;
+    let r = report::build(local.path(), from, to, lang)
         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
-    let file = file.unwrap_or_else(|| out.join("report.html"));
-    let tmp = file.with_extension("html.tmp");
-    std::fs::write(&tmp, &r.html)
-        .and_then(|()| std::fs::rename(&tmp, &file))
-        .map_err(|e| {
-            Failure::new(
-                exit::FAILED,
-                format!("cannot write {}: {e}", file.display()),
-            )
-        })?;
-    Ok(format!(
-        "wrote {} ({} KiB)\n",
-        file.display(),
-        r.html.len().div_ceil(1024)
-    ))
+    let size = r.html.len().div_ceil(1024);
+    match (file, local.remote()) {
+        (None, Some(remote)) => {
+            remote
+                .put(crate::output::REPORT_FILE, r.html.into_bytes())
+                .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+            Ok(format!(
+                "wrote {}/{} ({size} KiB)\n",
+                remote.shown().trim_end_matches('/'),
+                crate::output::REPORT_FILE
+            ))
+        }
+        (file, _) => {
+            let file = file.unwrap_or_else(|| out.join(crate::output::REPORT_FILE));
+            let tmp = file.with_extension("html.tmp");
+            std::fs::write(&tmp, &r.html)
+                .and_then(|()| std::fs::rename(&tmp, &file))
+                .map_err(|e| {
+                    Failure::new(
+                        exit::FAILED,
+                        format!("cannot write {}: {e}", file.display()),
+                    )
+                })?;
+            Ok(format!("wrote {} ({size} KiB)\n", file.display()))
+        }
+    }
 }

@@ -13,8 +13,9 @@ use crate::report::i18n::Lang;
 const TOP: usize = 10;
 
 pub fn show(out: &Path, date: Option<Day>, json: bool) -> Result<String, Failure> {
-    let p =
-        Published::read(out, None, None).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+    let local = super::LocalOutput::open(out)?;
+    let p = Published::read(local.path(), None, None)
+        .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     let Some(day) = date.or_else(|| p.dates().last().copied()) else {
         return Err(Failure::new(
             exit::USAGE,

@@ -294,7 +294,15 @@ pub fn render(p: &Published, period: Option<Period>, lang: Lang) -> Report {
         .any(|r| r.noise_scale.is_some());
     let _ = write!(
         body,
-        "<header><h1>{title}</h1><p class=\"period\">{}: {} — {} ({} {})</p></header>",
+        "<header><h1>{title}{}</h1><p class=\"period\">{}: {} — {} ({} {})</p></header>",
+        // A period within one month is named by it: «ноябрь 2026».
+        if period.from.civil().1 == period.to.civil().1
+            && period.from.civil().0 == period.to.civil().0
+        {
+            format!(" · {}", lang.month(period.from))
+        } else {
+            String::new()
+        },
         lang.t("period"),
         lang.date(period.from),
         lang.date(period.to),
@@ -507,6 +515,20 @@ pub fn render(p: &Published, period: Option<Period>, lang: Lang) -> Report {
         })
         .collect();
     body.push_str(&svg::lines(lang.t("channel_trend"), &labels, &series));
+    // The trend's numbers: days × channels.
+    let mut t = Table::new(&[("date", false)], lang);
+    t.head
+        .extend(series.iter().map(|(name, _)| (name.clone(), true)));
+    for (i, d) in days.iter().enumerate() {
+        let mut row = vec![(lang.date(*d), None)];
+        row.extend(
+            series
+                .iter()
+                .map(|(_, v)| cell(lang, v[i], true, |v| lang.int(v))),
+        );
+        t.rows.push(row);
+    }
+    body.push_str(&t.html());
     let mut t = Table::new(
         &[
             ("channel", false),

@@ -121,3 +121,42 @@ pub fn keygen(path: &Path) {
     let o = logveil().arg("keygen").arg(path).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A virtualenv under the cache dir with `packages` installed, created once behind a file
+/// lock (decision 23). `None` when Python or PyPI is unavailable.
+pub fn python_venv(packages: &[&str]) -> Option<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let venv = cache.join("logveil-test-venv");
+    std::fs::create_dir_all(&cache).ok()?;
+    let lock = std::fs::File::create(cache.join("logveil-test-venv.lock")).ok()?;
+    lock.lock().ok()?;
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+    }
+    let marker = venv.join(format!(
+        "installed-{}",
+        packages.join("+").replace(['[', ']'], "_")
+    ));
+    if !marker.exists() {
+        let ok = std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "-q"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+        std::fs::write(&marker, "").ok()?;
+    }
+    Some(venv)
+}

@@ -11,4 +11,5 @@ mod privacy;
 mod realistic;
 mod report;
 mod returning;
+mod s3;
 mod small;

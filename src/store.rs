@@ -1,0 +1,136 @@
+//! Object stores, at the I/O edge only: an output directory may be an S3-compatible bucket
+//! (`s3://bucket/prefix`). Reading is a download of the released files (tables and committed
+//! run records, nothing else) into a private temporary directory, so every reader works on
+//! local files; a write is one PUT (atomic per object). The async runtime lives only inside
+//! these functions. Credentials and the endpoint come from the environment, as for any S3
+//! client: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`
+//! (`AWS_ALLOW_HTTP=true` for a local test server).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// An `s3://bucket/prefix` location.
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    shown: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct StoreError {
+    pub location: String,
+    pub message: String,
+}
+
+/// `Some` when `location` names an object store rather than a local directory.
+pub fn remote(location: &Path) -> Option<Result<Remote, StoreError>> {
+    let text = location.to_str()?;
+    let rest = text.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let err = |e: object_store::Error| StoreError {
+        location: text.to_string(),
+        message: e.to_string(),
+    };
+    Some(
+        AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(err)
+            .map(|s| Remote {
+                store: Arc::new(s),
+                prefix: prefix.trim_matches('/').to_string(),
+                shown: text.to_string(),
+            }),
+    )
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+impl Remote {
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            location: self.shown.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn key(&self, name: &str) -> StorePath {
+        if self.prefix.is_empty() {
+            StorePath::from(name)
+        } else {
+            StorePath::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    /// Downloads the released files into `dest`, in the same layout: every
+    /// `<table>/date=<D>/part-0.parquet` and every committed `_runs/<id>.json`.
+    pub fn download_output(&self, dest: &Path) -> Result<usize, StoreError> {
+        let rt = runtime().map_err(|e| self.err(e))?;
+        rt.block_on(async {
+            let prefix = (!self.prefix.is_empty()).then(|| StorePath::from(self.prefix.as_str()));
+            let mut listing = self.store.list(prefix.as_ref());
+            let mut n = 0;
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(|e| self.err(e))?;
+                let full = meta.location.to_string();
+                let rel = full
+                    .strip_prefix(&self.prefix)
+                    .unwrap_or(&full)
+                    .trim_start_matches('/');
+                let parts: Vec<&str> = rel.split('/').collect();
+                let table_file = parts.len() == 3
+                    && !parts[0].starts_with(['_', '.'])
+                    && parts[1].starts_with("date=")
+                    && parts[2] == "part-0.parquet";
+                let record = parts.len() == 2
+                    && parts[0] == "_runs"
+                    && parts[1].ends_with(".json")
+                    && !parts[1].ends_with(".pending.json");
+                if !(table_file || record) {
+                    continue;
+                }
+                let bytes = self
+                    .store
+                    .get(&meta.location)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .bytes()
+                    .await
+                    .map_err(|e| self.err(e))?;
+                let local = dest.join(rel);
+                if let Some(parent) = local.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| self.err(e))?;
+                }
+                std::fs::write(&local, &bytes).map_err(|e| self.err(e))?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Writes one object (a single PUT: readers see the old or the new one, never a part).
+    pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let rt = runtime().map_err(|e| self.err(e))?;
+        rt.block_on(async {
+            self.store
+                .put(&self.key(name), PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}

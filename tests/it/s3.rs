@@ -1,0 +1,141 @@
+//! Output directories in an S3-compatible bucket: `logveil report` and `logveil show` read
+//! `s3://bucket/prefix` exactly as they read the same files on disk. A local moto server
+//! (PyPI `moto[server]`, installed into the test venv) stands in for S3.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command};
+
+use crate::helpers::*;
+
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto() -> Option<(Moto, std::path::PathBuf)> {
+    let venv = python_venv(&["moto[server]"])?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new(venv.join("bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((moto, venv));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}
+
+/// Uploads every file under `dir` to `s3://bucket/prefix/…` with boto3.
+fn upload(venv: &Path, endpoint: &str, dir: &Path, bucket: &str, prefix: &str) {
+    let script = r#"
+import os, sys, boto3
+endpoint, root, bucket, prefix = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                  aws_secret_access_key="test", region_name="us-east-1")
+s3.create_bucket(Bucket=bucket)
+for base, _, files in os.walk(root):
+    for f in files:
+        path = os.path.join(base, f)
+        s3.upload_file(path, bucket, prefix + "/" + os.path.relpath(path, root))
+"#;
+    let o = Command::new(venv.join("bin/python"))
+        .args(["-c", script, endpoint])
+        .arg(dir)
+        .args([bucket, prefix])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn s3_report_and_show_read_a_bucket_like_a_directory() {
+    let Some((moto, venv)) = moto() else {
+        eprintln!("SKIPPED s3_report_and_show: moto[server] could not be installed or started");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run(&repo().join("sample-data/small/pipeline.toml"), &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    upload(&venv, &moto.endpoint, &out, "analytics", "sites/example");
+    let with_s3 = |args: &[&str]| {
+        logveil()
+            .env("AWS_ENDPOINT", &moto.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let local = dir.path().join("local.html");
+    let remote = dir.path().join("remote.html");
+    let o = logveil()
+        .arg("report")
+        .arg(&out)
+        .args(["--lang", "en", "-o"])
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = with_s3(&[
+        "report",
+        "s3://analytics/sites/example",
+        "--lang",
+        "en",
+        "-o",
+        remote.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&local).unwrap(),
+        std::fs::read_to_string(&remote).unwrap(),
+        "the same report from the bucket as from the directory"
+    );
+    // Without -o, the report is PUT next to the tables.
+    let o = with_s3(&["report", "s3://analytics/sites/example", "--lang", "en"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("s3://analytics/sites/example/report.html")
+    );
+    let o = with_s3(&[
+        "show",
+        "s3://analytics/sites/example",
+        "--date",
+        "2026-11-03",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["overview"][0]["visits"], 7);
+    // A prefix with no output is a usage error, not an empty report.
+    let o = with_s3(&["show", "s3://analytics/nothing-here"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
