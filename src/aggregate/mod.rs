@@ -530,7 +530,7 @@ pub fn sessionise(
     days: (Day, Day),
     goals: &Goals,
 ) -> PolarsResult<Sessions> {
-    let mut lazy = events
+    let lazy = events
         .lazy()
         .sort(
             ["session_key", "ts", "seq"],
@@ -548,11 +548,14 @@ pub fn sessionise(
             .cum_sum(false)
             .alias("idle_id")])
         // The running campaign: the last tag seen before this pageview in the same stretch
-        // of activity. A tagged pageview that differs from it starts a visit.
-        .with_columns([col("campaign_tag")
+        // of activity (0: none yet). A tagged pageview that differs from it starts a visit.
+        // One forward fill over the whole frame, reset where a stretch starts untagged, costs
+        // far less than a fill per stretch.
+        .with_columns([when(col("idle_start").and(col("campaign_tag").is_null()))
+            .then(lit(0u64))
+            .otherwise(col("campaign_tag"))
             .fill_null_with_strategy(FillNullStrategy::Forward(None))
             .shift(lit(1))
-            .over([col("idle_id")])?
             .alias("_running_tag")])
         .with_columns([col("idle_start")
             .or(col("campaign_tag").is_not_null().and(
@@ -594,16 +597,39 @@ pub fn sessionise(
                 .alias("visit_day"),
         ])
         .with_row_index("_row", None);
-    for (i, g) in goals.goals.iter().enumerate() {
-        lazy = ordered_steps(lazy, &g.steps, &|_| goal_column(i), false)?;
-    }
-    for (f, funnel) in goals.funnels.iter().enumerate() {
-        lazy = ordered_steps(lazy, &funnel.steps, &|j| funnel_column(f, j), true)?;
-    }
     let sorted = lazy.collect()?;
+    // Goals and funnels only look at pageviews whose path some matcher takes: a small share,
+    // so their per-visit window queries run on that subset and join back per visit.
+    let mut flags: Vec<String> = (0..goals.goals.len()).map(goal_column).collect();
+    for (f, funnel) in goals.funnels.iter().enumerate() {
+        flags.extend((0..funnel.steps.len()).map(|j| funnel_column(f, j)));
+    }
+    let visit_flags = if flags.is_empty() {
+        None
+    } else {
+        let mut hits = sorted
+            .clone()
+            .lazy()
+            .filter(col("steps").neq(lit(0u64)))
+            .select([col("visit_id"), col("_row"), col("steps")]);
+        for (i, g) in goals.goals.iter().enumerate() {
+            hits = ordered_steps(hits, &g.steps, &|_| goal_column(i), false)?;
+        }
+        for (f, funnel) in goals.funnels.iter().enumerate() {
+            hits = ordered_steps(hits, &funnel.steps, &|j| funnel_column(f, j), true)?;
+        }
+        Some(
+            hits.group_by([col("visit_id")]).agg(
+                flags
+                    .iter()
+                    .map(|c| col(c.as_str()).first())
+                    .collect::<Vec<_>>(),
+            ),
+        )
+    };
 
     let in_days = |c: &str| col(c).gt_eq(lit(days.0.0)).and(col(c).lt_eq(lit(days.1.0)));
-    let mut per_visit = vec![
+    let per_visit = vec![
         col("visitor").first(),
         col("day").first(),
         col("hour").first(),
@@ -619,17 +645,25 @@ pub fn sessionise(
         col("utm_medium").first(),
         col("utm_campaign").first(),
     ];
-    per_visit.extend((0..goals.goals.len()).map(|i| col(goal_column(i)).first()));
-    for (f, funnel) in goals.funnels.iter().enumerate() {
-        per_visit.extend((0..funnel.steps.len()).map(|j| col(funnel_column(f, j)).first()));
-    }
-    let visits = sorted
+    let mut visits = sorted
         .clone()
         .lazy()
         .group_by_stable([col("visit_id")])
         .agg(per_visit)
-        .filter(in_days("day"))
-        .collect()?;
+        .filter(in_days("day"));
+    if let Some(visit_flags) = visit_flags {
+        let mut args = JoinArgs::new(JoinType::Left);
+        args.maintain_order = MaintainOrderJoin::Left;
+        visits = visits
+            .join(visit_flags, [col("visit_id")], [col("visit_id")], args)
+            .with_columns(
+                flags
+                    .iter()
+                    .map(|c| col(c.as_str()).fill_null(lit(false)))
+                    .collect::<Vec<_>>(),
+            );
+    }
+    let visits = visits.collect()?;
     let pageviews = sorted
         .lazy()
         .filter(in_days("visit_day"))
