@@ -210,7 +210,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .iter()
         .map(|f| {
             let size = std::fs::metadata(f).map_or(0, |m| m.len());
-            if f.extension().is_some_and(|e| e == "gz") {
+            // Compressed logs expand about 8×; standard input's size is unknown (0).
+            let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if matches!(ext, "gz" | "zst" | "bz2") {
                 size * 8
             } else {
                 size
@@ -987,6 +989,7 @@ fn shard(
             };
             let size = match std::fs::metadata(path) {
                 Ok(m) => m.len(),
+                Err(_) if path.as_os_str() == reader::STDIN => 0,
                 Err(e) => {
                     read_error = Some(unreadable(e, None));
                     break;
@@ -1036,7 +1039,8 @@ fn shard(
                 path: shown.clone(),
                 size_bytes: size,
                 decompressed_bytes: decompressed,
-                gzip: chunks.compressed,
+                gzip: chunks.compression == reader::Compression::Gzip,
+                compression: chunks.compression.name().to_string(),
                 lines,
                 duplicate_of: None,
             };

@@ -127,6 +127,9 @@ pub struct InputInfo {
     pub size_bytes: u64,
     pub decompressed_bytes: u64,
     pub gzip: bool,
+    /// `none`, `gzip`, `zstd` or `bzip2` (by magic bytes).
+    #[serde(default)]
+    pub compression: String,
     pub lines: u64,
     /// `true` when an earlier input had identical content: its lines were counted once.
     pub duplicate_of: Option<String>,

@@ -1,5 +1,7 @@
-//! Reading input files: glob expansion, gzip by magic bytes, streamed lines with a length cap,
-//! and a hash of the decompressed content (to count identical inputs once, decision 11).
+//! Reading input files: glob expansion, standard input (`-`), compression by magic bytes (gzip
+//! with every member, zstd with every frame, bzip2 with every stream; never by file name),
+//! streamed lines with a length cap, and a hash of the decompressed content (to count
+//! identical inputs once, decision 11).
 //!
 //! Memory does not grow with file size: one 64 KiB read buffer and one line buffer of at most
 //! [`MAX_LINE`] bytes. A longer line is skipped to its end and reported, never kept.
@@ -24,12 +26,21 @@ pub enum InputError {
     Unreadable { path: PathBuf, source: io::Error },
 }
 
+/// The input name that means standard input.
+pub const STDIN: &str = "-";
+
 /// Expands paths, directories (their files, sorted) and globs into a sorted, de-duplicated list.
+/// `-` stands for standard input (read once, after the files).
 pub fn expand_inputs(patterns: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     let mut files = Vec::new();
+    let mut stdin = false;
     for pattern in patterns {
         let text = pattern.to_string_lossy();
         let before = files.len();
+        if text == STDIN {
+            stdin = true;
+            continue;
+        }
         if text.contains(['*', '?', '[']) {
             let paths = glob::glob(&text).map_err(|e| InputError::BadPattern {
                 pattern: text.to_string(),
@@ -73,21 +84,82 @@ pub fn expand_inputs(patterns: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     }
     files.sort();
     files.dedup();
+    if stdin {
+        files.push(PathBuf::from(STDIN));
+    }
     Ok(files)
 }
 
-/// A file's content, decompressed when it starts with the gzip magic bytes (every member of
-/// a concatenated gzip file), whatever its name. Returns whether it was compressed.
-fn open_decoded(path: &Path) -> io::Result<(Box<dyn Read + Send>, bool)> {
-    let file = File::open(path)?;
-    let mut peek = BufReader::with_capacity(64 * 1024, file);
-    let compressed = peek.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let decoded: Box<dyn Read + Send> = if compressed {
-        Box::new(MultiGzDecoder::new(peek))
+/// How an input is compressed, by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+    Bzip2,
+}
+
+impl Compression {
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else if head.len() >= 4 && head.starts_with(b"BZh") && (b'1'..=b'9').contains(&head[3]) {
+            Compression::Bzip2
+        } else {
+            Compression::None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Bzip2 => "bzip2",
+        }
+    }
+}
+
+/// A file's (or standard input's) content, decompressed by its magic bytes whatever its name:
+/// every member of a concatenated gzip file, every zstd frame, every bzip2 stream.
+fn open_decoded(path: &Path) -> io::Result<(Box<dyn Read + Send>, Compression)> {
+    let source: Box<dyn Read + Send> = if path.as_os_str() == STDIN {
+        Box::new(io::stdin())
     } else {
-        Box::new(peek)
+        Box::new(File::open(path)?)
     };
-    Ok((decoded, compressed))
+    let mut peek = BufReader::with_capacity(64 * 1024, source);
+    // Fill until the magic bytes are known (a pipe may deliver fewer at first).
+    let mut head = peek.fill_buf()?.to_vec();
+    while head.len() < 4 {
+        let more = {
+            let mut b = [0u8; 4];
+            let n = peek.get_mut().read(&mut b[..4 - head.len()])?;
+            b[..n].to_vec()
+        };
+        if more.is_empty() {
+            break;
+        }
+        head.extend_from_slice(&more);
+    }
+    let compression = Compression::detect(&head);
+    let rest = std::io::Cursor::new(head).chain(peek_rest(peek));
+    let decoded: Box<dyn Read + Send> = match compression {
+        Compression::Gzip => Box::new(MultiGzDecoder::new(rest)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(rest)?),
+        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(rest)),
+        Compression::None => Box::new(rest),
+    };
+    Ok((decoded, compression))
+}
+
+/// The bytes of a `BufReader` after those already peeked at (consumed into `head`).
+fn peek_rest(mut peek: BufReader<Box<dyn Read + Send>>) -> BufReader<Box<dyn Read + Send>> {
+    let n = peek.buffer().len();
+    peek.consume(n);
+    peek
 }
 
 /// A line, or the marker of a line that was too long to keep.
@@ -104,11 +176,13 @@ pub struct LineReader {
     buf: Vec<u8>,
     line_no: u64,
     pub compressed: bool,
+    pub compression: Compression,
 }
 
 impl LineReader {
     pub fn open(path: &Path) -> io::Result<LineReader> {
-        let (decoded, compressed) = open_decoded(path)?;
+        let (decoded, compression) = open_decoded(path)?;
+        let compressed = compression != Compression::None;
         Ok(LineReader {
             inner: BufReader::with_capacity(
                 64 * 1024,
@@ -121,6 +195,7 @@ impl LineReader {
             buf: Vec::with_capacity(1024),
             line_no: 0,
             compressed,
+            compression,
         })
     }
 
@@ -193,6 +268,7 @@ pub struct ChunkReader {
     eof: bool,
     read_buf: Vec<u8>,
     pub compressed: bool,
+    pub compression: Compression,
 }
 
 /// Target size of a chunk.
@@ -200,7 +276,8 @@ pub const CHUNK_BYTES: usize = 2 << 20;
 
 impl ChunkReader {
     pub fn open(path: &Path) -> io::Result<ChunkReader> {
-        let (decoded, compressed) = open_decoded(path)?;
+        let (decoded, compression) = open_decoded(path)?;
+        let compressed = compression != Compression::None;
         Ok(ChunkReader {
             inner: HashingReader {
                 inner: decoded,
@@ -213,6 +290,7 @@ impl ChunkReader {
             eof: false,
             read_buf: vec![0u8; 256 * 1024],
             compressed,
+            compression,
         })
     }
 

@@ -539,3 +539,59 @@ fn cli_state_dir_inside_the_output_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("inside the output directory"));
 }
+
+/// zstd (two frames), bzip2 (two streams) and standard input give the very files the plain
+/// log gives: compression is found by magic bytes, not by name, and no frame is lost.
+#[test]
+fn cli_zstd_bzip2_and_stdin_inputs_equal_the_plain_log() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::read(repo().join("sample-data/small/access.log")).unwrap();
+    let half = log.len() / 2
+        + log[log.len() / 2..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap()
+        + 1;
+    let plain = dir.path().join("plain");
+    assert!(run(&small_pipeline(), &plain, &[]).status.success());
+    let want = parquet_hashes(&plain);
+
+    let mut zst = zstd::encode_all(&log[..half], 3).unwrap();
+    zst.extend(zstd::encode_all(&log[half..], 3).unwrap());
+    let zst_file = dir.path().join("access.log.1"); // no telling extension
+    std::fs::write(&zst_file, zst).unwrap();
+    let mut bz = Vec::new();
+    for part in [&log[..half], &log[half..]] {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+        e.write_all(part).unwrap();
+        bz.extend(e.finish().unwrap());
+    }
+    let bz_file = dir.path().join("access.log.2");
+    std::fs::write(&bz_file, bz).unwrap();
+    for (name, file, compression) in [("zstd", &zst_file, "zstd"), ("bzip2", &bz_file, "bzip2")] {
+        let out = dir.path().join(name);
+        let o = run(
+            &small_pipeline(),
+            &out,
+            &["--input", file.to_str().unwrap()],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(parquet_hashes(&out), want, "{name}");
+        assert_eq!(run_record(&out)["inputs"][0]["compression"], compression);
+    }
+
+    let out = dir.path().join("stdin");
+    let o = logveil()
+        .args(["run", "--pipeline"])
+        .arg(small_pipeline())
+        .arg("--output")
+        .arg(&out)
+        .args(["--input", "-"])
+        .write_stdin(log.clone())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(parquet_hashes(&out), want, "standard input");
+    assert_eq!(run_record(&out)["inputs"][0]["path"], "-");
+}
