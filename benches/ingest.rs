@@ -40,8 +40,9 @@ fn bench_parse(c: &mut Criterion) {
     g.bench_function("parse_line", |b| {
         b.iter(|| {
             let mut ok = 0usize;
+            let mut s = logveil::ingest::json::Scratch::default();
             for l in &lines {
-                ok += usize::from(parse_line(Format::Combined, black_box(l)).is_ok());
+                ok += usize::from(parse_line(Format::Combined, black_box(l), &mut s).is_ok());
             }
             assert!(ok > lines.len() * 9 / 10);
             ok
@@ -79,6 +80,7 @@ fn bench_pseudonymise(c: &mut Criterion) {
         campaign_rules: std::sync::Arc::new(pseudonymise::CampaignRules::builtin()),
         epoch_days: None,
         managed_keys: false,
+        trusted_proxies: Default::default(),
     };
     // Caches warm, as in a real run after its first thousand lines.
     let mut ps = Pseudonymiser::new(
@@ -88,8 +90,9 @@ fn bench_pseudonymise(c: &mut Criterion) {
     g.bench_function("parse_and_process", |b| {
         b.iter(|| {
             let mut pageviews = 0usize;
+            let mut s = logveil::ingest::json::Scratch::default();
             for l in &lines {
-                if let Ok(rec) = parse_line(Format::Combined, l)
+                if let Ok(rec) = parse_line(Format::Combined, l, &mut s)
                     && let pseudonymise::Outcome::Pageview(_) = ps.process(black_box(&rec))
                 {
                     pageviews += 1;

@@ -90,6 +90,9 @@ pub struct PipelineFile {
     pub campaign_rules: Option<CampaignRulesFile>,
     /// Write `report.html` into the output after each run: present = on.
     pub report: Option<ReportFile>,
+    /// Proxies and load balancers (CIDRs) whose `X-Forwarded-For` is believed: the client is
+    /// the right-most address of the chain that is not one of them.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +205,7 @@ pub struct Pipeline {
     pub campaign_rules: CampaignRules,
     /// Write `report.html` after each run, in this language.
     pub report: Option<crate::report::i18n::Lang>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Pipeline {
@@ -475,6 +479,22 @@ impl Pipeline {
             currency,
             costs: file.costs.as_deref().map(resolve),
             returning,
+            trusted_proxies: match &file.trusted_proxies {
+                None => Vec::new(),
+                Some(list) => list
+                    .iter()
+                    .map(|c| {
+                        let c = c.trim();
+                        c.parse::<ipnet::IpNet>()
+                            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| {
+                                invalid(format!(
+                                    "trusted_proxies: {c:?} is not an address or a CIDR such as \"10.0.0.0/8\""
+                                ))
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
             report: match &file.report {
                 None => None,
                 Some(r) => Some(

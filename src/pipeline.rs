@@ -228,10 +228,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         path_rules: pipeline.path_rules.clone(),
         host_lists: pipeline.host_lists.clone(),
         site_hosts: pipeline.site_hosts.clone(),
-        check_vhost: matches!(
-            pipeline.format,
-            ingest::Format::VhostCombined | ingest::Format::VhostCommon
-        ),
+        check_vhost: pipeline.format.has_vhost(),
         link_window_s: reach,
         window,
         buckets: buckets as u16,
@@ -239,6 +236,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         campaign_rules: Arc::new(pipeline.campaign_rules.clone()),
         epoch_days: lookback,
         managed_keys: managed_ring,
+        trusted_proxies: Arc::new(pipeline.trusted_proxies.clone()),
     };
 
     let mut record = RunRecord {
@@ -1141,6 +1139,7 @@ fn process_chunk(
     r: &mut FileResult,
 ) -> Result<(), Failure> {
     let mut too_long = chunk.too_long.iter().peekable();
+    let mut scratch = ingest::json::Scratch::default();
     for (i, raw) in chunk.data.split_inclusive(|&b| b == b'\n').enumerate() {
         let line_no = chunk.first_line + i as u64;
         let result = if too_long.peek() == Some(&&line_no) {
@@ -1149,7 +1148,7 @@ fn process_chunk(
         } else {
             let text = raw.strip_suffix(b"\n").unwrap_or(raw);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
-            ingest::parse_line(format, text).map(|rec| {
+            ingest::parse_line(format, text, &mut scratch).map(|rec| {
                 r.coverage = merge_range(r.coverage, Some((rec.ts, rec.ts)));
                 ps.process(&rec)
             })

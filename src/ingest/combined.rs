@@ -19,7 +19,7 @@ pub fn parse_line(format: Format, line: &[u8]) -> Result<RawRecord<'_>, Reject> 
             let v = cur.token().ok_or(Reject::Truncated)?;
             Some(strip_port(v))
         }
-        Format::Combined | Format::Common => None,
+        _ => None,
     };
     let client = cur.token().ok_or(Reject::Truncated)?;
     if client == b"-" {
@@ -52,7 +52,7 @@ pub fn parse_line(format: Format, line: &[u8]) -> Result<RawRecord<'_>, Reject> 
             };
             (referrer, user_agent)
         }
-        Format::Common | Format::VhostCommon => (None, None),
+        _ => (None, None),
     };
     let (method, target) = split_request(request);
     Ok(RawRecord {
@@ -65,6 +65,7 @@ pub fn parse_line(format: Format, line: &[u8]) -> Result<RawRecord<'_>, Reject> 
         bytes,
         referrer: referrer.filter(|r| *r != b"-" && !r.is_empty()),
         user_agent: user_agent.filter(|u| *u != b"-" && !u.is_empty()),
+        forwarded_for: None,
     })
 }
 

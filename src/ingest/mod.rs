@@ -6,6 +6,7 @@
 //! number, never as text: log lines hold IP addresses and user agents.
 
 pub mod combined;
+pub mod json;
 pub mod reader;
 pub mod timestamp;
 
@@ -24,6 +25,22 @@ pub enum Format {
     VhostCombined,
     /// `%v` before the common fields (Matomo's `common_vhost`).
     VhostCommon,
+    /// nginx `log_format … escape=json` with nginx's variable names as keys (`remote_addr`,
+    /// `time_local` or `time_iso8601`, `request` or `request_method` + `request_uri`, `status`,
+    /// `body_bytes_sent`, `http_referer`, `http_user_agent`, `http_x_forwarded_for`, `host`).
+    NginxJson,
+    /// Caddy v2's JSON access log (`ts` as epoch seconds or ISO 8601).
+    Caddy,
+}
+
+impl Format {
+    /// Whether lines carry the site's host name (checked against `site_hosts`).
+    pub fn has_vhost(self) -> bool {
+        matches!(
+            self,
+            Format::VhostCombined | Format::VhostCommon | Format::NginxJson | Format::Caddy
+        )
+    }
 }
 
 /// One parsed line. Every field borrows from the line buffer; none outlives the line.
@@ -41,6 +58,9 @@ pub struct RawRecord<'a> {
     pub bytes: u64,
     pub referrer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
+    /// The `X-Forwarded-For` header as logged, when the format has it (used only with
+    /// `trusted_proxies`, then dropped).
+    pub forwarded_for: Option<&'a [u8]>,
 }
 
 /// Why a line could not be placed. The names are written to the run record.
@@ -71,7 +91,16 @@ impl Reject {
     }
 }
 
-/// Parses one line in the given format.
-pub fn parse_line(format: Format, line: &[u8]) -> Result<RawRecord<'_>, Reject> {
-    combined::parse_line(format, line)
+/// Parses one line in the given format. JSON values with escapes are unescaped into
+/// `scratch` (one per worker, reused), so the record borrows from the line or from it.
+pub fn parse_line<'a>(
+    format: Format,
+    line: &'a [u8],
+    scratch: &'a mut json::Scratch,
+) -> Result<RawRecord<'a>, Reject> {
+    match format {
+        Format::NginxJson => json::parse_nginx(line.trim_ascii(), scratch),
+        Format::Caddy => json::parse_caddy(line.trim_ascii(), scratch),
+        _ => combined::parse_line(format, line),
+    }
 }

@@ -207,6 +207,9 @@ pub struct Settings {
     /// Returning visitors on: pseudonym epochs of this many days (else one day), and every
     /// client noted in [`crate::visitors::Identities`] under this and the previous epoch.
     pub epoch_days: Option<u32>,
+    /// Proxies whose `X-Forwarded-For` is believed (empty: the connection's address is the
+    /// client).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// A managed key ring: every epoch needs its own master, starting on the epoch grid
     /// (`epoch_days` from 1970-01-01); a day whose master starts elsewhere is missing.
     pub managed_keys: bool,
@@ -336,6 +339,15 @@ impl Pseudonymiser {
 
         let (day, hour, since_midnight) = self.local_time(rec.ts);
         let user_agent = rec.user_agent.unwrap_or(b"");
+        let client = client_address(
+            rec.client,
+            rec.forwarded_for,
+            &self.settings.trusted_proxies,
+        );
+        let rec = &RawRecord {
+            client,
+            ..rec.clone()
+        };
         let (epoch, visitor) = match self.epoch_key(day) {
             Some((epoch, key)) => (*epoch, key.visitor(rec.client, user_agent)),
             None => return Outcome::MissingKey(day),
@@ -439,6 +451,43 @@ impl Pseudonymiser {
     }
 }
 
+/// The client behind trusted proxies: walking the `X-Forwarded-For` chain (with the
+/// connection's address last) from the right, the first address that is not a trusted proxy.
+/// Without trusted proxies, or when the chain holds nothing else, the connection's address.
+pub fn client_address<'a>(
+    connection: &'a [u8],
+    forwarded_for: Option<&'a [u8]>,
+    trusted: &[ipnet::IpNet],
+) -> &'a [u8] {
+    let parse = |b: &[u8]| -> Option<std::net::IpAddr> {
+        let s = std::str::from_utf8(b).ok()?.trim();
+        let s = s.trim_start_matches('[');
+        let s = s.split(']').next().unwrap_or(s);
+        s.parse().ok()
+    };
+    let is_trusted = |b: &[u8]| parse(b).is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
+    if trusted.is_empty() || !is_trusted(connection) {
+        return connection;
+    }
+    let Some(chain) = forwarded_for else {
+        return connection;
+    };
+    for hop in chain.rsplit(|b| *b == b',') {
+        let hop = hop.trim_ascii();
+        if hop.is_empty() || hop == b"unknown" {
+            continue;
+        }
+        if parse(hop).is_none() {
+            // Not an address: the chain cannot be believed beyond this point.
+            return connection;
+        }
+        if !is_trusted(hop) {
+            return hop;
+        }
+    }
+    connection
+}
+
 pub fn local_time(tz: &jiff::tz::TimeZone, ts: i64) -> (Day, u8, i64) {
     let offset = jiff::Timestamp::from_second(ts)
         .map(|t| tz.to_offset(t).seconds())
@@ -496,6 +545,7 @@ mod tests {
             campaign_rules: Arc::new(campaign::CampaignRules::builtin()),
             epoch_days: None,
             managed_keys: false,
+            trusted_proxies: Default::default(),
         };
         let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
         let ps = Pseudonymiser::new(keys, settings);
@@ -508,5 +558,44 @@ mod tests {
             seen.insert(b);
         }
         assert_eq!(seen.len(), 37, "every bucket is used");
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::client_address;
+
+    #[test]
+    fn client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() {
+        let trusted: Vec<ipnet::IpNet> = ["10.0.0.0/8", "2001:db8::/32"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        let xff = Some(&b"198.51.100.1, 203.0.113.9, 10.1.2.3"[..]);
+        // From a trusted proxy: skip trusted hops from the right.
+        assert_eq!(client_address(b"10.0.0.1", xff, &trusted), b"203.0.113.9");
+        // A spoofed left-most entry is never reached while an untrusted hop stands right of it.
+        // From an untrusted peer the header is not believed at all.
+        assert_eq!(client_address(b"192.0.2.7", xff, &trusted), b"192.0.2.7");
+        // No list: the connection's address, whatever the header.
+        assert_eq!(client_address(b"10.0.0.1", xff, &[]), b"10.0.0.1");
+        // IPv6 proxies, and a chain of only trusted hops.
+        assert_eq!(
+            client_address(
+                b"2001:db8::1",
+                Some(b"2a02:6b8::feed, 2001:db8::2"),
+                &trusted
+            ),
+            b"2a02:6b8::feed"
+        );
+        assert_eq!(
+            client_address(b"10.0.0.1", Some(b"10.9.9.9"), &trusted),
+            b"10.0.0.1"
+        );
+        // Garbage in the chain: stop believing it.
+        assert_eq!(
+            client_address(b"10.0.0.1", Some(b"evil, 10.0.0.5"), &trusted),
+            b"10.0.0.1"
+        );
     }
 }

@@ -5,6 +5,7 @@ mod campaigns;
 mod channels;
 mod cli;
 mod dp;
+mod formats;
 mod helpers;
 mod parse;
 mod privacy;

@@ -1,5 +1,6 @@
 //! The parser never panics, and agrees with a readable regex oracle on well-formed lines.
 
+use logveil::ingest::json::Scratch;
 use logveil::ingest::{Format, parse_line};
 use proptest::prelude::*;
 
@@ -8,8 +9,9 @@ proptest! {
 
     #[test]
     fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        for f in [Format::Combined, Format::Common, Format::VhostCombined, Format::VhostCommon] {
-            let _ = parse_line(f, &bytes);
+        let mut s = Scratch::default();
+        for f in [Format::Combined, Format::Common, Format::VhostCombined, Format::VhostCommon, Format::NginxJson, Format::Caddy] {
+            let _ = parse_line(f, &bytes, &mut s);
         }
     }
 
@@ -22,7 +24,7 @@ proptest! {
         tail in "[ -~]{0,60}",
     ) {
         let line = format!("{client} - - [{ts}] \"{req}\" {status} 12 {tail}");
-        let _ = parse_line(Format::Combined, line.as_bytes());
+        let _ = parse_line(Format::Combined, line.as_bytes(), &mut Scratch::default());
     }
 
     #[test]
@@ -48,7 +50,8 @@ proptest! {
             "#,
         ).unwrap();
         let caps = oracle.captures(&line).unwrap();
-        let rec = parse_line(Format::Combined, line.as_bytes()).unwrap();
+        let mut scratch = Scratch::default();
+        let rec = parse_line(Format::Combined, line.as_bytes(), &mut scratch).unwrap();
         prop_assert_eq!(rec.client, caps["client"].as_bytes());
         prop_assert_eq!(rec.target, Some(caps["target"].as_bytes()));
         prop_assert_eq!(rec.status.to_string(), &caps["status"]);

@@ -1,0 +1,331 @@
+//! JSON access logs: nginx's `escape=json` `log_format` with nginx's own variable names, and
+//! Caddy v2's structured access log.
+//!
+//! One JSON object per line, read with serde_json into borrowed fields: a value without
+//! escapes stays a slice of the line; a value with escapes (`\"` in a user agent, `\u0430` in
+//! a Cyrillic path) is unescaped into the per-worker [`Scratch`], reused line after line. Like
+//! every parser here, a line that cannot be placed is a [`Reject`] reason, never its text.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::{RawRecord, Reject};
+
+/// Owned buffers for unescaped values, one per field, reused from line to line.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    fields: [Vec<u8>; FIELDS],
+}
+
+const FIELDS: usize = 7;
+const CLIENT: usize = 0;
+const METHOD: usize = 1;
+const TARGET: usize = 2;
+const REFERRER: usize = 3;
+const USER_AGENT: usize = 4;
+const FORWARDED: usize = 5;
+const HOST: usize = 6;
+
+/// A JSON scalar that may be written as a string or a number (`"status": "200"` or `200`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar<'a> {
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+    Number(f64),
+}
+
+impl Scalar<'_> {
+    fn number(&self) -> Option<f64> {
+        match self {
+            Scalar::Number(n) => Some(*n),
+            Scalar::Text(t) => t.trim().parse().ok(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Nginx<'a> {
+    #[serde(borrow, default)]
+    remote_addr: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    time_local: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    time_iso8601: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request_method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request_uri: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    body_bytes_sent: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    http_referer: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    http_user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    http_x_forwarded_for: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    host: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Caddy<'a> {
+    #[serde(borrow)]
+    ts: Scalar<'a>,
+    #[serde(borrow)]
+    request: CaddyRequest<'a>,
+    #[serde(default)]
+    status: Option<f64>,
+    #[serde(default)]
+    size: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct CaddyRequest<'a> {
+    #[serde(borrow, default)]
+    client_ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    remote_ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    host: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    headers: std::collections::HashMap<Cow<'a, str>, Vec<Cow<'a, str>>>,
+}
+
+/// The fields of a record before they are pinned to the line or the scratch buffers.
+#[derive(Default)]
+struct Fields<'a> {
+    text: [Option<Cow<'a, str>>; FIELDS],
+    ts: i64,
+    status: u16,
+    bytes: u64,
+}
+
+/// A value that means "none" in access logs.
+fn present(v: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+    v.filter(|s| !s.is_empty() && s != "-")
+}
+
+fn iso_or_epoch(s: &str) -> Option<i64> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Some(t.as_second());
+    }
+    s.trim().parse::<f64>().ok().map(|f| f.floor() as i64)
+}
+
+/// Parses one nginx `escape=json` line.
+pub fn parse_nginx<'a>(line: &'a [u8], scratch: &'a mut Scratch) -> Result<RawRecord<'a>, Reject> {
+    let n: Nginx<'a> = serde_json::from_slice(line).map_err(|_| Reject::Truncated)?;
+    let ts = match (&n.time_iso8601, &n.time_local) {
+        (Some(iso), _) => iso_or_epoch(iso),
+        (None, Some(local)) => super::timestamp::parse_clf(local.as_bytes()),
+        (None, None) => None,
+    }
+    .ok_or(Reject::BadTimestamp)?;
+    let status = n
+        .status
+        .as_ref()
+        .and_then(Scalar::number)
+        .filter(|s| (0.0..1000.0).contains(s))
+        .ok_or(Reject::BadStatus)? as u16;
+    let bytes = n
+        .body_bytes_sent
+        .as_ref()
+        .and_then(Scalar::number)
+        .map_or(0, |b| b.max(0.0) as u64);
+    // `$request` ("GET /path HTTP/1.1") or `$request_method` + `$request_uri`.
+    let (method, target) = match (n.request_method, n.request_uri, n.request) {
+        (Some(m), Some(u), _) => (Some(m), Some(u)),
+        (_, _, Some(r)) => split_request(r),
+        _ => (None, None),
+    };
+    let mut f = Fields {
+        ts,
+        status,
+        bytes,
+        ..Fields::default()
+    };
+    f.text[CLIENT] = Some(present(n.remote_addr).ok_or(Reject::BadClient)?);
+    f.text[METHOD] = present(method);
+    f.text[TARGET] = present(target);
+    f.text[REFERRER] = present(n.http_referer);
+    f.text[USER_AGENT] = present(n.http_user_agent);
+    f.text[FORWARDED] = present(n.http_x_forwarded_for);
+    f.text[HOST] = present(n.host);
+    Ok(pin(f, scratch))
+}
+
+/// Parses one Caddy v2 access-log line (`ts` as epoch seconds or an ISO-8601 string).
+pub fn parse_caddy<'a>(line: &'a [u8], scratch: &'a mut Scratch) -> Result<RawRecord<'a>, Reject> {
+    let c: Caddy<'a> = serde_json::from_slice(line).map_err(|_| Reject::Truncated)?;
+    let ts = match &c.ts {
+        Scalar::Number(n) => Some(n.floor() as i64),
+        Scalar::Text(t) => iso_or_epoch(t),
+    }
+    .ok_or(Reject::BadTimestamp)?;
+    let status = c
+        .status
+        .filter(|s| (0.0..1000.0).contains(s))
+        .ok_or(Reject::BadStatus)? as u16;
+    let mut r = c.request;
+    let mut header = |name: &str| -> Option<Cow<'a, str>> {
+        let key = r
+            .headers
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(name))
+            .cloned()?;
+        let values = r.headers.remove(&key)?;
+        let mut it = values.into_iter();
+        let first = it.next()?;
+        // Repeated headers join as the server would forward them.
+        let rest: Vec<Cow<'a, str>> = it.collect();
+        if rest.is_empty() {
+            Some(first)
+        } else {
+            let mut all = first.into_owned();
+            for v in rest {
+                all.push_str(", ");
+                all.push_str(&v);
+            }
+            Some(Cow::Owned(all))
+        }
+    };
+    let (referrer, user_agent, forwarded) = (
+        header("Referer"),
+        header("User-Agent"),
+        header("X-Forwarded-For"),
+    );
+    let mut f = Fields {
+        ts,
+        status,
+        bytes: c.size.map_or(0, |s| s.max(0.0) as u64),
+        ..Fields::default()
+    };
+    // Caddy's `client_ip` already honours its own trusted proxies; `remote_ip` is the peer.
+    f.text[CLIENT] = Some(
+        present(r.remote_ip.take())
+            .or(present(r.client_ip.take()))
+            .ok_or(Reject::BadClient)?,
+    );
+    f.text[METHOD] = present(r.method.take());
+    f.text[TARGET] = present(r.uri.take());
+    f.text[REFERRER] = present(referrer);
+    f.text[USER_AGENT] = present(user_agent);
+    f.text[FORWARDED] = present(forwarded);
+    f.text[HOST] = present(r.host.take());
+    Ok(pin(f, scratch))
+}
+
+fn split_request(r: Cow<'_, str>) -> (Option<Cow<'_, str>>, Option<Cow<'_, str>>) {
+    match r {
+        Cow::Borrowed(s) => {
+            let mut parts = s.split(' ');
+            (
+                parts.next().map(Cow::Borrowed),
+                parts.next().map(Cow::Borrowed),
+            )
+        }
+        Cow::Owned(s) => {
+            let mut parts = s.split(' ');
+            (
+                parts.next().map(|p| Cow::Owned(p.to_string())),
+                parts.next().map(|p| Cow::Owned(p.to_string())),
+            )
+        }
+    }
+}
+
+/// Pins every field to the line (borrowed) or to its scratch buffer (unescaped).
+fn pin<'a>(f: Fields<'a>, scratch: &'a mut Scratch) -> RawRecord<'a> {
+    let mut borrowed: [Option<&'a [u8]>; FIELDS] = [None; FIELDS];
+    let mut owned = [false; FIELDS];
+    for (i, v) in f.text.into_iter().enumerate() {
+        match v {
+            Some(Cow::Borrowed(s)) => borrowed[i] = Some(s.as_bytes()),
+            Some(Cow::Owned(s)) => {
+                scratch.fields[i].clear();
+                scratch.fields[i].extend_from_slice(s.as_bytes());
+                owned[i] = true;
+            }
+            None => {}
+        }
+    }
+    let scratch: &'a Scratch = scratch;
+    let field = |i: usize| -> Option<&'a [u8]> {
+        if owned[i] {
+            Some(&scratch.fields[i][..])
+        } else {
+            borrowed[i]
+        }
+    };
+    RawRecord {
+        vhost: field(HOST),
+        client: field(CLIENT).unwrap_or(b""),
+        ts: f.ts,
+        method: field(METHOD),
+        target: field(TARGET),
+        status: f.status,
+        bytes: f.bytes,
+        referrer: field(REFERRER),
+        user_agent: field(USER_AGENT),
+        forwarded_for: field(FORWARDED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_json_with_escapes_and_both_time_fields() {
+        let line = br#"{"time_local":"03/Nov/2026:10:00:00 +0300","remote_addr":"2001:db8::7","request":"GET /\u043a\u0430\u0442\u0430\u043b\u043e\u0433?utm_source=ya HTTP/1.1","status":"200","body_bytes_sent":"512","http_referer":"https://yandex.ru/","http_user_agent":"Mozilla/5.0 \"quoted\"","http_x_forwarded_for":"-"}"#;
+        let mut s = Scratch::default();
+        let r = parse_nginx(line, &mut s).unwrap();
+        assert_eq!(r.client, b"2001:db8::7");
+        assert_eq!(r.ts, 1_793_689_200, "10:00 +03:00 is 07:00 UTC");
+        assert_eq!(r.method, Some(&b"GET"[..]));
+        assert_eq!(r.target, Some("/каталог?utm_source=ya".as_bytes()));
+        assert_eq!(r.user_agent, Some(&b"Mozilla/5.0 \"quoted\""[..]));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.forwarded_for, None, "\"-\" is no header");
+        let iso = br#"{"time_iso8601":"2026-11-03T10:00:00+03:00","remote_addr":"198.51.100.7","request_method":"GET","request_uri":"/","status":200,"body_bytes_sent":0,"http_user_agent":"","http_x_forwarded_for":"203.0.113.9, 10.0.0.2"}"#;
+        let r = parse_nginx(iso, &mut s).unwrap();
+        assert_eq!(r.ts, 1_793_689_200);
+        assert_eq!(r.user_agent, None);
+        assert_eq!(r.forwarded_for, Some(&b"203.0.113.9, 10.0.0.2"[..]));
+        assert_eq!(
+            parse_nginx(b"{\"remote_addr\":", &mut s).err(),
+            Some(Reject::Truncated)
+        );
+        assert_eq!(
+            parse_nginx(br#"{"remote_addr":"1.2.3.4","status":"200"}"#, &mut s).err(),
+            Some(Reject::BadTimestamp)
+        );
+    }
+
+    #[test]
+    fn caddy_epoch_and_iso_timestamps_and_headers() {
+        let epoch = br#"{"level":"info","ts":1795579200.5312,"logger":"http.log.access","msg":"handled request","request":{"remote_ip":"192.0.2.10","remote_port":"41342","client_ip":"192.0.2.10","proto":"HTTP/1.1","method":"GET","host":"example.ru","uri":"/blog/?utm_medium=email","headers":{"User-Agent":["Mozilla/5.0"],"Referer":["https://vk.com/"],"X-Forwarded-For":["203.0.113.1"]}},"bytes_read":0,"duration":0.0003,"size":12,"status":200}"#;
+        let mut s = Scratch::default();
+        let r = parse_caddy(epoch, &mut s).unwrap();
+        assert_eq!(r.ts, 1_795_579_200);
+        assert_eq!(r.client, b"192.0.2.10");
+        assert_eq!(r.referrer, Some(&b"https://vk.com/"[..]));
+        assert_eq!(r.forwarded_for, Some(&b"203.0.113.1"[..]));
+        assert_eq!(r.vhost, Some(&b"example.ru"[..]));
+        let iso = br#"{"ts":"2026-11-03T10:00:00.123Z","request":{"remote_ip":"192.0.2.11","method":"GET","uri":"/","headers":{}},"size":0,"status":304}"#;
+        let r = parse_caddy(iso, &mut s).unwrap();
+        assert_eq!(r.ts, 1_793_700_000);
+        assert_eq!(r.status, 304);
+        assert_eq!(r.user_agent, None);
+    }
+}
