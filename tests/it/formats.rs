@@ -103,15 +103,18 @@ fn formats_nginx_json_and_caddy_give_the_combined_files() {
             "http_x_forwarded_for": "-",
         });
         let secs = epoch(&f["time"]);
-        if i % 2 == 0 || secs.is_none() {
-            o["time_local"] = f["time"].clone().into();
-            o["request"] = f["request"].clone().into();
-        } else {
-            let t = jiff::Timestamp::from_second(secs.unwrap()).unwrap();
-            o["time_iso8601"] = t.to_string().into();
-            let mut parts = f["request"].splitn(3, ' ');
-            o["request_method"] = parts.next().unwrap_or("").into();
-            o["request_uri"] = parts.next().unwrap_or("").into();
+        match secs.filter(|_| i % 2 == 1) {
+            None => {
+                o["time_local"] = f["time"].clone().into();
+                o["request"] = f["request"].clone().into();
+            }
+            Some(secs) => {
+                let t = jiff::Timestamp::from_second(secs).unwrap();
+                o["time_iso8601"] = t.to_string().into();
+                let mut parts = f["request"].splitn(3, ' ');
+                o["request_method"] = parts.next().unwrap_or("").into();
+                o["request_uri"] = parts.next().unwrap_or("").into();
+            }
         }
         nginx += &format!("{o}\n");
         // Caddy: `ts` as an epoch float or an ISO string, both in one file.
