@@ -78,6 +78,7 @@ impl Default for Processing {
                 "query string and fragment: only the campaign (UTM) parameters read; click-id values never kept",
                 "referrer path and query: only the host kept",
                 "response size: not used",
+                "X-Forwarded-For (JSON formats): only the one client address chosen by trusted_proxies is used, as the pseudonym's input",
             ]),
             derived: v(&[
                 "visitor pseudonym: keyed BLAKE3 under a per-day key, 64 bits, in memory only",
