@@ -937,7 +937,9 @@ fn shard(
 ) -> Result<ShardOutput, Failure> {
     let started = std::time::Instant::now();
     let (mut total_lines, mut total_bytes) = (0u64, 0u64);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, reader::Chunk)>(usize::from(workers) * 2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, ingest::Format, reader::Chunk)>(
+        usize::from(workers) * 2,
+    );
     let rx = std::sync::Mutex::new(rx);
     let mut metas: Vec<(InputInfo, blake3::Hash)> = Vec::new();
     let mut read_error: Option<Failure> = None;
@@ -954,7 +956,9 @@ fn shard(
                     let mut error = None;
                     loop {
                         let next = rx.lock().expect("not poisoned").recv();
-                        let Ok((index, chunk)) = next else { break };
+                        let Ok((index, format, chunk)) = next else {
+                            break;
+                        };
                         if error.is_some() {
                             continue; // keep draining so the reader never blocks
                         }
@@ -1001,9 +1005,12 @@ fn shard(
                 }
             };
             let mut lines = 0;
+            let mut file_format = (format != ingest::Format::Auto).then_some(format);
             loop {
                 match chunks.next_chunk() {
                     Ok(Some(chunk)) => {
+                        let chunk_format =
+                            *file_format.get_or_insert_with(|| ingest::detect(&chunk.data));
                         if let Some(bar) = progress {
                             let bytes = chunks.bytes_read();
                             let secs = started.elapsed().as_secs_f64().max(1e-3);
@@ -1019,7 +1026,7 @@ fn shard(
                             bar.tick();
                         }
                         lines = chunks.lines();
-                        if tx.send((index as u32, chunk)).is_err() {
+                        if tx.send((index as u32, chunk_format, chunk)).is_err() {
                             break 'files;
                         }
                     }
@@ -1039,6 +1046,7 @@ fn shard(
                 decompressed_bytes: decompressed,
                 gzip: chunks.compression == reader::Compression::Gzip,
                 compression: chunks.compression.name().to_string(),
+                format: file_format.unwrap_or(format).name().to_string(),
                 lines,
                 duplicate_of: None,
             };

@@ -131,6 +131,9 @@ pub struct InputInfo {
     /// `none`, `gzip`, `zstd` or `bzip2` (by magic bytes).
     #[serde(default)]
     pub compression: String,
+    /// The format its lines were read in (`format = "auto"` chooses per input).
+    #[serde(default)]
+    pub format: String,
     pub lines: u64,
     /// `true` when an earlier input had identical content: its lines were counted once.
     pub duplicate_of: Option<String>,

@@ -31,6 +31,76 @@ pub enum Format {
     NginxJson,
     /// Caddy v2's JSON access log (`ts` as epoch seconds or ISO 8601).
     Caddy,
+    /// Chosen per input from its first lines ([`detect`]); the choice is in the run record.
+    Auto,
+}
+
+/// The formats `auto` chooses from, in the order ties are broken.
+pub const NAMED: [Format; 6] = [
+    Format::Combined,
+    Format::VhostCombined,
+    Format::Common,
+    Format::VhostCommon,
+    Format::NginxJson,
+    Format::Caddy,
+];
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Combined => "combined",
+            Format::Common => "common",
+            Format::VhostCombined => "vhost_combined",
+            Format::VhostCommon => "vhost_common",
+            Format::NginxJson => "nginx_json",
+            Format::Caddy => "caddy",
+            Format::Auto => "auto",
+        }
+    }
+}
+
+/// The format of a block of lines (the first of an input): the named format that places the
+/// most of its first 50 non-blank lines with every field it has (ties by [`NAMED`]'s order).
+/// `combined` when nothing fits (its rejections then say why).
+pub fn detect(block: &[u8]) -> Format {
+    let lines: Vec<&[u8]> = block
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty())
+        .take(50)
+        .collect();
+    let mut scratch = json::Scratch::default();
+    let mut best = (Format::Combined, 0usize);
+    for f in NAMED {
+        let score = lines
+            .iter()
+            .filter(|l| {
+                parse_line(f, l, &mut scratch).is_ok_and(|r| {
+                    // Under the wrong format the client field is a host name or a dash.
+                    // Combined lines carry the quoted referrer and user agent (even as "-");
+                    // common lines, which combined also reads, do not.
+                    let full = match f {
+                        Format::Combined | Format::VhostCombined => {
+                            l.iter().filter(|b| **b == b'"').count() >= 6
+                        }
+                        _ => true,
+                    };
+                    full && looks_like_address(r.client)
+                })
+            })
+            .count();
+        if score > best.1 {
+            best = (f, score);
+        }
+    }
+    best.0
+}
+
+/// An IP address (v4 or v6), as a client field should be under the right format.
+fn looks_like_address(client: &[u8]) -> bool {
+    std::str::from_utf8(client)
+        .ok()
+        .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok())
 }
 
 impl Format {
@@ -38,7 +108,11 @@ impl Format {
     pub fn has_vhost(self) -> bool {
         matches!(
             self,
-            Format::VhostCombined | Format::VhostCommon | Format::NginxJson | Format::Caddy
+            Format::VhostCombined
+                | Format::VhostCommon
+                | Format::NginxJson
+                | Format::Caddy
+                | Format::Auto
         )
     }
 }
@@ -101,6 +175,7 @@ pub fn parse_line<'a>(
     match format {
         Format::NginxJson => json::parse_nginx(line.trim_ascii(), scratch),
         Format::Caddy => json::parse_caddy(line.trim_ascii(), scratch),
+        Format::Auto => unreachable!("`auto` is resolved per input before parsing"),
         _ => combined::parse_line(format, line),
     }
 }

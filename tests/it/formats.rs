@@ -148,12 +148,69 @@ fn formats_nginx_json_and_caddy_give_the_combined_files() {
     }
     std::fs::write(dir.path().join("nginx.log"), nginx).unwrap();
     std::fs::write(dir.path().join("caddy.log"), caddy).unwrap();
-    for (format, log) in [("nginx_json", "nginx.log"), ("caddy", "caddy.log")] {
+    // The combined sample with `%v:%p` in front (vhost_combined).
+    let sample = std::fs::read_to_string(repo().join("sample-data/small/access.log")).unwrap();
+    let vhost: String = sample
+        .lines()
+        .map(|l| format!("example.ru:443 {l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("vhost.log"), vhost).unwrap();
+    std::fs::copy(
+        repo().join("sample-data/small/access.log"),
+        dir.path().join("combined.log"),
+    )
+    .unwrap();
+    for (format, log) in [
+        ("nginx_json", "nginx.log"),
+        ("caddy", "caddy.log"),
+        ("vhost_combined", "vhost.log"),
+    ] {
         let out = dir.path().join(format);
         let o = run(&pipeline(dir.path(), format, log, ""), &out, &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(hashes(&out), want, "{format}");
     }
+    // `auto` picks each one from its first lines: the same files, and the choice recorded.
+    for (format, log) in [
+        ("combined", "combined.log"),
+        ("nginx_json", "nginx.log"),
+        ("caddy", "caddy.log"),
+        ("vhost_combined", "vhost.log"),
+    ] {
+        let out = dir.path().join(format!("auto-{format}"));
+        let o = run(&pipeline(dir.path(), "auto", log, ""), &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(run_record(&out)["inputs"][0]["format"], format);
+        assert_eq!(hashes(&out), want, "auto on {format}");
+    }
+}
+
+/// A common-format log (no referrer, no user agent) is told from a combined one.
+#[test]
+fn formats_auto_tells_common_from_combined() {
+    let dir = tempfile::tempdir().unwrap();
+    let common: String = sample_fields()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} - - [{}] \"{}\" {} {}\n",
+                f["client"], f["time"], f["request"], f["status"], f["size"]
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("common.log"), common).unwrap();
+    let named = dir.path().join("named");
+    let o = run(
+        &pipeline(dir.path(), "common", "common.log", ""),
+        &named,
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let auto = dir.path().join("auto");
+    let o = run(&pipeline(dir.path(), "auto", "common.log", ""), &auto, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(run_record(&auto)["inputs"][0]["format"], "common");
+    assert_eq!(hashes(&auto), hashes(&named));
 }
 
 #[test]
