@@ -1009,8 +1009,26 @@ fn shard(
             loop {
                 match chunks.next_chunk() {
                     Ok(Some(chunk)) => {
+                        let first = chunk.first_line == 1;
                         let chunk_format =
                             *file_format.get_or_insert_with(|| ingest::detect(&chunk.data));
+                        // A file in another format fails at once, not after every line of it
+                        // has been rejected.
+                        if first && format != ingest::Format::Auto {
+                            let (placed, sampled) = ingest::fit(format, &chunk.data);
+                            if sampled >= 10 && placed * 10 < sampled {
+                                let guess = ingest::detect(&chunk.data);
+                                read_error = Some(Failure::new(
+                                    exit::FAILED,
+                                    format!(
+                                        "input {shown} does not look like `{}` logs: {placed} of its first {sampled} lines could be read that way (`format = \"auto\"` would choose `{}`); nothing was published",
+                                        format.name(),
+                                        guess.name()
+                                    ),
+                                ));
+                                break 'files;
+                            }
+                        }
                         if let Some(bar) = progress {
                             let bytes = chunks.bytes_read();
                             let secs = started.elapsed().as_secs_f64().max(1e-3);

@@ -152,12 +152,17 @@ fn split_request(request: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
     }
 }
 
+/// A three-digit status, or `0`: what nginx and Apache log for a connection closed before a
+/// response (placed and parsed; the status filter then keeps it out of the pageviews).
 fn parse_status(s: &[u8]) -> Option<u16> {
+    if s == b"0" {
+        return Some(0);
+    }
     if s.len() != 3 {
         return None;
     }
     let n = parse_u64(s)?;
-    (100..=599).contains(&n).then_some(n as u16)
+    (100..=999).contains(&n).then_some(n as u16)
 }
 
 fn parse_u64(s: &[u8]) -> Option<u64> {
@@ -291,5 +296,29 @@ mod tests {
         for (line, reason) in cases {
             assert_eq!(parse_line(Format::Combined, line).unwrap_err(), reason);
         }
+    }
+
+    /// Lines real servers write are placed and parsed, not rejected: they simply are not
+    /// pageviews (the filters count them).
+    #[test]
+    fn lines_real_servers_write_are_parsed() {
+        fn ok(line: &[u8]) -> RawRecord<'_> {
+            parse_line(Format::Combined, line).unwrap()
+        }
+        // A connection closed before any response: status 0.
+        let r =
+            ok(b"192.0.2.1 - - [03/Nov/2026:10:00:00 +0300] \"GET / HTTP/1.1\" 0 0 \"-\" \"-\"");
+        assert_eq!(r.status, 0);
+        // No request line at all (a timed-out connection): "-" with 408.
+        let r = ok(b"192.0.2.2 - - [03/Nov/2026:10:00:00 +0300] \"-\" 408 0 \"-\" \"-\"");
+        assert_eq!((r.status, r.target), (408, None));
+        // A TLS handshake sent to the plain-HTTP port: garbage bytes for a request.
+        let r = ok(b"192.0.2.3 - - [03/Nov/2026:10:00:00 +0300] \"\\x16\\x03\\x01\\x00\\xa5\" 400 150 \"-\" \"-\"");
+        assert_eq!(r.status, 400);
+        // Escaped quotes inside the user agent, and bytes that are not UTF-8.
+        let r = ok(b"2001:db8::1 - - [03/Nov/2026:10:00:00 +0300] \"GET /\xff HTTP/1.1\" 200 5 \"-\" \"A \\\"quoted\\\" \xc3 agent\"");
+        assert_eq!(r.client, b"2001:db8::1");
+        assert_eq!(r.target, Some(&b"/\xff"[..]));
+        assert!(r.user_agent.unwrap().starts_with(b"A \\\"quoted"));
     }
 }

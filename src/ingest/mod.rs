@@ -96,6 +96,22 @@ pub fn detect(block: &[u8]) -> Format {
     best.0
 }
 
+/// (lines placed, lines sampled) of the first 50 non-blank lines of `block` in `format`.
+pub fn fit(format: Format, block: &[u8]) -> (usize, usize) {
+    let lines: Vec<&[u8]> = block
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty())
+        .take(50)
+        .collect();
+    let mut scratch = json::Scratch::default();
+    let placed = lines
+        .iter()
+        .filter(|l| parse_line(format, l, &mut scratch).is_ok())
+        .count();
+    (placed, lines.len())
+}
+
 /// An IP address (v4 or v6), as a client field should be under the right format.
 fn looks_like_address(client: &[u8]) -> bool {
     std::str::from_utf8(client)

@@ -263,3 +263,26 @@ fn formats_trusted_proxies_find_the_client_in_x_forwarded_for() {
         }
     }
 }
+
+/// A file in another format fails fast, naming the format tried and what `auto` would choose.
+#[test]
+fn formats_a_mismatched_file_fails_fast_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("sample-data/small/access.log"),
+        dir.path().join("combined.log"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = run(
+        &pipeline(dir.path(), "caddy", "combined.log", ""),
+        &out,
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("does not look like `caddy` logs"), "{err}");
+    assert!(err.contains("would choose `combined`"), "{err}");
+    assert!(!err.contains("192.0.2"), "no line is echoed: {err}");
+    assert!(!out.join("overview").exists());
+}
