@@ -1018,12 +1018,16 @@ fn shard(
                             let (placed, sampled) = ingest::fit(format, &chunk.data);
                             if sampled >= 10 && placed * 10 < sampled {
                                 let guess = ingest::detect(&chunk.data);
+                                let hint = if ingest::fit(guess, &chunk.data).0 > placed {
+                                    format!("`format = \"auto\"` would choose `{}`", guess.name())
+                                } else {
+                                    "no format logveil knows reads them either".to_string()
+                                };
                                 read_error = Some(Failure::new(
                                     exit::FAILED,
                                     format!(
-                                        "input {shown} does not look like `{}` logs: {placed} of its first {sampled} lines could be read that way (`format = \"auto\"` would choose `{}`); nothing was published",
+                                        "input {shown} does not look like `{}` logs: {placed} of its first {sampled} lines could be read that way ({hint}); nothing was published",
                                         format.name(),
-                                        guess.name()
                                     ),
                                 ));
                                 break 'files;
