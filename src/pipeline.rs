@@ -1006,9 +1006,10 @@ fn shard(
             };
             let mut lines = 0;
             let mut file_format = (format != ingest::Format::Auto).then_some(format);
+            let mut w3c_layout: Option<ingest::w3c::Layout> = None;
             loop {
                 match chunks.next_chunk() {
-                    Ok(Some(chunk)) => {
+                    Ok(Some(mut chunk)) => {
                         let first = chunk.first_line == 1;
                         let chunk_format =
                             *file_format.get_or_insert_with(|| ingest::detect(&chunk.data));
@@ -1048,6 +1049,14 @@ fn shard(
                             bar.tick();
                         }
                         lines = chunks.lines();
+                        if chunk_format == ingest::Format::W3c {
+                            // The layout in force at this block's start, for the worker; and
+                            // after it, for the next block.
+                            chunk.w3c_layout = w3c_layout.clone();
+                            if let Some(l) = ingest::w3c::last_layout(&chunk.data) {
+                                w3c_layout = Some(l);
+                            }
+                        }
                         if tx.send((index as u32, chunk_format, chunk)).is_err() {
                             break 'files;
                         }
@@ -1170,6 +1179,7 @@ fn process_chunk(
 ) -> Result<(), Failure> {
     let mut too_long = chunk.too_long.iter().peekable();
     let mut scratch = ingest::json::Scratch::default();
+    scratch.w3c_layout = chunk.w3c_layout.clone();
     for (i, raw) in chunk.data.split_inclusive(|&b| b == b'\n').enumerate() {
         let line_no = chunk.first_line + i as u64;
         let result = if too_long.peek() == Some(&&line_no) {
@@ -1184,6 +1194,11 @@ fn process_chunk(
             })
         };
         match result {
+            // Directives (W3C headers) are read, not rejected, and are no pageview.
+            Err(Reject::Directive) => {
+                r.parsed += 1;
+                *r.filtered.entry(FilterRule::Directive).or_default() += 1;
+            }
             Err(reason) => {
                 let entry = r.rejected.entry(reason).or_default();
                 entry.0 += 1;

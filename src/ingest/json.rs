@@ -12,10 +12,13 @@ use serde::Deserialize;
 
 use super::{RawRecord, Reject};
 
-/// Owned buffers for unescaped values, one per field, reused from line to line.
+/// Per-worker parsing state, reused from line to line: owned buffers for unescaped values
+/// (one per field), and the W3C layout in force.
 #[derive(Debug, Default)]
 pub struct Scratch {
     fields: [Vec<u8>; FIELDS],
+    pub w3c_layout: Option<super::w3c::Layout>,
+    pub w3c_buffers: [Vec<u8>; 2],
 }
 
 const FIELDS: usize = 7;

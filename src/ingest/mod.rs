@@ -9,6 +9,7 @@ pub mod combined;
 pub mod json;
 pub mod reader;
 pub mod timestamp;
+pub mod w3c;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,18 +32,22 @@ pub enum Format {
     NginxJson,
     /// Caddy v2's JSON access log (`ts` as epoch seconds or ISO 8601).
     Caddy,
+    /// W3C extended (IIS, CloudFront): columns named by `#Fields:` lines, which may change
+    /// within a file.
+    W3c,
     /// Chosen per input from its first lines ([`detect`]); the choice is in the run record.
     Auto,
 }
 
 /// The formats `auto` chooses from, in the order ties are broken.
-pub const NAMED: [Format; 6] = [
+pub const NAMED: [Format; 7] = [
     Format::Combined,
     Format::VhostCombined,
     Format::Common,
     Format::VhostCommon,
     Format::NginxJson,
     Format::Caddy,
+    Format::W3c,
 ];
 
 impl Format {
@@ -54,6 +59,7 @@ impl Format {
             Format::VhostCommon => "vhost_common",
             Format::NginxJson => "nginx_json",
             Format::Caddy => "caddy",
+            Format::W3c => "w3c",
             Format::Auto => "auto",
         }
     }
@@ -128,6 +134,7 @@ impl Format {
                 | Format::VhostCommon
                 | Format::NginxJson
                 | Format::Caddy
+                | Format::W3c
                 | Format::Auto
         )
     }
@@ -164,6 +171,9 @@ pub enum Reject {
     BadStatus,
     BadSize,
     LineTooLong,
+    /// Not a log line but a directive (W3C `#Fields:`, `#Version:` …): counted apart, neither
+    /// a pageview nor a rejection.
+    Directive,
 }
 
 impl Reject {
@@ -177,6 +187,7 @@ impl Reject {
             Reject::BadStatus => "bad_status",
             Reject::BadSize => "bad_size",
             Reject::LineTooLong => "line_too_long",
+            Reject::Directive => "directive",
         }
     }
 }
@@ -191,6 +202,17 @@ pub fn parse_line<'a>(
     match format {
         Format::NginxJson => json::parse_nginx(line.trim_ascii(), scratch),
         Format::Caddy => json::parse_caddy(line.trim_ascii(), scratch),
+        Format::W3c => {
+            let line = line.trim_ascii();
+            if line.starts_with(b"#") {
+                if let Some(layout) = w3c::Layout::from_directive(line) {
+                    scratch.w3c_layout = Some(layout);
+                }
+                return Err(Reject::Directive);
+            }
+            let layout = scratch.w3c_layout.clone().unwrap_or_default();
+            w3c::parse_line(line, &layout, &mut scratch.w3c_buffers)
+        }
         Format::Auto => unreachable!("`auto` is resolved per input before parsing"),
         _ => combined::parse_line(format, line),
     }

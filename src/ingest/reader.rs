@@ -255,6 +255,8 @@ pub struct Chunk {
     pub data: Vec<u8>,
     /// Line numbers (sorted) of the lines that were too long to keep.
     pub too_long: Vec<u64>,
+    /// W3C logs: the `#Fields:` layout in force at the block's first line.
+    pub w3c_layout: Option<super::w3c::Layout>,
 }
 
 /// Cuts a file's decompressed content into blocks of whole lines, for parallel parsing. The
@@ -300,6 +302,7 @@ impl ChunkReader {
             first_line: self.next_line,
             data: Vec::with_capacity(CHUNK_BYTES + 4096),
             too_long: Vec::new(),
+            w3c_layout: None,
         };
         let mut buf = std::mem::take(&mut self.read_buf);
         while chunk.data.len() < CHUNK_BYTES && !self.eof {

@@ -117,6 +117,8 @@ impl Event {
 /// The filter rules, in the order they are tried. Their names go into the run record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FilterRule {
+    /// A directive line (W3C `#Fields:` …), not a request.
+    Directive,
     OutsideDateWindow,
     OtherSite,
     NonPageRequest,
@@ -128,6 +130,7 @@ pub enum FilterRule {
 impl FilterRule {
     pub fn name(self) -> &'static str {
         match self {
+            FilterRule::Directive => "directive_line",
             FilterRule::OutsideDateWindow => "outside_date_window",
             FilterRule::OtherSite => "other_site",
             FilterRule::NonPageRequest => "non_page_request",

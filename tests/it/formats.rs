@@ -286,3 +286,81 @@ fn formats_a_mismatched_file_fails_fast_with_a_suggestion() {
     assert!(!err.contains("192.0.2"), "no line is echoed: {err}");
     assert!(!out.join("overview").exists());
 }
+
+/// W3C extended logs (IIS), with the `#Fields:` layout changing in the middle of the file and
+/// `+` for spaces in user agents: the same files as the combined log.
+#[test]
+fn formats_w3c_with_a_fields_change_gives_the_combined_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let combined_out = dir.path().join("combined");
+    let o = run(
+        &repo().join("sample-data/small/pipeline.toml"),
+        &combined_out,
+        &[],
+    );
+    assert!(o.status.success());
+    let want = hashes(&combined_out);
+    let fields = sample_fields();
+    let half = fields.len() / 2;
+    let mut w3c = String::from(
+        "#Software: Microsoft Internet Information Services 10.0\n#Version: 1.0\n#Date: 2026-11-03 00:00:00\n\
+         #Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status sc-bytes time-taken\n",
+    );
+    for (i, f) in fields.iter().enumerate() {
+        if i == half {
+            // A restart with another field order (and the host logged).
+            w3c += "#Software: Microsoft Internet Information Services 10.0\n#Version: 1.0\n\
+                    #Fields: date time c-ip cs-host cs-method cs-uri-stem cs-uri-query sc-status sc-bytes cs(Referer) cs(User-Agent)\n";
+        }
+        let Some(secs) = epoch(&f["time"]) else {
+            // The sample's broken timestamps stay broken.
+            w3c += "2026-13-45 99:00:00 10.0.0.1 GET / - 443 - 192.0.2.1 - - 200 0 0 0 1\n";
+            continue;
+        };
+        let t = jiff::Timestamp::from_second(secs)
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC);
+        let (date, time) = (
+            t.strftime("%Y-%m-%d").to_string(),
+            t.strftime("%H:%M:%S").to_string(),
+        );
+        let mut parts = f["request"].splitn(3, ' ');
+        let method = parts.next().unwrap_or("-");
+        let uri = parts.next().unwrap_or("-");
+        let (stem, query) = uri.split_once('?').unwrap_or((uri, "-"));
+        let dash = |s: &str| {
+            if s.is_empty() || s == "-" {
+                "-".to_string()
+            } else {
+                s.replace(' ', "+")
+            }
+        };
+        let (ua, referrer) = (dash(&f["ua"]), dash(&f["referrer"]));
+        let size = if f["size"] == "-" { "0" } else { &f["size"] };
+        if i < half {
+            w3c += &format!(
+                "{date} {time} 10.0.0.1 {method} {stem} {query} 443 - {} {ua} {referrer} {} 0 0 {size} 12\n",
+                f["client"], f["status"]
+            );
+        } else {
+            w3c += &format!(
+                "{date} {time} {} example.ru {method} {stem} {query} {} {size} {referrer} {ua}\n",
+                f["client"], f["status"]
+            );
+        }
+    }
+    std::fs::write(dir.path().join("iis.log"), w3c).unwrap();
+    for format in ["w3c", "auto"] {
+        let out = dir.path().join(format);
+        let o = run(&pipeline(dir.path(), format, "iis.log", ""), &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(hashes(&out), want, "{format}");
+        let r = run_record(&out);
+        assert_eq!(r["inputs"][0]["format"], "w3c");
+        assert_eq!(
+            r["filtered"]["directive_line"],
+            4 + 3,
+            "the directive lines"
+        );
+    }
+}
