@@ -42,7 +42,7 @@ pub fn parse_line(format: Format, line: &[u8]) -> Result<RawRecord<'_>, Reject> 
         None => return Err(Reject::Truncated),
     };
     let (referrer, user_agent) = match format {
-        Format::Combined | Format::VhostCombined => {
+        Format::Combined | Format::VhostCombined | Format::Traefik => {
             // A `common` line inside a combined log simply has neither field.
             let referrer = cur.quoted()?;
             let user_agent = if referrer.is_some() {

@@ -35,18 +35,25 @@ pub enum Format {
     /// W3C extended (IIS, CloudFront): columns named by `#Fields:` lines, which may change
     /// within a file.
     W3c,
+    /// Amazon CloudFront standard logs: W3C, tab-separated, user agents percent-encoded.
+    Cloudfront,
+    /// Traefik's access log in CLF: combined, then request count, router, backend URL and
+    /// duration (ignored).
+    Traefik,
     /// Chosen per input from its first lines ([`detect`]); the choice is in the run record.
     Auto,
 }
 
 /// The formats `auto` chooses from, in the order ties are broken.
-pub const NAMED: [Format; 7] = [
+pub const NAMED: [Format; 9] = [
+    Format::Traefik,
     Format::Combined,
     Format::VhostCombined,
     Format::Common,
     Format::VhostCommon,
     Format::NginxJson,
     Format::Caddy,
+    Format::Cloudfront,
     Format::W3c,
 ];
 
@@ -60,6 +67,8 @@ impl Format {
             Format::NginxJson => "nginx_json",
             Format::Caddy => "caddy",
             Format::W3c => "w3c",
+            Format::Cloudfront => "cloudfront",
+            Format::Traefik => "traefik",
             Format::Auto => "auto",
         }
     }
@@ -81,18 +90,29 @@ pub fn detect(block: &[u8]) -> Format {
         let score = lines
             .iter()
             .filter(|l| {
-                parse_line(f, l, &mut scratch).is_ok_and(|r| {
-                    // Under the wrong format the client field is a host name or a dash.
-                    // Combined lines carry the quoted referrer and user agent (even as "-");
-                    // common lines, which combined also reads, do not.
-                    let full = match f {
-                        Format::Combined | Format::VhostCombined => {
-                            l.iter().filter(|b| **b == b'"').count() >= 6
-                        }
-                        _ => true,
-                    };
-                    full && looks_like_address(r.client)
-                })
+                let Ok(client_ok) =
+                    parse_line(f, l, &mut scratch).map(|r| looks_like_address(r.client))
+                else {
+                    return false;
+                };
+                // Under the wrong format the client field is a host name or a dash.
+                // Combined lines carry the quoted referrer and user agent (even as "-");
+                // common lines, which combined also reads, do not.
+                let quotes = l.iter().filter(|b| **b == b'"').count();
+                let cloudfront = scratch
+                    .w3c_layout
+                    .as_ref()
+                    .is_some_and(w3c::Layout::is_cloudfront);
+                let full = match f {
+                    Format::Combined | Format::VhostCombined => quotes >= 6,
+                    // Traefik adds a count, two quoted names and a duration in ms.
+                    Format::Traefik => quotes >= 10 && l.ends_with(b"ms"),
+                    // CloudFront's layout names its edge location.
+                    Format::Cloudfront => cloudfront,
+                    Format::W3c => !cloudfront,
+                    _ => true,
+                };
+                full && client_ok
             })
             .count();
         if score > best.1 {
@@ -135,6 +155,7 @@ impl Format {
                 | Format::NginxJson
                 | Format::Caddy
                 | Format::W3c
+                | Format::Cloudfront
                 | Format::Auto
         )
     }
@@ -202,7 +223,7 @@ pub fn parse_line<'a>(
     match format {
         Format::NginxJson => json::parse_nginx(line.trim_ascii(), scratch),
         Format::Caddy => json::parse_caddy(line.trim_ascii(), scratch),
-        Format::W3c => {
+        Format::W3c | Format::Cloudfront => {
             let line = line.trim_ascii();
             if line.starts_with(b"#") {
                 if let Some(layout) = w3c::Layout::from_directive(line) {

@@ -27,6 +27,8 @@ pub struct Layout {
     host: Option<usize>,
     forwarded: Option<usize>,
     columns: usize,
+    /// CloudFront names the edge location that served the request.
+    edge: bool,
 }
 
 impl Layout {
@@ -53,6 +55,11 @@ impl Layout {
                 "cs(user-agent)" => &mut l.user_agent,
                 "cs-host" | "cs(host)" => &mut l.host,
                 "cs(x-forwarded-for)" | "x-forwarded-for" => &mut l.forwarded,
+                "x-edge-location" => {
+                    l.edge = true;
+                    l.columns = i + 1;
+                    continue;
+                }
                 _ => {
                     l.columns = i + 1;
                     continue;
@@ -62,6 +69,11 @@ impl Layout {
             l.columns = i + 1;
         }
         Some(l)
+    }
+
+    /// Whether this is CloudFront's layout.
+    pub fn is_cloudfront(&self) -> bool {
+        self.edge
     }
 
     /// Whether it has what a pageview needs.

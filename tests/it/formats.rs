@@ -364,3 +364,75 @@ fn formats_w3c_with_a_fields_change_gives_the_combined_files() {
         );
     }
 }
+
+/// Traefik's CLF (combined plus count, router, backend, duration) and CloudFront's W3C
+/// (tabs, percent-encoded user agents, an edge location): the combined files, and `auto`
+/// names each.
+#[test]
+fn formats_traefik_and_cloudfront_give_the_combined_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let combined_out = dir.path().join("combined");
+    let o = run(
+        &repo().join("sample-data/small/pipeline.toml"),
+        &combined_out,
+        &[],
+    );
+    assert!(o.status.success());
+    let want = hashes(&combined_out);
+    let sample = std::fs::read_to_string(repo().join("sample-data/small/access.log")).unwrap();
+    let traefik: String = sample
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{l} {i} \"web@docker\" \"http://172.17.0.3:80\" 3ms\n"))
+        .collect();
+    std::fs::write(dir.path().join("traefik.log"), traefik).unwrap();
+    let mut cf = String::from(
+        "#Version: 1.0\n#Fields: date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem sc-status cs(Referer) cs(User-Agent) cs-uri-query\n",
+    );
+    for f in sample_fields() {
+        let Some(secs) = epoch(&f["time"]) else {
+            cf += "2026-13-45\t99:00:00\tFRA56-C1\t0\t192.0.2.1\tGET\td1.cloudfront.net\t/\t200\t-\t-\t-\n";
+            continue;
+        };
+        let t = jiff::Timestamp::from_second(secs)
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC);
+        let mut parts = f["request"].splitn(3, ' ');
+        let method = parts.next().unwrap_or("-");
+        let uri = parts.next().unwrap_or("-");
+        let (stem, query) = uri.split_once('?').unwrap_or((uri, "-"));
+        let enc = |s: &str| {
+            if s.is_empty() || s == "-" {
+                "-".to_string()
+            } else {
+                s.replace('%', "%25")
+                    .replace(' ', "%20")
+                    .replace('"', "%22")
+            }
+        };
+        let size = if f["size"] == "-" { "0" } else { &f["size"] };
+        cf += &format!(
+            "{}\t{}\tFRA56-C1\t{size}\t{}\t{method}\texample.ru\t{stem}\t{}\t{}\t{}\t{query}\n",
+            t.strftime("%Y-%m-%d"),
+            t.strftime("%H:%M:%S"),
+            f["client"],
+            f["status"],
+            if f["referrer"].is_empty() {
+                "-"
+            } else {
+                &f["referrer"]
+            },
+            enc(&f["ua"]),
+        );
+    }
+    std::fs::write(dir.path().join("cloudfront.log"), cf).unwrap();
+    for (format, log) in [("traefik", "traefik.log"), ("cloudfront", "cloudfront.log")] {
+        for chosen in [format, "auto"] {
+            let out = dir.path().join(format!("{format}-{chosen}"));
+            let o = run(&pipeline(dir.path(), chosen, log, ""), &out, &[]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(hashes(&out), want, "{format} read as {chosen}");
+            assert_eq!(run_record(&out)["inputs"][0]["format"], format);
+        }
+    }
+}
