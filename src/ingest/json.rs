@@ -76,6 +76,31 @@ struct Nginx<'a> {
     host: Option<Cow<'a, str>>,
 }
 
+/// Traefik's JSON access log (default field names; request headers kept as `request_<Name>`).
+#[derive(Deserialize)]
+struct Traefik<'a> {
+    #[serde(rename = "ClientHost", borrow, default)]
+    client_host: Option<Cow<'a, str>>,
+    #[serde(rename = "StartUTC", borrow, default)]
+    start_utc: Option<Cow<'a, str>>,
+    #[serde(rename = "RequestMethod", borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(rename = "RequestPath", borrow, default)]
+    path: Option<Cow<'a, str>>,
+    #[serde(rename = "RequestHost", borrow, default)]
+    host: Option<Cow<'a, str>>,
+    #[serde(rename = "DownstreamStatus", default)]
+    status: Option<f64>,
+    #[serde(rename = "DownstreamContentSize", default)]
+    size: Option<f64>,
+    #[serde(rename = "request_Referer", borrow, default)]
+    referrer: Option<Cow<'a, str>>,
+    #[serde(rename = "request_User-Agent", borrow, default)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(rename = "request_X-Forwarded-For", borrow, default)]
+    forwarded: Option<Cow<'a, str>>,
+}
+
 #[derive(Deserialize)]
 struct Caddy<'a> {
     #[serde(borrow)]
@@ -164,6 +189,37 @@ pub fn parse_nginx<'a>(line: &'a [u8], scratch: &'a mut Scratch) -> Result<RawRe
     f.text[USER_AGENT] = present(n.http_user_agent);
     f.text[FORWARDED] = present(n.http_x_forwarded_for);
     f.text[HOST] = present(n.host);
+    Ok(pin(f, scratch))
+}
+
+/// Parses one Traefik JSON access-log line.
+pub fn parse_traefik<'a>(
+    line: &'a [u8],
+    scratch: &'a mut Scratch,
+) -> Result<RawRecord<'a>, Reject> {
+    let t: Traefik<'a> = serde_json::from_slice(line).map_err(|_| Reject::Truncated)?;
+    let ts = t
+        .start_utc
+        .as_deref()
+        .and_then(iso_or_epoch)
+        .ok_or(Reject::BadTimestamp)?;
+    let status = t
+        .status
+        .filter(|s| (0.0..1000.0).contains(s))
+        .ok_or(Reject::BadStatus)? as u16;
+    let mut f = Fields {
+        ts,
+        status,
+        bytes: t.size.map_or(0, |s| s.max(0.0) as u64),
+        ..Fields::default()
+    };
+    f.text[CLIENT] = Some(present(t.client_host).ok_or(Reject::BadClient)?);
+    f.text[METHOD] = present(t.method);
+    f.text[TARGET] = present(t.path);
+    f.text[REFERRER] = present(t.referrer);
+    f.text[USER_AGENT] = present(t.user_agent);
+    f.text[FORWARDED] = present(t.forwarded);
+    f.text[HOST] = present(t.host);
     Ok(pin(f, scratch))
 }
 

@@ -40,12 +40,15 @@ pub enum Format {
     /// Traefik's access log in CLF: combined, then request count, router, backend URL and
     /// duration (ignored).
     Traefik,
+    /// Traefik's JSON access log (`ClientHost`, `StartUTC`, `RequestMethod`, `RequestPath`,
+    /// `DownstreamStatus`, headers as `request_User-Agent` …).
+    TraefikJson,
     /// Chosen per input from its first lines ([`detect`]); the choice is in the run record.
     Auto,
 }
 
 /// The formats `auto` chooses from, in the order ties are broken.
-pub const NAMED: [Format; 9] = [
+pub const NAMED: [Format; 10] = [
     Format::Traefik,
     Format::Combined,
     Format::VhostCombined,
@@ -53,6 +56,7 @@ pub const NAMED: [Format; 9] = [
     Format::VhostCommon,
     Format::NginxJson,
     Format::Caddy,
+    Format::TraefikJson,
     Format::Cloudfront,
     Format::W3c,
 ];
@@ -69,6 +73,7 @@ impl Format {
             Format::W3c => "w3c",
             Format::Cloudfront => "cloudfront",
             Format::Traefik => "traefik",
+            Format::TraefikJson => "traefik_json",
             Format::Auto => "auto",
         }
     }
@@ -156,6 +161,7 @@ impl Format {
                 | Format::Caddy
                 | Format::W3c
                 | Format::Cloudfront
+                | Format::TraefikJson
                 | Format::Auto
         )
     }
@@ -223,6 +229,7 @@ pub fn parse_line<'a>(
     match format {
         Format::NginxJson => json::parse_nginx(line.trim_ascii(), scratch),
         Format::Caddy => json::parse_caddy(line.trim_ascii(), scratch),
+        Format::TraefikJson => json::parse_traefik(line.trim_ascii(), scratch),
         Format::W3c | Format::Cloudfront => {
             let line = line.trim_ascii();
             if line.starts_with(b"#") {

@@ -436,3 +436,51 @@ fn formats_traefik_and_cloudfront_give_the_combined_files() {
         }
     }
 }
+
+/// Traefik's JSON access log: the combined files, and `auto` names it.
+#[test]
+fn formats_traefik_json_gives_the_combined_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let combined_out = dir.path().join("combined");
+    let o = run(
+        &repo().join("sample-data/small/pipeline.toml"),
+        &combined_out,
+        &[],
+    );
+    assert!(o.status.success());
+    let want = hashes(&combined_out);
+    let mut log = String::new();
+    for f in sample_fields() {
+        let start = match epoch(&f["time"]) {
+            Some(s) => jiff::Timestamp::from_second(s).unwrap().to_string(),
+            None => f["time"].clone(),
+        };
+        let mut parts = f["request"].splitn(3, ' ');
+        let mut o = serde_json::json!({
+            "ClientAddr": format!("{}:51234", f["client"]),
+            "ClientHost": f["client"],
+            "StartUTC": start,
+            "RequestMethod": parts.next().unwrap_or(""),
+            "RequestPath": parts.next().unwrap_or(""),
+            "RequestProtocol": "HTTP/1.1",
+            "DownstreamStatus": f["status"].parse::<f64>().unwrap(),
+            "DownstreamContentSize": f["size"].parse::<f64>().unwrap_or(0.0),
+            "RouterName": "web@docker",
+        });
+        if !f["ua"].is_empty() && f["ua"] != "-" {
+            o["request_User-Agent"] = f["ua"].clone().into();
+        }
+        if !f["referrer"].is_empty() && f["referrer"] != "-" {
+            o["request_Referer"] = f["referrer"].clone().into();
+        }
+        log += &format!("{o}\n");
+    }
+    std::fs::write(dir.path().join("traefik.json"), log).unwrap();
+    for chosen in ["traefik_json", "auto"] {
+        let out = dir.path().join(chosen);
+        let o = run(&pipeline(dir.path(), chosen, "traefik.json", ""), &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(hashes(&out), want, "{chosen}");
+        assert_eq!(run_record(&out)["inputs"][0]["format"], "traefik_json");
+    }
+}
