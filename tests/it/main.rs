@@ -7,6 +7,7 @@ mod cli;
 mod dp;
 mod formats;
 mod helpers;
+mod kill;
 mod parse;
 mod privacy;
 mod realistic;
