@@ -991,7 +991,13 @@ fn shard(
             };
             let size = match std::fs::metadata(path) {
                 Ok(m) => m.len(),
-                Err(_) if path.as_os_str() == reader::STDIN => 0,
+                // Standard input and objects in a store have no local size.
+                Err(_)
+                    if path.as_os_str() == reader::STDIN
+                        || path.to_string_lossy().starts_with("s3://") =>
+                {
+                    0
+                }
                 Err(e) => {
                     read_error = Some(unreadable(e, None));
                     break;

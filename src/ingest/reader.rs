@@ -41,6 +41,32 @@ pub fn expand_inputs(patterns: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
             stdin = true;
             continue;
         }
+        if text.starts_with("s3://") {
+            let (location, glob, bucket) =
+                crate::store::split_pattern(&text).ok_or_else(|| InputError::NoMatch {
+                    pattern: text.to_string(),
+                })?;
+            let remote = crate::store::remote(Path::new(&location))
+                .expect("an s3:// location")
+                .map_err(|e| InputError::Unreadable {
+                    path: pattern.clone(),
+                    source: io::Error::other(e.to_string()),
+                })?;
+            let keys =
+                remote
+                    .list_matching(&bucket, &glob)
+                    .map_err(|e| InputError::Unreadable {
+                        path: pattern.clone(),
+                        source: io::Error::other(e.to_string()),
+                    })?;
+            if keys.is_empty() {
+                return Err(InputError::NoMatch {
+                    pattern: text.to_string(),
+                });
+            }
+            files.extend(keys.into_iter().map(PathBuf::from));
+            continue;
+        }
         if text.contains(['*', '?', '[']) {
             let paths = glob::glob(&text).map_err(|e| InputError::BadPattern {
                 pattern: text.to_string(),
@@ -125,8 +151,19 @@ impl Compression {
 /// A file's (or standard input's) content, decompressed by its magic bytes whatever its name:
 /// every member of a concatenated gzip file, every zstd frame, every bzip2 stream.
 fn open_decoded(path: &Path) -> io::Result<(Box<dyn Read + Send>, Compression)> {
+    let text = path.to_string_lossy();
     let source: Box<dyn Read + Send> = if path.as_os_str() == STDIN {
         Box::new(io::stdin())
+    } else if let Some(rest) = text.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let remote = crate::store::remote(Path::new(&format!("s3://{bucket}")))
+            .expect("an s3:// location")
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Box::new(
+            remote
+                .open_read(key)
+                .map_err(|e| io::Error::other(e.to_string()))?,
+        )
     } else {
         Box::new(File::open(path)?)
     };

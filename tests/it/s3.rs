@@ -139,3 +139,72 @@ fn s3_report_and_show_read_a_bucket_like_a_directory() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `--input 's3://bucket/prefix/*.log.gz'`: objects listed by a glob over their keys and
+/// streamed (gzip decoded on the way); the same files as the same logs on disk.
+#[test]
+fn s3_inputs_give_the_files_of_the_same_logs_on_disk() {
+    let Some((moto, venv)) = moto() else {
+        eprintln!("SKIPPED s3_inputs: moto[server] could not be installed or started");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for f in std::fs::read_dir(repo().join("sample-data/realistic")).unwrap() {
+        let f = f.unwrap().path();
+        if f.to_string_lossy().ends_with(".log.gz") {
+            std::fs::copy(&f, logs.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(logs.join("notes.txt"), "not a log").unwrap();
+    upload(&venv, &moto.endpoint, &logs, "weblogs", "nginx/example");
+    let pipeline = repo().join("sample-data/small/pipeline.toml");
+    let run_with = |input: &str, out: &std::path::Path| {
+        let o = logveil()
+            .env("AWS_ENDPOINT", &moto.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .args(["run", "--pipeline"])
+            .arg(&pipeline)
+            .arg("--output")
+            .arg(out)
+            .args(["--input", input])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("test"),
+            "no credential printed"
+        );
+    };
+    let local = dir.path().join("local");
+    run_with(&format!("{}/*.log.gz", logs.display()), &local);
+    let remote = dir.path().join("remote");
+    run_with("s3://weblogs/nginx/example/*.log.gz", &remote);
+    let hashes = |out: &std::path::Path| -> Vec<(String, String)> {
+        files_under(out)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .map(|p| {
+                (
+                    p.strip_prefix(out).unwrap().display().to_string(),
+                    blake3::hash(&std::fs::read(&p).unwrap())
+                        .to_hex()
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+    assert!(!hashes(&local).is_empty());
+    assert_eq!(hashes(&remote), hashes(&local));
+    let r = run_record(&remote);
+    assert_eq!(
+        r["inputs"].as_array().unwrap().len(),
+        3,
+        "the glob matched the three logs"
+    );
+    assert_eq!(r["inputs"][0]["compression"], "gzip");
+}
