@@ -110,11 +110,50 @@ const SESSION_CACHE_BYTES: usize = 128 << 20;
 const MAX_LINE_NUMBERS: usize = 100;
 
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failure> {
-    let started_at = jiff::Timestamp::now();
     let out = options
         .output
         .clone()
         .unwrap_or_else(|| pipeline.output.clone());
+    let Some(remote) = crate::store::remote(&out) else {
+        return run_in(pipeline, options, out);
+    };
+    // An object store: the run works in a private local directory holding the store's run
+    // records, then PUTs each published file to its final key and the run record last (a PUT
+    // is atomic), so a failed run leaves the published objects as they were.
+    let remote = remote.map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+    let mut name = [0u8; 8];
+    getrandom::fill(&mut name).map_err(failed)?;
+    let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+    let local = std::env::temp_dir().join(format!("logveil-run-{hex}"));
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&local)
+        .map_err(|e| Failure::new(exit::FAILED, format!("{}: {e}", local.display())))?;
+    let result = (|| {
+        remote.download_records(&local).map_err(failed)?;
+        let mut report = run_in(pipeline, options, local.clone())?;
+        for f in &report.record.files {
+            let bytes = fs::read(local.join(&f.path)).map_err(failed)?;
+            remote.put(&f.path, bytes).map_err(failed)?;
+        }
+        let record_name = format!("_runs/{}.json", report.record.run_id);
+        let bytes = fs::read(&report.record_path).map_err(failed)?;
+        remote.put(&record_name, bytes).map_err(failed)?;
+        report.record_path = PathBuf::from(format!(
+            "{}/{record_name}",
+            remote.shown().trim_end_matches('/')
+        ));
+        report.output = out.clone();
+        Ok(report)
+    })();
+    let _ = fs::remove_dir_all(&local);
+    result
+}
+
+fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<RunReport, Failure> {
+    let started_at = jiff::Timestamp::now();
     // Pseudonymous state (spill, ledger) never lives where outputs are published (D18).
     let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     if absolute(&pipeline.state_dir).starts_with(absolute(&out)) {

@@ -75,6 +75,15 @@ impl Remote {
     /// Downloads the released files into `dest`, in the same layout: every
     /// `<table>/date=<D>/part-0.parquet` and every committed `_runs/<id>.json`.
     pub fn download_output(&self, dest: &Path) -> Result<usize, StoreError> {
+        self.download(dest, true)
+    }
+
+    /// Downloads only the committed run records (what a run needs to know of earlier ones).
+    pub fn download_records(&self, dest: &Path) -> Result<usize, StoreError> {
+        self.download(dest, false)
+    }
+
+    fn download(&self, dest: &Path, tables: bool) -> Result<usize, StoreError> {
         let rt = runtime().map_err(|e| self.err(e))?;
         rt.block_on(async {
             let prefix = (!self.prefix.is_empty()).then(|| StorePath::from(self.prefix.as_str()));
@@ -96,7 +105,7 @@ impl Remote {
                     && parts[0] == "_runs"
                     && parts[1].ends_with(".json")
                     && !parts[1].ends_with(".pending.json");
-                if !(table_file || record) {
+                if !((tables && table_file) || record) {
                     continue;
                 }
                 let bytes = self

@@ -11,7 +11,12 @@ use crate::helpers::*;
 struct Moto {
     child: Child,
     endpoint: String,
+    // One server at a time: tests that pick free ports concurrently could otherwise end up
+    // talking to each other's server.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static MOTO: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Moto {
     fn drop(&mut self) {
@@ -21,6 +26,7 @@ impl Drop for Moto {
 }
 
 fn moto() -> Option<(Moto, std::path::PathBuf)> {
+    let guard = MOTO.lock().unwrap_or_else(|e| e.into_inner());
     let venv = python_venv(&["moto[server]"])?;
     let port = TcpListener::bind("127.0.0.1:0")
         .ok()?
@@ -33,12 +39,17 @@ fn moto() -> Option<(Moto, std::path::PathBuf)> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
-    let moto = Moto {
+    let mut moto = Moto {
         child,
         endpoint: format!("http://127.0.0.1:{port}"),
+        _one_at_a_time: guard,
     };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Ours, not another process that took the port first.
+            if moto.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
             return Some((moto, venv));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -207,4 +218,81 @@ fn s3_inputs_give_the_files_of_the_same_logs_on_disk() {
         "the glob matched the three logs"
     );
     assert_eq!(r["inputs"][0]["compression"], "gzip");
+}
+
+/// `run --output s3://bucket/prefix`: the published objects keep the local layout (tables by
+/// date, run records), `show` reads them back, and a re-run sees the earlier records.
+#[test]
+fn s3_outputs_keep_the_local_layout() {
+    let Some((moto, venv)) = moto() else {
+        eprintln!("SKIPPED s3_outputs: moto[server] could not be installed or started");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    upload(&venv, &moto.endpoint, &empty, "analytics-out", "x");
+    let pipeline = repo().join("sample-data/small/pipeline.toml");
+    let s3 = |args: &[&str]| {
+        logveil()
+            .env("AWS_ENDPOINT", &moto.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let p = pipeline.to_str().unwrap();
+    let o = s3(&[
+        "run",
+        "--pipeline",
+        p,
+        "--output",
+        "s3://analytics-out/site",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("s3://analytics-out/site/_runs/"));
+    let local = dir.path().join("local");
+    assert!(run(&pipeline, &local, &[]).status.success());
+    let show = |out: &str| {
+        let o = s3(&["show", out, "--date", "2026-11-03", "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let mut remote = show("s3://analytics-out/site");
+    let mut here = show(local.to_str().unwrap());
+    remote["date"] = serde_json::Value::Null;
+    here["date"] = serde_json::Value::Null;
+    assert_eq!(remote, here);
+    // A re-run of one date replaces it in place and leaves two committed run records.
+    let o = s3(&[
+        "run",
+        "--pipeline",
+        p,
+        "--output",
+        "s3://analytics-out/site",
+        "--date",
+        "2026-11-03",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listing = std::process::Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import sys,boto3;s3=boto3.client('s3',endpoint_url=sys.argv[1],aws_access_key_id='t',aws_secret_access_key='t',region_name='us-east-1');print('\\n'.join(o['Key'] for o in s3.list_objects_v2(Bucket='analytics-out',Prefix='site/')['Contents']))",
+            &moto.endpoint,
+        ])
+        .output()
+        .unwrap();
+    let keys = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(
+        keys.lines()
+            .filter(|k| k.starts_with("site/_runs/"))
+            .count(),
+        2,
+        "{keys}"
+    );
+    assert!(keys.contains("site/overview/date=2026-11-03/part-0.parquet"));
+    assert!(!keys.contains("_staging"), "{keys}");
 }
