@@ -296,3 +296,37 @@ fn s3_outputs_keep_the_local_layout() {
     assert!(keys.contains("site/overview/date=2026-11-03/part-0.parquet"));
     assert!(!keys.contains("_staging"), "{keys}");
 }
+
+/// A missing bucket, or a store that cannot be reached: a clear error naming the location,
+/// never the secret key, a non-zero exit, and nothing published.
+#[test]
+fn s3_errors_name_the_location_and_never_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = repo().join("sample-data/small/pipeline.toml");
+    // A port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = dir.path().join("out");
+    let o = logveil()
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID")
+        .env("AWS_SECRET_ACCESS_KEY", "very-secret-key-value")
+        .env("AWS_REGION", "us-east-1")
+        .args(["run", "--pipeline"])
+        .arg(&pipeline)
+        .arg("--output")
+        .arg(&out)
+        .args(["--input", "s3://no-such-bucket/logs/*.gz"])
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("s3://no-such-bucket/logs/*.gz"), "{err}");
+    assert!(!err.contains("very-secret-key-value"), "{err}");
+    assert!(!out.join("overview").exists());
+}
