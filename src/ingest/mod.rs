@@ -83,12 +83,7 @@ impl Format {
 /// most of its first 50 non-blank lines with every field it has (ties by [`NAMED`]'s order).
 /// `combined` when nothing fits (its rejections then say why).
 pub fn detect(block: &[u8]) -> Format {
-    let lines: Vec<&[u8]> = block
-        .split(|b| *b == b'\n')
-        .map(<[u8]>::trim_ascii)
-        .filter(|l| !l.is_empty())
-        .take(50)
-        .collect();
+    let lines = sample(block);
     let mut scratch = json::Scratch::default();
     let mut best = (Format::Combined, 0usize);
     for f in NAMED {
@@ -127,14 +122,19 @@ pub fn detect(block: &[u8]) -> Format {
     best.0
 }
 
-/// (lines placed, lines sampled) of the first 50 non-blank lines of `block` in `format`.
-pub fn fit(format: Format, block: &[u8]) -> (usize, usize) {
-    let lines: Vec<&[u8]> = block
+/// The first 50 non-blank lines of a block: what format detection looks at.
+fn sample(block: &[u8]) -> Vec<&[u8]> {
+    block
         .split(|b| *b == b'\n')
         .map(<[u8]>::trim_ascii)
         .filter(|l| !l.is_empty())
         .take(50)
-        .collect();
+        .collect()
+}
+
+/// (lines placed, lines sampled) of the first 50 non-blank lines of `block` in `format`.
+pub fn fit(format: Format, block: &[u8]) -> (usize, usize) {
+    let lines = sample(block);
     let mut scratch = json::Scratch::default();
     let placed = lines
         .iter()

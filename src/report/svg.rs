@@ -31,13 +31,7 @@ pub fn lines(title: &str, x_labels: &[String], series: &[(String, Vec<Option<f64
     let n = x_labels.len().max(1);
     let x = |i: usize| left + (w - left - 12.0) * (i as f64 + 0.5) / n as f64;
     let y = |v: f64| top + (h - top - bottom) * (1.0 - v / max);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-labelledby="c-{id}"><title id="c-{id}">{t}</title>"#,
-        id = slug(title),
-        t = escape(title)
-    );
+    let mut s = open_svg(title, w, h);
     for k in 0..=4 {
         let v = tick * k as f64;
         let _ = write!(
@@ -118,13 +112,7 @@ pub fn bars(title: &str, items: &[(String, Option<f64>, String)]) -> String {
         .filter_map(|(_, v, _)| *v)
         .fold(0.0f64, f64::max)
         .max(1.0);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-labelledby="c-{id}"><title id="c-{id}">{t}</title>"#,
-        id = slug(title),
-        t = escape(title)
-    );
+    let mut s = open_svg(title, w, h);
     for (i, (label, value, shown)) in items.iter().enumerate() {
         let y = 4.0 + row * i as f64;
         let _ = write!(
@@ -161,13 +149,7 @@ pub fn heatmap(title: &str, weekdays: &[&str; 7], grid: &[[Option<f64>; 24]; 7])
         .flatten()
         .fold(0.0f64, |a, b| a.max(*b))
         .max(1.0);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-labelledby="c-{id}"><title id="c-{id}">{t}</title>"#,
-        id = slug(title),
-        t = escape(title)
-    );
+    let mut s = open_svg(title, w, h);
     for hour in 0..24 {
         let _ = write!(
             s,
@@ -214,6 +196,15 @@ pub fn heatmap(title: &str, weekdays: &[&str; 7], grid: &[[Option<f64>; 24]; 7])
     }
     s.push_str("</svg>");
     s
+}
+
+/// The opening tag of a chart, titled for screen readers.
+fn open_svg(title: &str, w: f64, h: f64) -> String {
+    format!(
+        r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-labelledby="c-{id}"><title id="c-{id}">{t}</title>"#,
+        id = slug(title),
+        t = escape(title)
+    )
 }
 
 fn slug(title: &str) -> String {
