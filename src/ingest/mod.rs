@@ -5,6 +5,7 @@
 //! format parsers. A line it cannot place is reported as a [`Reject`] reason and a line
 //! number, never as text: log lines hold IP addresses and user agents.
 
+pub mod alb;
 pub mod combined;
 pub mod json;
 pub mod reader;
@@ -40,6 +41,8 @@ pub enum Format {
     /// Traefik's access log in CLF: combined, then request count, router, backend URL and
     /// duration (ignored).
     Traefik,
+    /// AWS Application Load Balancer access logs.
+    Alb,
     /// Traefik's JSON access log (`ClientHost`, `StartUTC`, `RequestMethod`, `RequestPath`,
     /// `DownstreamStatus`, headers as `request_User-Agent` …).
     TraefikJson,
@@ -48,7 +51,7 @@ pub enum Format {
 }
 
 /// The formats `auto` chooses from, in the order ties are broken.
-pub const NAMED: [Format; 10] = [
+pub const NAMED: [Format; 11] = [
     Format::Traefik,
     Format::Combined,
     Format::VhostCombined,
@@ -57,6 +60,7 @@ pub const NAMED: [Format; 10] = [
     Format::NginxJson,
     Format::Caddy,
     Format::TraefikJson,
+    Format::Alb,
     Format::Cloudfront,
     Format::W3c,
 ];
@@ -74,6 +78,7 @@ impl Format {
             Format::Cloudfront => "cloudfront",
             Format::Traefik => "traefik",
             Format::TraefikJson => "traefik_json",
+            Format::Alb => "alb",
             Format::Auto => "auto",
         }
     }
@@ -162,6 +167,7 @@ impl Format {
                 | Format::W3c
                 | Format::Cloudfront
                 | Format::TraefikJson
+                | Format::Alb
                 | Format::Auto
         )
     }
@@ -230,6 +236,7 @@ pub fn parse_line<'a>(
         Format::NginxJson => json::parse_nginx(line.trim_ascii(), scratch),
         Format::Caddy => json::parse_caddy(line.trim_ascii(), scratch),
         Format::TraefikJson => json::parse_traefik(line.trim_ascii(), scratch),
+        Format::Alb => alb::parse_line(line.trim_ascii()),
         Format::W3c | Format::Cloudfront => {
             let line = line.trim_ascii();
             if line.starts_with(b"#") {

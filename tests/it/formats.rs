@@ -484,3 +484,57 @@ fn formats_traefik_json_gives_the_combined_files() {
         assert_eq!(run_record(&out)["inputs"][0]["format"], "traefik_json");
     }
 }
+
+/// AWS ALB logs (no referrer field): the same files as the combined log with its referrers
+/// blanked, and `auto` names the format.
+#[test]
+fn formats_alb_gives_the_files_of_combined_without_referrers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut combined = String::new();
+    let mut alb = String::new();
+    for f in sample_fields() {
+        let ua = if f["ua"].is_empty() {
+            "-".to_string()
+        } else {
+            f["ua"].clone()
+        };
+        combined += &format!(
+            "{} - - [{}] \"{}\" {} {} \"-\" \"{ua}\"\n",
+            f["client"], f["time"], f["request"], f["status"], f["size"]
+        );
+        let time = match epoch(&f["time"]) {
+            Some(s) => jiff::Timestamp::from_second(s).unwrap().to_string(),
+            None => "2026-13-45T99:00:00Z".to_string(),
+        };
+        let mut parts = f["request"].splitn(3, ' ');
+        let (method, uri) = (parts.next().unwrap_or("-"), parts.next().unwrap_or(""));
+        let request = if uri.starts_with('/') {
+            format!("{method} https://example.ru:443{uri} HTTP/1.1")
+        } else {
+            format!("{method} {uri} HTTP/1.1")
+        };
+        let size = if f["size"] == "-" { "0" } else { &f["size"] };
+        alb += &format!(
+            "https {time} app/lb/50dc 192.0.2.250:1 10.0.0.1:80 0.000 0.001 0.000 {} {} 34 {size} \"{request}\" \"{ua}\" ECDHE TLSv1.2 arn:tg \"Root=1\" \"example.ru\" \"-\" 0 {time} \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\"\n",
+            f["status"], f["status"]
+        )
+        .replace("192.0.2.250", &f["client"]);
+    }
+    std::fs::write(dir.path().join("combined.log"), combined).unwrap();
+    std::fs::write(dir.path().join("alb.log"), alb).unwrap();
+    let want_out = dir.path().join("want");
+    let o = run(
+        &pipeline(dir.path(), "combined", "combined.log", ""),
+        &want_out,
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = hashes(&want_out);
+    for chosen in ["alb", "auto"] {
+        let out = dir.path().join(chosen);
+        let o = run(&pipeline(dir.path(), chosen, "alb.log", ""), &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(hashes(&out), want, "{chosen}");
+        assert_eq!(run_record(&out)["inputs"][0]["format"], "alb");
+    }
+}
