@@ -81,6 +81,7 @@ fn bench_pseudonymise(c: &mut Criterion) {
         epoch_days: None,
         managed_keys: false,
         trusted_proxies: Default::default(),
+        haproxy_captures: Default::default(),
     };
     // Caches warm, as in a real run after its first thousand lines.
     let mut ps = Pseudonymiser::new(

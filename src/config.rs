@@ -93,6 +93,9 @@ pub struct PipelineFile {
     /// Proxies and load balancers (CIDRs) whose `X-Forwarded-For` is believed: the client is
     /// the right-most address of the chain that is not one of them.
     pub trusted_proxies: Option<Vec<String>>,
+    /// `format = "haproxy"`: the captured request headers in the configuration's order
+    /// (default `["Host", "User-Agent", "Referer"]`).
+    pub haproxy_captures: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +209,7 @@ pub struct Pipeline {
     /// Write `report.html` after each run, in this language.
     pub report: Option<crate::report::i18n::Lang>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub haproxy_captures: Vec<crate::ingest::haproxy::Capture>,
 }
 
 impl Pipeline {
@@ -479,6 +483,12 @@ impl Pipeline {
             currency,
             costs: file.costs.as_deref().map(resolve),
             returning,
+            haproxy_captures: file
+                .haproxy_captures
+                .iter()
+                .flatten()
+                .map(|h| crate::ingest::haproxy::Capture::parse(h))
+                .collect(),
             trusted_proxies: match &file.trusted_proxies {
                 None => Vec::new(),
                 Some(list) => list

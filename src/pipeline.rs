@@ -276,6 +276,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         epoch_days: lookback,
         managed_keys: managed_ring,
         trusted_proxies: Arc::new(pipeline.trusted_proxies.clone()),
+        haproxy_captures: Arc::new(pipeline.haproxy_captures.clone()),
     };
 
     let mut record = RunRecord {
@@ -1002,7 +1003,9 @@ fn shard(
                             continue; // keep draining so the reader never blocks
                         }
                         let part = parts.entry(index).or_insert_with(|| FileResult::new(index));
-                        if let Err(f) = process_chunk(format, &chunk, &mut ps, &mut writer, part) {
+                        if let Err(f) =
+                            process_chunk(format, &chunk, settings, &mut ps, &mut writer, part)
+                        {
                             error = Some(f);
                         }
                     }
@@ -1218,6 +1221,7 @@ fn merge_range<T: Ord + Copy>(a: Option<(T, T)>, b: Option<(T, T)>) -> Option<(T
 fn process_chunk(
     format: ingest::Format,
     chunk: &reader::Chunk,
+    settings: &pseudonymise::Settings,
     ps: &mut Pseudonymiser,
     writer: &mut SpillWriter,
     r: &mut FileResult,
@@ -1225,6 +1229,8 @@ fn process_chunk(
     let mut too_long = chunk.too_long.iter().peekable();
     let mut scratch = ingest::json::Scratch::default();
     scratch.w3c_layout = chunk.w3c_layout.clone();
+    scratch.time_zone = Some(settings.time_zone.clone());
+    scratch.haproxy_captures = settings.haproxy_captures.to_vec();
     for (i, raw) in chunk.data.split_inclusive(|&b| b == b'\n').enumerate() {
         let line_no = chunk.first_line + i as u64;
         let result = if too_long.peek() == Some(&&line_no) {

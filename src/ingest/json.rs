@@ -19,6 +19,10 @@ pub struct Scratch {
     fields: [Vec<u8>; FIELDS],
     pub w3c_layout: Option<super::w3c::Layout>,
     pub w3c_buffers: [Vec<u8>; 2],
+    /// HAProxy: the local time zone of its dates, and its captured request headers.
+    /// `None`: UTC.
+    pub time_zone: Option<jiff::tz::TimeZone>,
+    pub haproxy_captures: Vec<super::haproxy::Capture>,
 }
 
 const FIELDS: usize = 7;

@@ -7,6 +7,7 @@
 
 pub mod alb;
 pub mod combined;
+pub mod haproxy;
 pub mod json;
 pub mod reader;
 pub mod timestamp;
@@ -43,6 +44,8 @@ pub enum Format {
     Traefik,
     /// AWS Application Load Balancer access logs.
     Alb,
+    /// HAProxy `option httplog` (with or without the syslog prefix; captured headers).
+    Haproxy,
     /// Traefik's JSON access log (`ClientHost`, `StartUTC`, `RequestMethod`, `RequestPath`,
     /// `DownstreamStatus`, headers as `request_User-Agent` …).
     TraefikJson,
@@ -51,7 +54,7 @@ pub enum Format {
 }
 
 /// The formats `auto` chooses from, in the order ties are broken.
-pub const NAMED: [Format; 11] = [
+pub const NAMED: [Format; 12] = [
     Format::Traefik,
     Format::Combined,
     Format::VhostCombined,
@@ -61,6 +64,7 @@ pub const NAMED: [Format; 11] = [
     Format::Caddy,
     Format::TraefikJson,
     Format::Alb,
+    Format::Haproxy,
     Format::Cloudfront,
     Format::W3c,
 ];
@@ -79,6 +83,7 @@ impl Format {
             Format::Traefik => "traefik",
             Format::TraefikJson => "traefik_json",
             Format::Alb => "alb",
+            Format::Haproxy => "haproxy",
             Format::Auto => "auto",
         }
     }
@@ -168,6 +173,7 @@ impl Format {
                 | Format::Cloudfront
                 | Format::TraefikJson
                 | Format::Alb
+                | Format::Haproxy
                 | Format::Auto
         )
     }
@@ -237,6 +243,15 @@ pub fn parse_line<'a>(
         Format::Caddy => json::parse_caddy(line.trim_ascii(), scratch),
         Format::TraefikJson => json::parse_traefik(line.trim_ascii(), scratch),
         Format::Alb => alb::parse_line(line.trim_ascii()),
+        Format::Haproxy => {
+            let captures: &[haproxy::Capture] = if scratch.haproxy_captures.is_empty() {
+                &haproxy::DEFAULT_CAPTURES
+            } else {
+                &scratch.haproxy_captures
+            };
+            let tz = scratch.time_zone.clone().unwrap_or(jiff::tz::TimeZone::UTC);
+            haproxy::parse_line(line.trim_ascii(), captures, &tz)
+        }
         Format::W3c | Format::Cloudfront => {
             let line = line.trim_ascii();
             if line.starts_with(b"#") {

@@ -210,6 +210,8 @@ pub struct Settings {
     /// Returning visitors on: pseudonym epochs of this many days (else one day), and every
     /// client noted in [`crate::visitors::Identities`] under this and the previous epoch.
     pub epoch_days: Option<u32>,
+    /// HAProxy's captured request headers, in the configuration's order.
+    pub haproxy_captures: Arc<Vec<crate::ingest::haproxy::Capture>>,
     /// Proxies whose `X-Forwarded-For` is believed (empty: the connection's address is the
     /// client).
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
@@ -549,6 +551,7 @@ mod tests {
             epoch_days: None,
             managed_keys: false,
             trusted_proxies: Default::default(),
+            haproxy_captures: Default::default(),
         };
         let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
         let ps = Pseudonymiser::new(keys, settings);

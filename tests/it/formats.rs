@@ -538,3 +538,62 @@ fn formats_alb_gives_the_files_of_combined_without_referrers() {
         assert_eq!(run_record(&out)["inputs"][0]["format"], "alb");
     }
 }
+
+/// HAProxy `option httplog` with its syslog prefix and captured Host, User-Agent and Referer
+/// (local times without offset, read in the pipeline's zone): the combined files.
+#[test]
+fn formats_haproxy_gives_the_combined_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let combined_out = dir.path().join("combined");
+    let o = run(
+        &repo().join("sample-data/small/pipeline.toml"),
+        &combined_out,
+        &[],
+    );
+    assert!(o.status.success());
+    let want = hashes(&combined_out);
+    let mut log = String::new();
+    for f in sample_fields() {
+        // HAProxy writes its host's wall-clock time without an offset: Moscow time here.
+        let local = match epoch(&f["time"]) {
+            Some(s) => jiff::Timestamp::from_second(s)
+                .unwrap()
+                .to_zoned(jiff::tz::TimeZone::get("Europe/Moscow").unwrap())
+                .strftime("%d/%b/%Y:%H:%M:%S")
+                .to_string(),
+            None => f["time"].split(' ').next().unwrap_or("").to_string(),
+        };
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        let size = if f["size"] == "-" { "0" } else { &f["size"] };
+        log += &format!(
+            "Nov  3 10:00:00 lb1 haproxy[14389]: {}:33317 [{local}.123] http-in static/srv1 10/0/30/69/109 {} {size} - - ---- 1/1/1/1/0 0/0 {{example.ru|{}|{}}} {{}} \"{}\"\n",
+            f["client"],
+            f["status"],
+            dash(&f["ua"]),
+            dash(&f["referrer"]),
+            f["request"]
+        );
+    }
+    std::fs::write(dir.path().join("haproxy.log"), log).unwrap();
+    for chosen in ["haproxy", "auto"] {
+        let out = dir.path().join(chosen);
+        let p = dir.path().join(format!("{chosen}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "site = \"example.ru\"\ninputs = [\"haproxy.log\"]\nformat = \"{chosen}\"\ntime_zone = \"Europe/Moscow\"\nkey = \"ephemeral\"\nk = 2\nhaproxy_captures = [\"Host\", \"User-Agent\", \"Referer\"]\n"
+            ),
+        )
+        .unwrap();
+        let o = run(&p, &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(hashes(&out), want, "{chosen}");
+        assert_eq!(run_record(&out)["inputs"][0]["format"], "haproxy");
+    }
+}

@@ -10,7 +10,7 @@ proptest! {
     #[test]
     fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         let mut s = Scratch::default();
-        for f in [Format::Combined, Format::Common, Format::VhostCombined, Format::VhostCommon, Format::NginxJson, Format::Caddy, Format::W3c, Format::Cloudfront, Format::Traefik, Format::TraefikJson, Format::Alb] {
+        for f in [Format::Combined, Format::Common, Format::VhostCombined, Format::VhostCommon, Format::NginxJson, Format::Caddy, Format::W3c, Format::Cloudfront, Format::Traefik, Format::TraefikJson, Format::Alb, Format::Haproxy] {
             let _ = parse_line(f, &bytes, &mut s);
         }
     }
