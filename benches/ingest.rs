@@ -82,6 +82,7 @@ fn bench_pseudonymise(c: &mut Criterion) {
         managed_keys: false,
         trusted_proxies: Default::default(),
         haproxy_captures: Default::default(),
+        custom_format: None,
     };
     // Caches warm, as in a real run after its first thousand lines.
     let mut ps = Pseudonymiser::new(

@@ -96,6 +96,9 @@ pub struct PipelineFile {
     /// `format = "haproxy"`: the captured request headers in the configuration's order
     /// (default `["Host", "User-Agent", "Referer"]`).
     pub haproxy_captures: Option<Vec<String>>,
+    /// An Apache `LogFormat` or nginx `log_format` string, pasted from the server's config
+    /// (implies `format = "custom"`).
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +213,7 @@ pub struct Pipeline {
     pub report: Option<crate::report::i18n::Lang>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub haproxy_captures: Vec<crate::ingest::haproxy::Capture>,
+    pub custom_format: Option<crate::ingest::custom::CustomFormat>,
 }
 
 impl Pipeline {
@@ -460,7 +464,28 @@ impl Pipeline {
             site,
             site_hosts,
             inputs: file.inputs.iter().map(|p| resolve(p)).collect(),
-            format: file.format.unwrap_or(Format::Combined),
+            format: match (&file.log_format, file.format) {
+                (Some(_), None | Some(Format::Custom)) => Format::Custom,
+                (Some(_), Some(other)) => {
+                    return Err(invalid(format!(
+                        "`log_format` is given, so `format` must be \"custom\" (or left out), not {:?}",
+                        other.name()
+                    )));
+                }
+                (None, Some(Format::Custom)) => {
+                    return Err(invalid(
+                        "`format = \"custom\"` needs `log_format` (an Apache LogFormat or nginx log_format string)".into(),
+                    ));
+                }
+                (None, f) => f.unwrap_or(Format::Combined),
+            },
+            custom_format: match &file.log_format {
+                None => None,
+                Some(text) => Some(
+                    crate::ingest::custom::CustomFormat::compile(text)
+                        .map_err(|e| invalid(format!("log_format: {e}")))?,
+                ),
+            },
             time_zone_name,
             time_zone,
             key,

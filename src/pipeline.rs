@@ -277,6 +277,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         managed_keys: managed_ring,
         trusted_proxies: Arc::new(pipeline.trusted_proxies.clone()),
         haproxy_captures: Arc::new(pipeline.haproxy_captures.clone()),
+        custom_format: pipeline.custom_format.clone().map(Arc::new),
     };
 
     let mut record = RunRecord {
@@ -1063,7 +1064,11 @@ fn shard(
                             *file_format.get_or_insert_with(|| ingest::detect(&chunk.data));
                         // A file in another format fails at once, not after every line of it
                         // has been rejected.
-                        if first && format != ingest::Format::Auto {
+                        // (A custom format is checked by its own compile, not sampled here.)
+                        if first
+                            && format != ingest::Format::Auto
+                            && format != ingest::Format::Custom
+                        {
                             let (placed, sampled) = ingest::fit(format, &chunk.data);
                             if sampled >= 10 && placed * 10 < sampled {
                                 let guess = ingest::detect(&chunk.data);
@@ -1231,6 +1236,7 @@ fn process_chunk(
     scratch.w3c_layout = chunk.w3c_layout.clone();
     scratch.time_zone = Some(settings.time_zone.clone());
     scratch.haproxy_captures = settings.haproxy_captures.to_vec();
+    scratch.custom = settings.custom_format.clone();
     for (i, raw) in chunk.data.split_inclusive(|&b| b == b'\n').enumerate() {
         let line_no = chunk.first_line + i as u64;
         let result = if too_long.peek() == Some(&&line_no) {

@@ -23,6 +23,9 @@ pub struct Scratch {
     /// `None`: UTC.
     pub time_zone: Option<jiff::tz::TimeZone>,
     pub haproxy_captures: Vec<super::haproxy::Capture>,
+    /// `format = "custom"`: the compiled `log_format`, and a buffer for path + query.
+    pub custom: Option<std::sync::Arc<super::custom::CustomFormat>>,
+    pub custom_uri: Vec<u8>,
 }
 
 const FIELDS: usize = 7;

@@ -7,6 +7,7 @@
 
 pub mod alb;
 pub mod combined;
+pub mod custom;
 pub mod haproxy;
 pub mod json;
 pub mod reader;
@@ -46,6 +47,8 @@ pub enum Format {
     Alb,
     /// HAProxy `option httplog` (with or without the syslog prefix; captured headers).
     Haproxy,
+    /// The pipeline's `log_format`: an Apache `LogFormat` or nginx `log_format` string.
+    Custom,
     /// Traefik's JSON access log (`ClientHost`, `StartUTC`, `RequestMethod`, `RequestPath`,
     /// `DownstreamStatus`, headers as `request_User-Agent` …).
     TraefikJson,
@@ -84,6 +87,7 @@ impl Format {
             Format::TraefikJson => "traefik_json",
             Format::Alb => "alb",
             Format::Haproxy => "haproxy",
+            Format::Custom => "custom",
             Format::Auto => "auto",
         }
     }
@@ -174,6 +178,7 @@ impl Format {
                 | Format::TraefikJson
                 | Format::Alb
                 | Format::Haproxy
+                | Format::Custom
                 | Format::Auto
         )
     }
@@ -243,6 +248,16 @@ pub fn parse_line<'a>(
         Format::Caddy => json::parse_caddy(line.trim_ascii(), scratch),
         Format::TraefikJson => json::parse_traefik(line.trim_ascii(), scratch),
         Format::Alb => alb::parse_line(line.trim_ascii()),
+        Format::Custom => {
+            // The record borrows the line and the scratch's path buffer only.
+            let json::Scratch {
+                custom, custom_uri, ..
+            } = scratch;
+            match custom {
+                Some(f) => f.parse(line.trim_ascii(), custom_uri),
+                None => Err(Reject::Truncated),
+            }
+        }
         Format::Haproxy => {
             let captures: &[haproxy::Capture] = if scratch.haproxy_captures.is_empty() {
                 &haproxy::DEFAULT_CAPTURES

@@ -210,6 +210,8 @@ pub struct Settings {
     /// Returning visitors on: pseudonym epochs of this many days (else one day), and every
     /// client noted in [`crate::visitors::Identities`] under this and the previous epoch.
     pub epoch_days: Option<u32>,
+    /// `format = "custom"`: the compiled `log_format`.
+    pub custom_format: Option<Arc<crate::ingest::custom::CustomFormat>>,
     /// HAProxy's captured request headers, in the configuration's order.
     pub haproxy_captures: Arc<Vec<crate::ingest::haproxy::Capture>>,
     /// Proxies whose `X-Forwarded-For` is believed (empty: the connection's address is the
@@ -552,6 +554,7 @@ mod tests {
             managed_keys: false,
             trusted_proxies: Default::default(),
             haproxy_captures: Default::default(),
+            custom_format: None,
         };
         let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
         let ps = Pseudonymiser::new(keys, settings);

@@ -597,3 +597,90 @@ fn formats_haproxy_gives_the_combined_files() {
         assert_eq!(run_record(&out)["inputs"][0]["format"], "haproxy");
     }
 }
+
+/// A `log_format` pasted from nginx's configuration (fields reordered, extra variables) and an
+/// Apache `LogFormat` (with `%D` at the end): the combined files. An unknown directive is an
+/// error naming it.
+#[test]
+fn formats_custom_log_format_strings_give_the_combined_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let combined_out = dir.path().join("combined");
+    let o = run(
+        &repo().join("sample-data/small/pipeline.toml"),
+        &combined_out,
+        &[],
+    );
+    assert!(o.status.success());
+    let want = hashes(&combined_out);
+    let mut nginx = String::new();
+    let mut apache = String::new();
+    for f in sample_fields() {
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        nginx += &format!(
+            "{} \"{}\" [{}] {} {} \"{}\" \"{}\" rt=0.004 ua_len={}\n",
+            f["client"],
+            f["request"],
+            f["time"],
+            f["status"],
+            f["size"],
+            dash(&f["ua"]),
+            dash(&f["referrer"]),
+            f["ua"].len()
+        );
+        apache += &format!(
+            "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\" 1234\n",
+            f["client"],
+            f["time"],
+            f["request"],
+            f["status"],
+            f["size"],
+            dash(&f["referrer"]),
+            dash(&f["ua"])
+        );
+    }
+    std::fs::write(dir.path().join("nginx.log"), nginx).unwrap();
+    std::fs::write(dir.path().join("apache.log"), apache).unwrap();
+    let custom = |name: &str, log: &str, log_format: &str| {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "site = \"example.ru\"\ninputs = [\"{log}\"]\ntime_zone = \"Europe/Moscow\"\nkey = \"ephemeral\"\nk = 2\nlog_format = '''{log_format}'''\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let nginx_p = custom(
+        "nginx",
+        "nginx.log",
+        r#"log_format main '$remote_addr "$request" [$time_local] $status $body_bytes_sent '
+                    '"$http_user_agent" "$http_referer" rt=$request_time ua_len=$http_x_ua_len';"#,
+    );
+    let apache_p = custom(
+        "apache",
+        "apache.log",
+        r#"LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\" %D" timed"#,
+    );
+    for (name, p) in [("nginx", &nginx_p), ("apache", &apache_p)] {
+        let out = dir.path().join(format!("out-{name}"));
+        let o = run(p, &out, &[]);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(hashes(&out), want, "{name}");
+        assert_eq!(run_record(&out)["inputs"][0]["format"], "custom");
+    }
+    let bad = custom("bad", "apache.log", "%h %t \"%r\" %Q");
+    let o = run(&bad, &dir.path().join("bad-out"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown LogFormat directive %Q"));
+}
