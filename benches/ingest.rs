@@ -83,6 +83,7 @@ fn bench_pseudonymise(c: &mut Criterion) {
         trusted_proxies: Default::default(),
         haproxy_captures: Default::default(),
         custom_format: None,
+        json_fields: None,
     };
     // Caches warm, as in a real run after its first thousand lines.
     let mut ps = Pseudonymiser::new(

@@ -99,6 +99,8 @@ pub struct PipelineFile {
     /// An Apache `LogFormat` or nginx `log_format` string, pasted from the server's config
     /// (implies `format = "custom"`).
     pub log_format: Option<String>,
+    /// `format = "json"`: which key holds each field.
+    pub json_fields: Option<crate::ingest::json::JsonFields>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +216,7 @@ pub struct Pipeline {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub haproxy_captures: Vec<crate::ingest::haproxy::Capture>,
     pub custom_format: Option<crate::ingest::custom::CustomFormat>,
+    pub json_fields: Option<crate::ingest::json::JsonFields>,
 }
 
 impl Pipeline {
@@ -477,7 +480,23 @@ impl Pipeline {
                         "`format = \"custom\"` needs `log_format` (an Apache LogFormat or nginx log_format string)".into(),
                     ));
                 }
+                (None, None) if file.json_fields.is_some() => Format::Json,
                 (None, f) => f.unwrap_or(Format::Combined),
+            },
+            json_fields: match (&file.json_fields, file.format) {
+                (Some(m), None | Some(Format::Json)) => {
+                    m.validate().map_err(&invalid)?;
+                    Some(m.clone())
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid("`[json_fields]` goes with `format = \"json\"`".into()));
+                }
+                (None, Some(Format::Json)) => {
+                    return Err(invalid(
+                        "`format = \"json\"` needs a `[json_fields]` table (client, time, request or url, …)".into(),
+                    ));
+                }
+                (None, _) => None,
             },
             custom_format: match &file.log_format {
                 None => None,

@@ -278,6 +278,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         trusted_proxies: Arc::new(pipeline.trusted_proxies.clone()),
         haproxy_captures: Arc::new(pipeline.haproxy_captures.clone()),
         custom_format: pipeline.custom_format.clone().map(Arc::new),
+        json_fields: pipeline.json_fields.clone().map(Arc::new),
     };
 
     let mut record = RunRecord {
@@ -1068,6 +1069,7 @@ fn shard(
                         if first
                             && format != ingest::Format::Auto
                             && format != ingest::Format::Custom
+                            && format != ingest::Format::Json
                         {
                             let (placed, sampled) = ingest::fit(format, &chunk.data);
                             if sampled >= 10 && placed * 10 < sampled {
@@ -1237,6 +1239,7 @@ fn process_chunk(
     scratch.time_zone = Some(settings.time_zone.clone());
     scratch.haproxy_captures = settings.haproxy_captures.to_vec();
     scratch.custom = settings.custom_format.clone();
+    scratch.json_fields = settings.json_fields.clone();
     for (i, raw) in chunk.data.split_inclusive(|&b| b == b'\n').enumerate() {
         let line_no = chunk.first_line + i as u64;
         let result = if too_long.peek() == Some(&&line_no) {

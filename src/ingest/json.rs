@@ -26,6 +26,8 @@ pub struct Scratch {
     /// `format = "custom"`: the compiled `log_format`, and a buffer for path + query.
     pub custom: Option<std::sync::Arc<super::custom::CustomFormat>>,
     pub custom_uri: Vec<u8>,
+    /// `format = "json"`: the pipeline's field mapping.
+    pub json_fields: Option<std::sync::Arc<JsonFields>>,
 }
 
 const FIELDS: usize = 7;
@@ -394,4 +396,118 @@ mod tests {
         assert_eq!(r.status, 304);
         assert_eq!(r.user_agent, None);
     }
+}
+
+/// `format = "json"`: which key (dotted for nested objects, `request.remote_ip`) holds each
+/// field of a JSON log of any other shape (`[json_fields]` in the pipeline).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonFields {
+    pub client: String,
+    pub time: String,
+    /// `iso8601` (default), `epoch` (seconds, fractions allowed), `epoch_ms`, or `clf`.
+    pub time_format: Option<String>,
+    /// The whole request line (`GET /a HTTP/1.1`), or `method` and `url` apart.
+    pub request: Option<String>,
+    pub method: Option<String>,
+    pub url: Option<String>,
+    pub status: Option<String>,
+    pub bytes: Option<String>,
+    pub referrer: Option<String>,
+    pub user_agent: Option<String>,
+    pub forwarded_for: Option<String>,
+    pub host: Option<String>,
+}
+
+impl JsonFields {
+    /// Checks the mapping: the client, the time, and a request or URL are needed.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.request.is_none() && self.url.is_none() {
+            return Err("[json_fields] needs `request` or `url`".into());
+        }
+        match self.time_format.as_deref() {
+            None | Some("iso8601" | "epoch" | "epoch_ms" | "clf") => Ok(()),
+            Some(other) => Err(format!(
+                "[json_fields] time_format = {other:?}: use iso8601, epoch, epoch_ms or clf"
+            )),
+        }
+    }
+}
+
+fn lookup<'v>(v: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+fn text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        // A header captured as a list of values (Caddy-like): the first.
+        serde_json::Value::Array(a) => a.first().and_then(text),
+        _ => None,
+    }
+}
+
+/// Parses one line of a JSON log through the pipeline's field mapping.
+pub fn parse_mapped<'a>(
+    line: &'a [u8],
+    map: &JsonFields,
+    scratch: &'a mut Scratch,
+) -> Result<RawRecord<'a>, Reject> {
+    let v: serde_json::Value = serde_json::from_slice(line).map_err(|_| Reject::Truncated)?;
+    let get = |key: &Option<String>| -> Option<String> {
+        key.as_deref().and_then(|k| lookup(&v, k)).and_then(text)
+    };
+    let time = lookup(&v, &map.time).ok_or(Reject::BadTimestamp)?;
+    let ts = match map.time_format.as_deref().unwrap_or("iso8601") {
+        "epoch" => time
+            .as_f64()
+            .or_else(|| text(time)?.parse().ok())
+            .map(|f| f.floor() as i64),
+        "epoch_ms" => time
+            .as_f64()
+            .or_else(|| text(time)?.parse().ok())
+            .map(|f| (f / 1000.0).floor() as i64),
+        "clf" => text(time).and_then(|t| super::timestamp::parse_clf(t.as_bytes())),
+        _ => text(time)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second()),
+    }
+    .ok_or(Reject::BadTimestamp)?;
+    let status = match get(&map.status) {
+        Some(s) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (0.0..1000.0).contains(s))
+            .ok_or(Reject::BadStatus)? as u16,
+        None => 200,
+    };
+    let bytes = get(&map.bytes)
+        .and_then(|b| b.parse::<f64>().ok())
+        .map_or(0, |b| b.max(0.0) as u64);
+    let (method, url) = match get(&map.request) {
+        Some(r) => {
+            let mut parts = r.splitn(3, ' ');
+            (
+                parts.next().map(str::to_string),
+                parts.next().map(str::to_string),
+            )
+        }
+        None => (get(&map.method), get(&map.url)),
+    };
+    let owned = |s: Option<String>| present(s.map(Cow::Owned));
+    let mut f = Fields {
+        ts,
+        status,
+        bytes,
+        ..Fields::default()
+    };
+    f.text[CLIENT] = Some(owned(lookup(&v, &map.client).and_then(text)).ok_or(Reject::BadClient)?);
+    f.text[METHOD] = owned(method);
+    f.text[TARGET] = owned(url);
+    f.text[REFERRER] = owned(get(&map.referrer));
+    f.text[USER_AGENT] = owned(get(&map.user_agent));
+    f.text[FORWARDED] = owned(get(&map.forwarded_for));
+    f.text[HOST] = owned(get(&map.host));
+    Ok(pin(f, scratch))
 }

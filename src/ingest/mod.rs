@@ -49,6 +49,8 @@ pub enum Format {
     Haproxy,
     /// The pipeline's `log_format`: an Apache `LogFormat` or nginx `log_format` string.
     Custom,
+    /// JSON of any other shape, through the pipeline's `[json_fields]` mapping.
+    Json,
     /// Traefik's JSON access log (`ClientHost`, `StartUTC`, `RequestMethod`, `RequestPath`,
     /// `DownstreamStatus`, headers as `request_User-Agent` …).
     TraefikJson,
@@ -88,6 +90,7 @@ impl Format {
             Format::Alb => "alb",
             Format::Haproxy => "haproxy",
             Format::Custom => "custom",
+            Format::Json => "json",
             Format::Auto => "auto",
         }
     }
@@ -179,6 +182,7 @@ impl Format {
                 | Format::Alb
                 | Format::Haproxy
                 | Format::Custom
+                | Format::Json
                 | Format::Auto
         )
     }
@@ -248,6 +252,10 @@ pub fn parse_line<'a>(
         Format::Caddy => json::parse_caddy(line.trim_ascii(), scratch),
         Format::TraefikJson => json::parse_traefik(line.trim_ascii(), scratch),
         Format::Alb => alb::parse_line(line.trim_ascii()),
+        Format::Json => match scratch.json_fields.clone() {
+            Some(map) => json::parse_mapped(line.trim_ascii(), &map, scratch),
+            None => Err(Reject::Truncated),
+        },
         Format::Custom => {
             // The record borrows the line and the scratch's path buffer only.
             let json::Scratch {

@@ -210,6 +210,8 @@ pub struct Settings {
     /// Returning visitors on: pseudonym epochs of this many days (else one day), and every
     /// client noted in [`crate::visitors::Identities`] under this and the previous epoch.
     pub epoch_days: Option<u32>,
+    /// `format = "json"`: the field mapping.
+    pub json_fields: Option<Arc<crate::ingest::json::JsonFields>>,
     /// `format = "custom"`: the compiled `log_format`.
     pub custom_format: Option<Arc<crate::ingest::custom::CustomFormat>>,
     /// HAProxy's captured request headers, in the configuration's order.
@@ -555,6 +557,7 @@ mod tests {
             trusted_proxies: Default::default(),
             haproxy_captures: Default::default(),
             custom_format: None,
+            json_fields: None,
         };
         let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
         let ps = Pseudonymiser::new(keys, settings);

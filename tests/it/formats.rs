@@ -684,3 +684,53 @@ fn formats_custom_log_format_strings_give_the_combined_files() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown LogFormat directive %Q"));
 }
+
+/// JSON of another shape (nested objects, a status as a number) through `[json_fields]`: the
+/// combined files.
+#[test]
+fn formats_json_through_a_field_mapping_gives_the_combined_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let combined_out = dir.path().join("combined");
+    let o = run(
+        &repo().join("sample-data/small/pipeline.toml"),
+        &combined_out,
+        &[],
+    );
+    assert!(o.status.success());
+    let want = hashes(&combined_out);
+    let mut log = String::new();
+    for f in sample_fields() {
+        let at = match epoch(&f["time"]) {
+            Some(s) => serde_json::json!(s * 1000 + 250),
+            None => serde_json::json!("broken"),
+        };
+        let mut parts = f["request"].splitn(3, ' ');
+        let o = serde_json::json!({
+            "@t": at,
+            "http": {
+                "peer": f["client"],
+                "verb": parts.next().unwrap_or(""),
+                "target": parts.next().unwrap_or(""),
+                "code": f["status"].parse::<u16>().unwrap(),
+                "sent": f["size"],
+                "headers": {"ua": f["ua"], "referer": f["referrer"]},
+            }
+        });
+        log += &format!("{o}\n");
+    }
+    std::fs::write(dir.path().join("app.json"), log).unwrap();
+    let p = dir.path().join("json.toml");
+    std::fs::write(
+        &p,
+        "site = \"example.ru\"\ninputs = [\"app.json\"]\ntime_zone = \"Europe/Moscow\"\nkey = \"ephemeral\"\nk = 2\n\
+         [json_fields]\nclient = \"http.peer\"\ntime = \"@t\"\ntime_format = \"epoch_ms\"\nmethod = \"http.verb\"\n\
+         url = \"http.target\"\nstatus = \"http.code\"\nbytes = \"http.sent\"\nuser_agent = \"http.headers.ua\"\n\
+         referrer = \"http.headers.referer\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = run(&p, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(hashes(&out), want);
+    assert_eq!(run_record(&out)["inputs"][0]["format"], "json");
+}
