@@ -55,11 +55,7 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord<'_>, Reject> {
     };
     let status = match f[8] {
         b"-" => 0,
-        s => std::str::from_utf8(s)
-            .ok()
-            .and_then(|s| s.parse::<u16>().ok())
-            .filter(|s| *s < 1000)
-            .ok_or(Reject::BadStatus)?,
+        s => super::status_code(s).ok_or(Reject::BadStatus)?,
     };
     let bytes = std::str::from_utf8(f[11])
         .ok()

@@ -345,11 +345,7 @@ impl CustomFormat {
         }
         .ok_or(Reject::BadTimestamp)?;
         let status = match get(Field::Status) {
-            Some(s) => std::str::from_utf8(s)
-                .ok()
-                .and_then(|s| s.parse::<u16>().ok())
-                .filter(|s| *s < 1000)
-                .ok_or(Reject::BadStatus)?,
+            Some(s) => super::status_code(s).ok_or(Reject::BadStatus)?,
             None => 200,
         };
         let bytes = get(Field::Bytes)

@@ -74,11 +74,7 @@ pub fn parse_line<'a>(
     let status = tokens.next().ok_or(Reject::Truncated)?;
     let status = match status {
         b"-1" => 0,
-        s => std::str::from_utf8(s)
-            .ok()
-            .and_then(|s| s.parse::<u16>().ok())
-            .filter(|s| *s < 1000)
-            .ok_or(Reject::BadStatus)?,
+        s => super::status_code(s).ok_or(Reject::BadStatus)?,
     };
     let bytes = tokens
         .next()

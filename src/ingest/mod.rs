@@ -208,6 +208,15 @@ pub struct RawRecord<'a> {
     pub forwarded_for: Option<&'a [u8]>,
 }
 
+/// A logged status: digits under 1000 (0 for a connection closed before any response).
+pub(crate) fn status_code(s: &[u8]) -> Option<u16> {
+    std::str::from_utf8(s)
+        .ok()?
+        .parse::<u16>()
+        .ok()
+        .filter(|s| *s < 1000)
+}
+
 /// Why a line could not be placed. The names are written to the run record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reject {

@@ -113,11 +113,7 @@ pub fn parse_line<'a>(
     let ts = timestamp(get(layout.date), get(layout.time)).ok_or(Reject::BadTimestamp)?;
     let client = get(layout.client).ok_or(Reject::BadClient)?;
     let status = match get(layout.status) {
-        Some(s) => std::str::from_utf8(s)
-            .ok()
-            .and_then(|s| s.parse::<u16>().ok())
-            .filter(|s| *s < 1000)
-            .ok_or(Reject::BadStatus)?,
+        Some(s) => super::status_code(s).ok_or(Reject::BadStatus)?,
         None => 200,
     };
     let bytes = get(layout.bytes)
