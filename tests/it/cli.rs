@@ -1,30 +1,12 @@
 //! Commands, exit codes, atomic and idempotent publication, determinism.
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::helpers::*;
 
 fn small_pipeline() -> PathBuf {
     repo().join("sample-data/small/pipeline.toml")
-}
-
-/// Parquet files under `out` → BLAKE3, by relative path.
-fn parquet_hashes(out: &Path) -> BTreeMap<String, String> {
-    files_under(out)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| {
-            let rel = p.strip_prefix(out).unwrap().display().to_string();
-            (
-                rel,
-                blake3::hash(&std::fs::read(&p).unwrap())
-                    .to_hex()
-                    .to_string(),
-            )
-        })
-        .collect()
 }
 
 #[test]

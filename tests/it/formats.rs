@@ -32,20 +32,12 @@ fn sample_fields() -> Vec<BTreeMap<&'static str, String>> {
         .collect()
 }
 
-fn hashes(out: &Path) -> BTreeMap<String, String> {
-    files_under(out)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| {
-            let rel = p.strip_prefix(out).unwrap().display().to_string();
-            (
-                rel,
-                blake3::hash(&std::fs::read(&p).unwrap())
-                    .to_hex()
-                    .to_string(),
-            )
-        })
-        .collect()
+/// The files of the hand-worked sample's combined log: what every format must give.
+fn reference(dir: &Path) -> BTreeMap<String, String> {
+    let out = dir.join("combined");
+    let o = run(&repo().join("sample-data/small/pipeline.toml"), &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    parquet_hashes(&out)
 }
 
 fn pipeline(dir: &Path, format: &str, log: &str, extra: &str) -> std::path::PathBuf {
@@ -73,14 +65,7 @@ fn epoch(clf: &str) -> Option<i64> {
 #[test]
 fn formats_nginx_json_and_caddy_give_the_combined_files() {
     let dir = tempfile::tempdir().unwrap();
-    let combined_out = dir.path().join("combined");
-    let o = run(
-        &repo().join("sample-data/small/pipeline.toml"),
-        &combined_out,
-        &[],
-    );
-    assert!(o.status.success());
-    let want = hashes(&combined_out);
+    let want = reference(dir.path());
 
     let mut nginx = String::new();
     let mut caddy = String::new();
@@ -168,7 +153,7 @@ fn formats_nginx_json_and_caddy_give_the_combined_files() {
         let out = dir.path().join(format);
         let o = run(&pipeline(dir.path(), format, log, ""), &out, &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(hashes(&out), want, "{format}");
+        assert_eq!(parquet_hashes(&out), want, "{format}");
     }
     // `auto` picks each one from its first lines: the same files, and the choice recorded.
     for (format, log) in [
@@ -181,7 +166,7 @@ fn formats_nginx_json_and_caddy_give_the_combined_files() {
         let o = run(&pipeline(dir.path(), "auto", log, ""), &out, &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(run_record(&out)["inputs"][0]["format"], format);
-        assert_eq!(hashes(&out), want, "auto on {format}");
+        assert_eq!(parquet_hashes(&out), want, "auto on {format}");
     }
 }
 
@@ -210,7 +195,7 @@ fn formats_auto_tells_common_from_combined() {
     let o = run(&pipeline(dir.path(), "auto", "common.log", ""), &auto, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(run_record(&auto)["inputs"][0]["format"], "common");
-    assert_eq!(hashes(&auto), hashes(&named));
+    assert_eq!(parquet_hashes(&auto), parquet_hashes(&named));
 }
 
 #[test]
@@ -292,14 +277,7 @@ fn formats_a_mismatched_file_fails_fast_with_a_suggestion() {
 #[test]
 fn formats_w3c_with_a_fields_change_gives_the_combined_files() {
     let dir = tempfile::tempdir().unwrap();
-    let combined_out = dir.path().join("combined");
-    let o = run(
-        &repo().join("sample-data/small/pipeline.toml"),
-        &combined_out,
-        &[],
-    );
-    assert!(o.status.success());
-    let want = hashes(&combined_out);
+    let want = reference(dir.path());
     let fields = sample_fields();
     let half = fields.len() / 2;
     let mut w3c = String::from(
@@ -354,7 +332,7 @@ fn formats_w3c_with_a_fields_change_gives_the_combined_files() {
         let out = dir.path().join(format);
         let o = run(&pipeline(dir.path(), format, "iis.log", ""), &out, &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(hashes(&out), want, "{format}");
+        assert_eq!(parquet_hashes(&out), want, "{format}");
         let r = run_record(&out);
         assert_eq!(r["inputs"][0]["format"], "w3c");
         assert_eq!(
@@ -371,14 +349,7 @@ fn formats_w3c_with_a_fields_change_gives_the_combined_files() {
 #[test]
 fn formats_traefik_and_cloudfront_give_the_combined_files() {
     let dir = tempfile::tempdir().unwrap();
-    let combined_out = dir.path().join("combined");
-    let o = run(
-        &repo().join("sample-data/small/pipeline.toml"),
-        &combined_out,
-        &[],
-    );
-    assert!(o.status.success());
-    let want = hashes(&combined_out);
+    let want = reference(dir.path());
     let sample = std::fs::read_to_string(repo().join("sample-data/small/access.log")).unwrap();
     let traefik: String = sample
         .lines()
@@ -431,7 +402,7 @@ fn formats_traefik_and_cloudfront_give_the_combined_files() {
             let out = dir.path().join(format!("{format}-{chosen}"));
             let o = run(&pipeline(dir.path(), chosen, log, ""), &out, &[]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            assert_eq!(hashes(&out), want, "{format} read as {chosen}");
+            assert_eq!(parquet_hashes(&out), want, "{format} read as {chosen}");
             assert_eq!(run_record(&out)["inputs"][0]["format"], format);
         }
     }
@@ -441,14 +412,7 @@ fn formats_traefik_and_cloudfront_give_the_combined_files() {
 #[test]
 fn formats_traefik_json_gives_the_combined_files() {
     let dir = tempfile::tempdir().unwrap();
-    let combined_out = dir.path().join("combined");
-    let o = run(
-        &repo().join("sample-data/small/pipeline.toml"),
-        &combined_out,
-        &[],
-    );
-    assert!(o.status.success());
-    let want = hashes(&combined_out);
+    let want = reference(dir.path());
     let mut log = String::new();
     for f in sample_fields() {
         let start = match epoch(&f["time"]) {
@@ -480,7 +444,7 @@ fn formats_traefik_json_gives_the_combined_files() {
         let out = dir.path().join(chosen);
         let o = run(&pipeline(dir.path(), chosen, "traefik.json", ""), &out, &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(hashes(&out), want, "{chosen}");
+        assert_eq!(parquet_hashes(&out), want, "{chosen}");
         assert_eq!(run_record(&out)["inputs"][0]["format"], "traefik_json");
     }
 }
@@ -529,12 +493,12 @@ fn formats_alb_gives_the_files_of_combined_without_referrers() {
         &[],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let want = hashes(&want_out);
+    let want = parquet_hashes(&want_out);
     for chosen in ["alb", "auto"] {
         let out = dir.path().join(chosen);
         let o = run(&pipeline(dir.path(), chosen, "alb.log", ""), &out, &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(hashes(&out), want, "{chosen}");
+        assert_eq!(parquet_hashes(&out), want, "{chosen}");
         assert_eq!(run_record(&out)["inputs"][0]["format"], "alb");
     }
 }
@@ -544,14 +508,7 @@ fn formats_alb_gives_the_files_of_combined_without_referrers() {
 #[test]
 fn formats_haproxy_gives_the_combined_files() {
     let dir = tempfile::tempdir().unwrap();
-    let combined_out = dir.path().join("combined");
-    let o = run(
-        &repo().join("sample-data/small/pipeline.toml"),
-        &combined_out,
-        &[],
-    );
-    assert!(o.status.success());
-    let want = hashes(&combined_out);
+    let want = reference(dir.path());
     let mut log = String::new();
     for f in sample_fields() {
         // HAProxy writes its host's wall-clock time without an offset: Moscow time here.
@@ -593,7 +550,7 @@ fn formats_haproxy_gives_the_combined_files() {
         .unwrap();
         let o = run(&p, &out, &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(hashes(&out), want, "{chosen}");
+        assert_eq!(parquet_hashes(&out), want, "{chosen}");
         assert_eq!(run_record(&out)["inputs"][0]["format"], "haproxy");
     }
 }
@@ -604,14 +561,7 @@ fn formats_haproxy_gives_the_combined_files() {
 #[test]
 fn formats_custom_log_format_strings_give_the_combined_files() {
     let dir = tempfile::tempdir().unwrap();
-    let combined_out = dir.path().join("combined");
-    let o = run(
-        &repo().join("sample-data/small/pipeline.toml"),
-        &combined_out,
-        &[],
-    );
-    assert!(o.status.success());
-    let want = hashes(&combined_out);
+    let want = reference(dir.path());
     let mut nginx = String::new();
     let mut apache = String::new();
     for f in sample_fields() {
@@ -676,7 +626,7 @@ fn formats_custom_log_format_strings_give_the_combined_files() {
             "{name}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        assert_eq!(hashes(&out), want, "{name}");
+        assert_eq!(parquet_hashes(&out), want, "{name}");
         assert_eq!(run_record(&out)["inputs"][0]["format"], "custom");
     }
     let bad = custom("bad", "apache.log", "%h %t \"%r\" %Q");
@@ -690,14 +640,7 @@ fn formats_custom_log_format_strings_give_the_combined_files() {
 #[test]
 fn formats_json_through_a_field_mapping_gives_the_combined_files() {
     let dir = tempfile::tempdir().unwrap();
-    let combined_out = dir.path().join("combined");
-    let o = run(
-        &repo().join("sample-data/small/pipeline.toml"),
-        &combined_out,
-        &[],
-    );
-    assert!(o.status.success());
-    let want = hashes(&combined_out);
+    let want = reference(dir.path());
     let mut log = String::new();
     for f in sample_fields() {
         let at = match epoch(&f["time"]) {
@@ -731,6 +674,6 @@ fn formats_json_through_a_field_mapping_gives_the_combined_files() {
     let out = dir.path().join("out");
     let o = run(&p, &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(hashes(&out), want);
+    assert_eq!(parquet_hashes(&out), want);
     assert_eq!(run_record(&out)["inputs"][0]["format"], "json");
 }

@@ -160,3 +160,20 @@ pub fn python_venv(packages: &[&str]) -> Option<PathBuf> {
     }
     Some(venv)
 }
+
+/// Parquet files under `out` → BLAKE3, by relative path: "the same files".
+pub fn parquet_hashes(out: &Path) -> std::collections::BTreeMap<String, String> {
+    files_under(out)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| {
+            let rel = p.strip_prefix(out).unwrap().display().to_string();
+            (
+                rel,
+                blake3::hash(&std::fs::read(&p).unwrap())
+                    .to_hex()
+                    .to_string(),
+            )
+        })
+        .collect()
+}

@@ -195,22 +195,8 @@ fn s3_inputs_give_the_files_of_the_same_logs_on_disk() {
     run_with(&format!("{}/*.log.gz", logs.display()), &local);
     let remote = dir.path().join("remote");
     run_with("s3://weblogs/nginx/example/*.log.gz", &remote);
-    let hashes = |out: &std::path::Path| -> Vec<(String, String)> {
-        files_under(out)
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .map(|p| {
-                (
-                    p.strip_prefix(out).unwrap().display().to_string(),
-                    blake3::hash(&std::fs::read(&p).unwrap())
-                        .to_hex()
-                        .to_string(),
-                )
-            })
-            .collect()
-    };
-    assert!(!hashes(&local).is_empty());
-    assert_eq!(hashes(&remote), hashes(&local));
+    assert!(!parquet_hashes(&local).is_empty());
+    assert_eq!(parquet_hashes(&remote), parquet_hashes(&local));
     let r = run_record(&remote);
     assert_eq!(
         r["inputs"].as_array().unwrap().len(),
