@@ -57,6 +57,17 @@ fn moto() -> Option<(Moto, std::path::PathBuf)> {
     None
 }
 
+/// The binary, pointed at a store by the standard AWS variables.
+fn logveil_s3(endpoint: &str) -> assert_cmd::Command {
+    let mut cmd = logveil();
+    cmd.env("AWS_ENDPOINT", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1");
+    cmd
+}
+
 /// Uploads every file under `dir` to `s3://bucket/prefix/…` with boto3.
 fn upload(venv: &Path, endpoint: &str, dir: &Path, bucket: &str, prefix: &str) {
     let script = r#"
@@ -90,17 +101,7 @@ fn s3_report_and_show_read_a_bucket_like_a_directory() {
     let o = run(&repo().join("sample-data/small/pipeline.toml"), &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     upload(&venv, &moto.endpoint, &out, "analytics", "sites/example");
-    let with_s3 = |args: &[&str]| {
-        logveil()
-            .env("AWS_ENDPOINT", &moto.endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let with_s3 = |args: &[&str]| logveil_s3(&moto.endpoint).args(args).output().unwrap();
     let local = dir.path().join("local.html");
     let remote = dir.path().join("remote.html");
     let o = logveil()
@@ -172,12 +173,7 @@ fn s3_inputs_give_the_files_of_the_same_logs_on_disk() {
     upload(&venv, &moto.endpoint, &logs, "weblogs", "nginx/example");
     let pipeline = repo().join("sample-data/small/pipeline.toml");
     let run_with = |input: &str, out: &std::path::Path| {
-        let o = logveil()
-            .env("AWS_ENDPOINT", &moto.endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
+        let o = logveil_s3(&moto.endpoint)
             .args(["run", "--pipeline"])
             .arg(&pipeline)
             .arg("--output")
@@ -219,17 +215,7 @@ fn s3_outputs_keep_the_local_layout() {
     std::fs::create_dir_all(&empty).unwrap();
     upload(&venv, &moto.endpoint, &empty, "analytics-out", "x");
     let pipeline = repo().join("sample-data/small/pipeline.toml");
-    let s3 = |args: &[&str]| {
-        logveil()
-            .env("AWS_ENDPOINT", &moto.endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let s3 = |args: &[&str]| logveil_s3(&moto.endpoint).args(args).output().unwrap();
     let p = pipeline.to_str().unwrap();
     let o = s3(&[
         "run",
