@@ -27,6 +27,7 @@ pub mod goals;
 pub mod identifiers;
 pub mod ingest;
 pub mod ledger;
+pub mod manifest;
 pub mod output;
 pub mod pipeline;
 pub mod pseudonymise;

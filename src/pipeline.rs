@@ -240,8 +240,22 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     } else {
         options.inputs.clone()
     };
-    let files =
+    let mut files =
         reader::expand_inputs(&patterns).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    // With --date, inputs the manifest shows to hold nothing of the date's window are not read.
+    let mut manifest = crate::manifest::Manifest::load(&pipeline.state_dir);
+    let mut skipped_inputs = 0usize;
+    if let Some((from, to)) = window {
+        let before = files.len();
+        files.retain(|f| !manifest.outside(f, from, to));
+        skipped_inputs = before - files.len();
+        if files.is_empty() {
+            return Err(Failure::new(
+                exit::FAILED,
+                "no input can hold events of that date (the input manifest in the state dir says so); nothing was published",
+            ));
+        }
+    }
 
     // At least one bucket per BUCKET_INPUT_BYTES of (estimated decompressed) input, so a
     // bucket's share of the reduce stage stays about the same size as inputs grow.
@@ -385,6 +399,21 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     let mut rejected: BTreeMap<Reject, record::RejectInfo> = BTreeMap::new();
     let mut coverage: Option<(i64, i64)> = None;
     let mut pageview_days: Option<(Day, Day)> = None;
+    if skipped_inputs > 0 {
+        notes.push(format!(
+            "{skipped_inputs} input(s) skipped: the input manifest shows they hold no event of the date's window"
+        ));
+    }
+    for r in &results {
+        if let Some(coverage) = r.coverage {
+            manifest.record(&files[r.index as usize], coverage);
+        }
+    }
+    if let Err(e) = manifest.save(&pipeline.state_dir) {
+        notes.push(format!(
+            "the input manifest could not be saved ({e}); later --date runs read every input"
+        ));
+    }
     for r in results {
         let duplicate_of = seen_content.get(&r.digest).cloned();
         record.inputs.push(InputInfo {

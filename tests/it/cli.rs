@@ -577,3 +577,42 @@ fn cli_zstd_bzip2_and_stdin_inputs_equal_the_plain_log() {
     assert_eq!(parquet_hashes(&out), want, "standard input");
     assert_eq!(run_record(&out)["inputs"][0]["path"], "-");
 }
+
+/// The input manifest: after a run has seen every input, a `--date` run reads only the
+/// inputs that can hold events of the date's window, and publishes the same files.
+#[test]
+fn cli_date_runs_skip_inputs_the_manifest_rules_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    let pipeline = |state: &str| {
+        format!(
+            "site = \"example.ru\"\nsite_hosts = [\"example.ru\", \"www.example.ru\", \"shop.example.ru\"]\n\
+             inputs = [\"{}/sample-data/realistic/*.log.gz\"]\ntime_zone = \"Europe/Moscow\"\n\
+             key = \"ephemeral\"\nk = 5\nstate_dir = \"{state}\"\n",
+            repo().display()
+        )
+    };
+    std::fs::write(&p, pipeline("state")).unwrap();
+    assert!(run(&p, &dir.path().join("all"), &[]).status.success());
+    let out = dir.path().join("out");
+    let o = run(&p, &out, &["--date", "2026-11-02"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = run_record(&out);
+    assert_eq!(
+        r["inputs"].as_array().unwrap().len(),
+        2,
+        "the 4 November log is not read"
+    );
+    assert!(r["notes"].to_string().contains("1 input(s) skipped"));
+    // The same files as a run that reads everything (a fresh state dir, no manifest).
+    let fresh = dir.path().join("fresh.toml");
+    std::fs::write(&fresh, pipeline("fresh-state")).unwrap();
+    let full = dir.path().join("full");
+    assert!(
+        run(&fresh, &full, &["--date", "2026-11-02"])
+            .status
+            .success()
+    );
+    assert_eq!(run_record(&full)["inputs"].as_array().unwrap().len(), 3);
+    assert_eq!(parquet_hashes(&out), parquet_hashes(&full));
+}
