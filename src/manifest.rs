@@ -49,6 +49,13 @@ impl Manifest {
             .unwrap_or_default()
     }
 
+    /// Whether `path` is recorded and unchanged since.
+    pub fn unchanged(&self, path: &Path) -> bool {
+        self.inputs
+            .get(&path.display().to_string())
+            .is_some_and(|e| stamp(path) == Some((e.size, e.modified_s)))
+    }
+
     /// Whether `path`, unchanged since it was recorded, holds no event in `[from, to)`.
     pub fn outside(&self, path: &Path, from: i64, to: i64) -> bool {
         let Some(e) = self.inputs.get(&path.display().to_string()) else {

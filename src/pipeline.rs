@@ -21,7 +21,7 @@ use crate::ingest::{self, Reject, reader};
 use crate::ledger::{self, Ledger};
 use crate::output;
 use crate::pseudonymise::keyring::{KeyRing, KeySet};
-use crate::pseudonymise::{self, FilterRule, Outcome, Pseudonymiser, keys::MasterKey};
+use crate::pseudonymise::{self, FilterRule, Outcome, Pseudonymiser, keys::MasterKey, local_time};
 use crate::record::{self, DateInfo, InputInfo, RunRecord};
 use crate::visitors::{self, Identities, VisitLog, VisitRecord};
 
@@ -83,6 +83,9 @@ pub struct RunOptions {
     pub progress: Option<indicatif::ProgressBar>,
     /// Replace a complete published day with a partial one.
     pub force: bool,
+    /// Publish only the days touched by inputs that are new or changed since the manifest
+    /// last saw them (each recomputed in full from every input).
+    pub since_last: bool,
 }
 
 /// What a run did.
@@ -244,6 +247,12 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         reader::expand_inputs(&patterns).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
     // With --date, inputs the manifest shows to hold nothing of the date's window are not read.
     let mut manifest = crate::manifest::Manifest::load(&pipeline.state_dir);
+    // `--since-last`: the inputs new or changed since the manifest saw them.
+    let changed: BTreeSet<PathBuf> = files
+        .iter()
+        .filter(|f| !manifest.unchanged(f))
+        .cloned()
+        .collect();
     let mut skipped_inputs = 0usize;
     if let Some((from, to)) = window {
         let before = files.len();
@@ -404,9 +413,18 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             "{skipped_inputs} input(s) skipped: the input manifest shows they hold no event of the date's window"
         ));
     }
+    // The local days the new or changed inputs touch (their events, and the visits they can
+    // reach into: a day's visits may start up to `reach` before its events).
+    let mut touched: BTreeSet<Day> = BTreeSet::new();
     for r in &results {
+        let path = &files[r.index as usize];
         if let Some(coverage) = r.coverage {
-            manifest.record(&files[r.index as usize], coverage);
+            if changed.contains(path) {
+                let first = local_time(tz, coverage.0 - reach).0;
+                let last = local_time(tz, coverage.1 + reach).0;
+                touched.extend((first.0..=last.0).map(Day));
+            }
+            manifest.record(path, coverage);
         }
     }
     if let Err(e) = manifest.save(&pipeline.state_dir) {
@@ -755,12 +773,21 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     // Which days to (re)publish: a partial day never replaces a complete one unless forced.
     let published = output::published_days(&out).map_err(failed)?;
     let mut to_publish = BTreeSet::new();
+    if options.since_last && touched.is_empty() {
+        notes.push(
+            "--since-last: no input is new or changed since the last run; nothing to publish"
+                .into(),
+        );
+    }
     for day in (days.0.0..=days.1.0).map(Day) {
         let partial = coverage.is_none_or(|(from, to)| {
             from > day_start(tz, day) - reach || to < day_start(tz, day.next()) + reach
         });
         let name = day.to_string();
         let keep_old = partial && published.get(&name) == Some(&false) && !options.force;
+        if options.since_last && !touched.contains(&day) {
+            continue;
+        }
         if keep_old {
             notes.push(format!(
                 "{name}: the inputs cover only part of the day and a complete {name} is already published; kept it (use --force to replace it)"

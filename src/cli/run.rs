@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Let a partial day replace a complete one already published.
     #[arg(long)]
     pub force: bool,
+    /// Publish only the days touched by inputs new or changed since the last run (each such
+    /// day recomputed in full); for cron jobs over growing or rotating logs.
+    #[arg(long, conflicts_with = "date")]
+    pub since_last: bool,
     /// Worker threads for reading and pseudonymising (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -65,6 +69,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         key_dir: args.key_dir,
         date: args.date,
         force: args.force,
+        since_last: args.since_last,
         threads: args.threads,
         // Drawn on stderr only when it is a terminal (never in cron logs or pipes).
         progress: Some(

@@ -616,3 +616,43 @@ fn cli_date_runs_skip_inputs_the_manifest_rules_out() {
     assert_eq!(run_record(&full)["inputs"].as_array().unwrap().len(), 3);
     assert_eq!(parquet_hashes(&out), parquet_hashes(&full));
 }
+
+/// `--since-last`: the first run publishes every day; with nothing new, the next publishes
+/// nothing; a log that grew gets its days recomputed.
+#[test]
+fn cli_since_last_publishes_only_days_of_new_or_changed_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::copy(repo().join("sample-data/small/access.log"), &log).unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        "site = \"example.ru\"\ninputs = [\"access.log\"]\ntime_zone = \"Europe/Moscow\"\nkey = \"ephemeral\"\nk = 2\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let dates = |extra: &[&str]| {
+        let o = run(&p, &out, extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        record_dates(&run_record(&out))
+    };
+    assert_eq!(dates(&["--since-last"]), ["2026-11-03", "2026-11-04"]);
+    let before = parquet_hashes(&out);
+    assert!(dates(&["--since-last"]).is_empty(), "nothing new");
+    assert!(
+        run_record(&out)["notes"]
+            .to_string()
+            .contains("no input is new or changed")
+    );
+    assert_eq!(parquet_hashes(&out), before);
+    // The log grows (a visit late on the 4th): its days are recomputed.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("198.51.100.99 - - [04/Nov/2026:22:00:00 +0300] \"GET /late HTTP/1.1\" 200 5 \"-\" \"Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0\"\n");
+    std::fs::write(&log, text).unwrap();
+    let republished = dates(&["--since-last"]);
+    assert!(
+        republished.contains(&"2026-11-04".to_string()),
+        "{republished:?}"
+    );
+}
