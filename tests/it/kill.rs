@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::helpers::*;
 
+/// The published files: staging and run records (names starting with `_`) are not.
 fn published(out: &Path) -> BTreeMap<String, String> {
     files_under(out)
         .into_iter()
