@@ -101,6 +101,22 @@ pub struct PipelineFile {
     pub log_format: Option<String>,
     /// `format = "json"`: which key holds each field.
     pub json_fields: Option<crate::ingest::json::JsonFields>,
+    /// Object store settings for `s3://` inputs and outputs; the standard AWS environment
+    /// variables, when set, win.
+    pub s3: Option<S3File>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3File {
+    /// e.g. `https://storage.yandexcloud.net` (default: AWS).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint (default false).
+    pub allow_http: Option<bool>,
+    /// A 0600 TOML file with `access_key_id` and `secret_access_key`, relative to the
+    /// pipeline file: secrets never sit in the pipeline itself.
+    pub credentials_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +229,7 @@ pub struct Pipeline {
     pub campaign_rules: CampaignRules,
     /// Write `report.html` after each run, in this language.
     pub report: Option<crate::report::i18n::Lang>,
+    pub s3: crate::store::S3Settings,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub haproxy_captures: Vec<crate::ingest::haproxy::Capture>,
     pub custom_format: Option<crate::ingest::custom::CustomFormat>,
@@ -255,9 +272,11 @@ impl Pipeline {
             message,
         };
         let file: PipelineFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        // Relative paths are relative to the pipeline file; store URLs and `-` (standard
+        // input) stand as they are.
         let resolve = |p: &str| {
             let p = PathBuf::from(p);
-            if p.is_absolute() {
+            if p.is_absolute() || p.as_os_str() == "-" || p.to_string_lossy().starts_with("s3://") {
                 p
             } else {
                 lexically_normal(&base.join(p))
@@ -548,6 +567,31 @@ impl Pipeline {
                             })
                     })
                     .collect::<Result<_, _>>()?,
+            },
+            s3: match &file.s3 {
+                None => crate::store::S3Settings::default(),
+                Some(f) => {
+                    if let Some(e) = &f.endpoint
+                        && !(e.starts_with("https://") || e.starts_with("http://"))
+                    {
+                        return Err(invalid(format!(
+                            "s3.endpoint {e:?} must be an http:// or https:// URL"
+                        )));
+                    }
+                    if f.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
+                        && f.allow_http != Some(true)
+                    {
+                        return Err(invalid(
+                            "s3.endpoint is plain http://: set `allow_http = true` to mean it".into(),
+                        ));
+                    }
+                    crate::store::S3Settings {
+                        endpoint: f.endpoint.clone(),
+                        region: f.region.clone(),
+                        allow_http: f.allow_http,
+                        credentials_file: f.credentials_file.as_deref().map(resolve),
+                    }
+                }
             },
             report: match &file.report {
                 None => None,

@@ -132,7 +132,7 @@ impl Ledger {
 
     pub fn save(&self, state_dir: &Path) -> Result<(), LedgerError> {
         let path = Ledger::path(state_dir);
-        create_private_dir(state_dir).map_err(|e| io(state_dir, e))?;
+        crate::state::private_dir(state_dir).map_err(|e| io(state_dir, e))?;
         let tmp = path.with_extension("tmp");
         let text = serde_json::to_string_pretty(self).expect("serialises");
         let mut options = std::fs::OpenOptions::new();
@@ -155,14 +155,6 @@ fn io(path: &Path, e: impl std::fmt::Display) -> LedgerError {
         path: path.display().to_string(),
         message: e.to_string(),
     }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 #[cfg(test)]

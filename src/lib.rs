@@ -33,5 +33,6 @@ pub mod pipeline;
 pub mod pseudonymise;
 pub mod record;
 pub mod report;
+pub mod state;
 pub mod store;
 pub mod visitors;

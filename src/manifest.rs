@@ -2,9 +2,10 @@
 //! inputs that can hold events of D's window (decision 8) instead of every rotated log.
 //!
 //! Kept in the state dir as `manifest.json` (0600): per input path, its size, modification
-//! time and first and last event time (UTC seconds) as read by an earlier run. An entry counts
-//! only while the file's size and modification time are unchanged; a grown or rotated file is
-//! read again. It holds file names and times, nothing about visitors.
+//! time (and for an object in a store its ETag) and first and last event time (UTC seconds)
+//! as read by an earlier run. An entry counts only while all of these are unchanged; a grown,
+//! rotated or re-uploaded input is read again. It holds input names and times, nothing about
+//! visitors.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,9 @@ use serde::{Deserialize, Serialize};
 pub struct Entry {
     pub size: u64,
     pub modified_s: i64,
+    /// Objects in a store: the ETag their listing gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     pub first_ts: i64,
     pub last_ts: i64,
 }
@@ -28,8 +32,12 @@ fn file(state_dir: &Path) -> PathBuf {
     state_dir.join("manifest.json")
 }
 
-/// Size and modification time of a local file (`None` for standard input and objects).
-pub fn stamp(path: &Path) -> Option<(u64, i64)> {
+/// Size, modification time and ETag of an input (`None` for standard input).
+pub fn stamp(path: &Path) -> Option<(u64, i64, Option<String>)> {
+    let text = path.to_string_lossy();
+    if text.starts_with("s3://") {
+        return crate::store::listed(&text).map(|s| (s.size, s.modified_s, s.etag));
+    }
     let m = std::fs::metadata(path).ok()?;
     let modified = m
         .modified()
@@ -37,7 +45,13 @@ pub fn stamp(path: &Path) -> Option<(u64, i64)> {
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_secs() as i64;
-    Some((m.len(), modified))
+    Some((m.len(), modified, None))
+}
+
+impl Entry {
+    fn matches(&self, path: &Path) -> bool {
+        stamp(path) == Some((self.size, self.modified_s, self.etag.clone()))
+    }
 }
 
 impl Manifest {
@@ -53,7 +67,7 @@ impl Manifest {
     pub fn unchanged(&self, path: &Path) -> bool {
         self.inputs
             .get(&path.display().to_string())
-            .is_some_and(|e| stamp(path) == Some((e.size, e.modified_s)))
+            .is_some_and(|e| e.matches(path))
     }
 
     /// Whether `path`, unchanged since it was recorded, holds no event in `[from, to)`.
@@ -61,16 +75,17 @@ impl Manifest {
         let Some(e) = self.inputs.get(&path.display().to_string()) else {
             return false;
         };
-        stamp(path) == Some((e.size, e.modified_s)) && (e.last_ts < from || e.first_ts >= to)
+        e.matches(path) && (e.last_ts < from || e.first_ts >= to)
     }
 
     pub fn record(&mut self, path: &Path, coverage: (i64, i64)) {
-        if let Some((size, modified_s)) = stamp(path) {
+        if let Some((size, modified_s, etag)) = stamp(path) {
             self.inputs.insert(
                 path.display().to_string(),
                 Entry {
                     size,
                     modified_s,
+                    etag,
                     first_ts: coverage.0,
                     last_ts: coverage.1,
                 },

@@ -117,42 +117,164 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
         .output
         .clone()
         .unwrap_or_else(|| pipeline.output.clone());
+    crate::store::configure(pipeline.s3.clone());
+    let _state_lock = crate::state::lock(&pipeline.state_dir).map_err(|e| match e {
+        crate::state::StateLockError::Busy(_) => Failure::new(exit::LOCKED, e.to_string()),
+        _ => failed(e),
+    })?;
     let Some(remote) = crate::store::remote(&out) else {
         return run_in(pipeline, options, out);
     };
-    // An object store: the run works in a private local directory holding the store's run
-    // records, then PUTs each published file to its final key and the run record last (a PUT
-    // is atomic), so a failed run leaves the published objects as they were.
     let remote = remote.map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+    run_to_store(pipeline, options, &remote, out)
+}
+
+/// A run whose output is an object store. It works in a private directory under the state
+/// dir holding the store's run records, then publishes: the run record as
+/// `_runs/<id>.pending.json`, each file under its final key (a PUT is atomic per object),
+/// the record as `_runs/<id>.json`, and the pending record removed. The local copy is kept
+/// until the publication is complete, so a run killed while publishing is finished by the
+/// next one, as on disk; a run that fails before publishing leaves the objects as they were.
+fn run_to_store(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    remote: &crate::store::Remote,
+    out: PathBuf,
+) -> Result<RunReport, Failure> {
+    let _store_lock = remote
+        .lock(&crate::state::holder(&pipeline.state_dir))
+        .map_err(|e| match e {
+            crate::store::LockError::Locked { .. } => Failure::new(exit::LOCKED, e.to_string()),
+            crate::store::LockError::Store(e) => failed(e),
+        })?;
+    let publishing = pipeline.state_dir.join("publish");
+    crate::state::private_dir(&publishing).map_err(failed)?;
+    for note in finish_store_publications(remote, &publishing)? {
+        eprintln!("note: {note}");
+    }
     let mut name = [0u8; 8];
     getrandom::fill(&mut name).map_err(failed)?;
     let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
-    let local = std::env::temp_dir().join(format!("logveil-run-{hex}"));
-    let mut builder = fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(&local)
-        .map_err(|e| Failure::new(exit::FAILED, format!("{}: {e}", local.display())))?;
-    let result = (|| {
-        remote.download_records(&local).map_err(failed)?;
-        let mut report = run_in(pipeline, options, local.clone())?;
-        for f in &report.record.files {
-            let bytes = fs::read(local.join(&f.path)).map_err(failed)?;
-            remote.put(&f.path, bytes).map_err(failed)?;
+    let work = publishing.join(format!("run-{hex}"));
+    crate::state::private_dir(&work).map_err(failed)?;
+    let prepared = (|| {
+        // A report shows every published day, so it needs the tables too.
+        if pipeline.report.is_some() {
+            remote.download_output(&work).map_err(failed)?;
+        } else {
+            remote.download_records(&work).map_err(failed)?;
         }
-        let record_name = format!("_runs/{}.json", report.record.run_id);
-        let bytes = fs::read(&report.record_path).map_err(failed)?;
-        remote.put(&record_name, bytes).map_err(failed)?;
-        report.record_path = PathBuf::from(format!(
-            "{}/{record_name}",
-            remote.shown().trim_end_matches('/')
-        ));
-        report.output = out.clone();
-        Ok(report)
+        run_in(pipeline, options, work.clone())
     })();
-    let _ = fs::remove_dir_all(&local);
-    result
+    let mut report = match prepared {
+        Ok(r) => r,
+        Err(f) => {
+            let _ = fs::remove_dir_all(&work);
+            return Err(f);
+        }
+    };
+    let id = report.record.run_id.clone();
+    let staged = publishing.join(&id);
+    fs::rename(&work, &staged).map_err(failed)?;
+    publish_to_store(remote, &staged, &id).map_err(|e| {
+        Failure::new(
+            exit::FAILED,
+            format!(
+                "{e}; run {id} was not fully published: the next run on this state dir finishes it"
+            ),
+        )
+    })?;
+    let _ = fs::remove_dir_all(&staged);
+    report.record_path = PathBuf::from(format!(
+        "{}/_runs/{id}.json",
+        remote.shown().trim_end_matches('/')
+    ));
+    report.output = out;
+    Ok(report)
+}
+
+/// PUTs a staged run's files and its record, marked pending until the last file is in.
+fn publish_to_store(
+    remote: &crate::store::Remote,
+    staged: &std::path::Path,
+    id: &str,
+) -> Result<(), crate::store::StoreError> {
+    let read = |rel: &str| {
+        fs::read(staged.join(rel)).map_err(|e| crate::store::StoreError {
+            location: staged.join(rel).display().to_string(),
+            message: e.to_string(),
+        })
+    };
+    let record_name = format!("_runs/{id}.json");
+    let pending_name = format!("_runs/{id}.pending.json");
+    let record_bytes = read(&record_name)?;
+    let record: RunRecord =
+        serde_json::from_slice(&record_bytes).map_err(|e| crate::store::StoreError {
+            location: record_name.clone(),
+            message: e.to_string(),
+        })?;
+    let mut puts = 0usize;
+    let mut put = |name: &str, bytes: Vec<u8>| {
+        remote.put(name, bytes)?;
+        puts += 1;
+        fault_after_puts(puts);
+        Ok::<_, crate::store::StoreError>(())
+    };
+    put(&pending_name, record_bytes.clone())?;
+    for f in &record.files {
+        put(&f.path, read(&f.path)?)?;
+    }
+    put(&record_name, record_bytes)?;
+    remote.delete(&pending_name)
+}
+
+/// Test builds only: `LOGVEIL_FAULT_EXIT_AFTER_PUTS=N` ends the process at once after the
+/// N-th object written, as a `kill -9` would, so tests can stop a publication half-way.
+fn fault_after_puts(puts: usize) {
+    #[cfg(debug_assertions)]
+    if std::env::var("LOGVEIL_FAULT_EXIT_AFTER_PUTS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(puts)
+    {
+        std::process::exit(137);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = puts;
+}
+
+/// Finishes publications to the store that were interrupted (a pending record and its local
+/// copy under the state dir), and removes local copies of runs that never got to publish.
+fn finish_store_publications(
+    remote: &crate::store::Remote,
+    publishing: &std::path::Path,
+) -> Result<Vec<String>, Failure> {
+    let mut notes = Vec::new();
+    for name in remote.list_names("_runs").map_err(failed)? {
+        let Some(id) = name
+            .strip_prefix("_runs/")
+            .and_then(|n| n.strip_suffix(".pending.json"))
+        else {
+            continue;
+        };
+        let staged = publishing.join(id);
+        if staged.join("_runs").join(format!("{id}.json")).is_file() {
+            publish_to_store(remote, &staged, id).map_err(failed)?;
+            let _ = fs::remove_dir_all(&staged);
+            notes.push(format!("finished the interrupted publication of run {id}"));
+        } else {
+            remote.delete(&name).map_err(failed)?;
+            notes.push(format!(
+                "run {id} was interrupted while publishing from another state dir; some of its files may be published without a record: run its dates again"
+            ));
+        }
+    }
+    if let Ok(entries) = fs::read_dir(publishing) {
+        for entry in entries.flatten() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(notes)
 }
 
 fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<RunReport, Failure> {
@@ -1078,6 +1200,7 @@ fn shard(
                 })
             })
             .collect();
+        let mut inputs = reader::Inputs::new(files);
         'files: for (index, path) in files.iter().enumerate() {
             let shown = path.display().to_string();
             let unreadable = |e: std::io::Error, line: Option<u64>| {
@@ -1091,19 +1214,17 @@ fn shard(
             };
             let size = match std::fs::metadata(path) {
                 Ok(m) => m.len(),
-                // Standard input and objects in a store have no local size.
-                Err(_)
-                    if path.as_os_str() == reader::STDIN
-                        || path.to_string_lossy().starts_with("s3://") =>
-                {
-                    0
+                // Standard input has no size; an object has the size its listing gave.
+                Err(_) if path.as_os_str() == reader::STDIN => 0,
+                Err(_) if path.to_string_lossy().starts_with("s3://") => {
+                    crate::store::listed(&path.to_string_lossy()).map_or(0, |s| s.size)
                 }
                 Err(e) => {
                     read_error = Some(unreadable(e, None));
                     break;
                 }
             };
-            let mut chunks = match reader::ChunkReader::open(path) {
+            let mut chunks = match inputs.open(index) {
                 Ok(c) => c,
                 Err(e) => {
                     read_error = Some(unreadable(e, None));

@@ -316,18 +316,7 @@ fn aad(epoch: Day, day: Day) -> Vec<u8> {
 }
 
 fn private_dir(dir: &Path) -> Result<(), StateError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(io_err(dir))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err(dir))?;
-    }
-    Ok(())
+    crate::state::private_dir(dir).map_err(io_err(dir))
 }
 
 fn cipher(key: &[u8; 32]) -> LessSafeKey {

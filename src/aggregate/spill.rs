@@ -38,19 +38,12 @@ pub struct SpillDir {
 impl SpillDir {
     pub fn create(state_dir: &Path, run_id: &str, buckets: usize) -> io::Result<SpillDir> {
         let dir = state_dir.join("spill").join(run_id);
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&dir)?;
-        #[cfg(unix)]
         for d in [
             state_dir.to_path_buf(),
             state_dir.join("spill"),
             dir.clone(),
         ] {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+            crate::state::private_dir(&d)?;
         }
         let lock = File::create(dir.join(".lock"))?;
         lock.try_lock()

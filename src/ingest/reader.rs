@@ -148,25 +148,101 @@ impl Compression {
     }
 }
 
-/// A file's (or standard input's) content, decompressed by its magic bytes whatever its name:
-/// every member of a concatenated gzip file, every zstd frame, every bzip2 stream.
-fn open_decoded(path: &Path) -> io::Result<(Box<dyn Read + Send>, Compression)> {
+/// The raw bytes of one input: a local file, standard input or a streamed object.
+fn open_source(path: &Path, remotes: &mut Remotes) -> io::Result<Box<dyn Read + Send>> {
     let text = path.to_string_lossy();
-    let source: Box<dyn Read + Send> = if path.as_os_str() == STDIN {
+    Ok(if path.as_os_str() == STDIN {
         Box::new(io::stdin())
     } else if let Some(rest) = text.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-        let remote = crate::store::remote(Path::new(&format!("s3://{bucket}")))
-            .expect("an s3:// location")
-            .map_err(|e| io::Error::other(e.to_string()))?;
         Box::new(
-            remote
+            remotes
+                .get(bucket)?
                 .open_read(key)
                 .map_err(|e| io::Error::other(e.to_string()))?,
         )
     } else {
         Box::new(File::open(path)?)
-    };
+    })
+}
+
+/// One store client per bucket, shared by its objects.
+#[derive(Default)]
+pub struct Remotes(std::collections::HashMap<String, crate::store::Remote>);
+
+impl Remotes {
+    fn get(&mut self, bucket: &str) -> io::Result<&crate::store::Remote> {
+        if !self.0.contains_key(bucket) {
+            let remote = crate::store::remote(Path::new(&format!("s3://{bucket}")))
+                .expect("an s3:// location")
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            self.0.insert(bucket.to_string(), remote);
+        }
+        Ok(&self.0[bucket])
+    }
+}
+
+/// Objects in a store whose downloads run ahead of the one being parsed.
+pub const S3_READ_AHEAD: usize = 4;
+
+/// Opens a run's inputs in order. While one object of a store is parsed, the downloads of
+/// the next [`S3_READ_AHEAD`] are already under way on the I/O runtime, each holding at most
+/// [`crate::store::READ_AHEAD_PARTS`] parts: objects are read concurrently, memory stays
+/// bounded, and lines still reach the parser in input order.
+pub struct Inputs<'a> {
+    files: &'a [PathBuf],
+    started: std::collections::HashMap<usize, crate::store::ObjectReader>,
+    remotes: Remotes,
+}
+
+impl<'a> Inputs<'a> {
+    pub fn new(files: &'a [PathBuf]) -> Inputs<'a> {
+        Inputs {
+            files,
+            started: Default::default(),
+            remotes: Remotes::default(),
+        }
+    }
+
+    /// The input at `index`, cut into blocks; starts the next objects' downloads.
+    pub fn open(&mut self, index: usize) -> io::Result<ChunkReader> {
+        let ahead = index + 1..(index + 1 + S3_READ_AHEAD).min(self.files.len());
+        for i in ahead {
+            let text = self.files[i].to_string_lossy();
+            if self.started.contains_key(&i) {
+                continue;
+            }
+            if let Some(rest) = text.strip_prefix("s3://") {
+                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                // An error here is met again, and reported, when that input's turn comes.
+                if let Ok(reader) = self.remotes.get(bucket).and_then(|r| {
+                    r.open_read(key)
+                        .map_err(|e| io::Error::other(e.to_string()))
+                }) {
+                    self.started.insert(i, reader);
+                }
+            }
+        }
+        let source: Box<dyn Read + Send> = match self.started.remove(&index) {
+            Some(reader) => Box::new(reader),
+            None => open_source(&self.files[index], &mut self.remotes)?,
+        };
+        ChunkReader::from_source(source)
+    }
+
+    /// Downloads under way (tests of the read-ahead).
+    pub fn downloads_started(&self) -> usize {
+        self.started.len()
+    }
+}
+
+/// A file's (or standard input's) content, decompressed by its magic bytes whatever its name:
+/// every member of a concatenated gzip file, every zstd frame, every bzip2 stream.
+fn open_decoded(path: &Path) -> io::Result<(Box<dyn Read + Send>, Compression)> {
+    decode(open_source(path, &mut Remotes::default())?)
+}
+
+fn decode(source: Box<dyn Read + Send>) -> io::Result<(Box<dyn Read + Send>, Compression)> {
     let mut peek = BufReader::with_capacity(64 * 1024, source);
     // Fill until the magic bytes are known (a pipe may deliver fewer at first).
     let mut head = peek.fill_buf()?.to_vec();
@@ -315,7 +391,11 @@ pub const CHUNK_BYTES: usize = 2 << 20;
 
 impl ChunkReader {
     pub fn open(path: &Path) -> io::Result<ChunkReader> {
-        let (decoded, compression) = open_decoded(path)?;
+        Self::from_source(open_source(path, &mut Remotes::default())?)
+    }
+
+    fn from_source(source: Box<dyn Read + Send>) -> io::Result<ChunkReader> {
+        let (decoded, compression) = decode(source)?;
         let compressed = compression != Compression::None;
         Ok(ChunkReader {
             inner: HashingReader {

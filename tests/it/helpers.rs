@@ -14,9 +14,16 @@ pub fn logveil() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("logveil").expect("binary built");
     cmd.env(
         "XDG_STATE_HOME",
-        std::env::temp_dir().join("logveil-test-state"),
+        STATE_HOME.with(|d| d.path().to_path_buf()),
     );
     cmd
+}
+
+thread_local! {
+    /// One default state home per test (each test runs on its own thread): runs of one
+    /// test share their state, as nightly runs do, and tests never share theirs (a run
+    /// holds its state dir's lock).
+    static STATE_HOME: tempfile::TempDir = tempfile::tempdir().expect("a temporary dir");
 }
 
 /// Runs `logveil run` with the given pipeline and output, plus extra arguments.
