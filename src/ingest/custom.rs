@@ -27,6 +27,8 @@ enum Field {
     UserAgent,
     Forwarded,
     Host,
+    /// nginx's `$is_args` (`?` when there is a query): only between `$uri` and `$args`.
+    IsArgs,
     Skip,
 }
 
@@ -81,6 +83,7 @@ fn nginx(variable: &str) -> Option<Field> {
         "request_method" => Field::Method,
         "request_uri" => Field::Uri,
         "uri" | "document_uri" => Field::Path,
+        "is_args" => Field::IsArgs,
         "args" | "query_string" => Field::Query,
         "status" => Field::Status,
         "body_bytes_sent" | "bytes_sent" => Field::Bytes,
@@ -248,7 +251,31 @@ impl CustomFormat {
         Self::checked(tokens)
     }
 
-    fn checked(tokens: Vec<Token>) -> Result<CustomFormat, String> {
+    fn checked(mut tokens: Vec<Token>) -> Result<CustomFormat, String> {
+        // A path right before its query (`%U%q`, `$uri$is_args$args`) is one URI field.
+        let (path, query, is_args) = (
+            Token::Field(Field::Path),
+            Token::Field(Field::Query),
+            Token::Field(Field::IsArgs),
+        );
+        let mut i = 0;
+        while i < tokens.len() {
+            let rest = &tokens[i..];
+            let joined = if rest.starts_with(&[path.clone(), query.clone()]) {
+                2
+            } else if rest.starts_with(&[path.clone(), is_args.clone(), query.clone()]) {
+                3
+            } else {
+                0
+            };
+            if joined > 0 {
+                tokens.splice(i..i + joined, [Token::Field(Field::Uri)]);
+            }
+            i += 1;
+        }
+        if tokens.contains(&is_args) {
+            return Err("$is_args is read only in `$uri$is_args$args`".into());
+        }
         let has = |f: Field| tokens.contains(&Token::Field(f));
         if !has(Field::Client) {
             return Err("the format has no client address (%h / $remote_addr)".into());
@@ -414,6 +441,23 @@ mod tests {
         let r = CustomFormat::parse(&nginx, line, &mut buf).unwrap();
         assert_eq!(r.target, Some(&b"/c?utm_source=vk"[..]));
         assert_eq!(r.status, 304);
+        // A path and its query side by side are one field.
+        for (text, protocol) in [
+            (r#"%h %t "%m %U%q %H" %>s"#, " HTTP/1.1"),
+            (
+                r#"$remote_addr [$time_local] "$request_method $uri$is_args$args" $status"#,
+                "",
+            ),
+        ] {
+            let f = CustomFormat::compile(text).unwrap();
+            for target in ["/a?b=1", "/a"] {
+                let line = format!(
+                    "192.0.2.1 [03/Nov/2026:10:00:00 +0300] \"GET {target}{protocol}\" 200"
+                );
+                let r = CustomFormat::parse(&f, line.as_bytes(), &mut buf).unwrap();
+                assert_eq!(r.target, Some(target.as_bytes()), "{text} on {line}");
+            }
+        }
         assert!(
             CustomFormat::compile("%h %t \"%r\" %Z")
                 .unwrap_err()

@@ -1,6 +1,7 @@
 //! The parser never panics, and agrees with a readable regex oracle on well-formed lines.
 
-use logveil::ingest::json::Scratch;
+use logveil::ingest::custom::CustomFormat;
+use logveil::ingest::json::{JsonFields, Scratch, parse_mapped};
 use logveil::ingest::{Format, parse_line};
 use proptest::prelude::*;
 
@@ -12,6 +13,46 @@ proptest! {
         let mut s = Scratch::default();
         for f in [Format::Combined, Format::Common, Format::VhostCombined, Format::VhostCommon, Format::NginxJson, Format::Caddy, Format::W3c, Format::Cloudfront, Format::Traefik, Format::TraefikJson, Format::Alb, Format::Haproxy] {
             let _ = parse_line(f, &bytes, &mut s);
+        }
+    }
+
+    /// Custom formats (compiled Apache and nginx strings, a JSON `log_format`) and JSON logs
+    /// through a field mapping, on arbitrary bytes and on JSON-shaped near misses.
+    #[test]
+    fn custom_and_mapped_json_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..400),
+        key in "[a-z_.]{0,12}",
+        value in "[ -~]{0,40}",
+        number in any::<f64>(),
+    ) {
+        let customs = [
+            r#"%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" %D"#,
+            r#"%h %v:%p %{X-Forwarded-For}i %t %m %U%q %H %s %O"#,
+            r#"log_format main '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $request_time';"#,
+            r#"log_format j escape=json '{"ip":"$remote_addr","t":"$time_iso8601","r":"$request","s":$status,"ua":"$http_user_agent"}';"#,
+        ];
+        let json_like = format!(
+            r#"{{"{key}":"{value}","time":{number},"ts":"{value}","request":"{value}","client":"{value}","status":{number}}}"#
+        );
+        for text in customs {
+            let format = CustomFormat::compile(text).unwrap();
+            let mut uri = Vec::new();
+            let _ = format.parse(&bytes, &mut uri);
+            let _ = format.parse(json_like.as_bytes(), &mut uri);
+        }
+        for time_format in ["iso8601", "epoch", "epoch_ms", "clf"] {
+            let map = JsonFields {
+                client: "client".into(),
+                time: if time_format == "iso8601" || time_format == "clf" { "ts".into() } else { "time".into() },
+                time_format: Some(time_format.into()),
+                request: Some("request".into()),
+                status: Some("status".into()),
+                user_agent: Some(key.clone()),
+                ..JsonFields::default()
+            };
+            let mut s = Scratch::default();
+            let _ = parse_mapped(&bytes, &map, &mut s);
+            let _ = parse_mapped(json_like.as_bytes(), &map, &mut s);
         }
     }
 
