@@ -1281,7 +1281,10 @@ fn shard(
                             bar.tick();
                         }
                         lines = chunks.lines();
-                        if chunk_format == ingest::Format::W3c {
+                        if matches!(
+                            chunk_format,
+                            ingest::Format::W3c | ingest::Format::Cloudfront
+                        ) {
                             // The layout in force at this block's start, for the worker; and
                             // after it, for the next block.
                             chunk.w3c_layout = w3c_layout.clone();

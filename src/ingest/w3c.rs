@@ -25,6 +25,9 @@ pub struct Layout {
     referrer: Option<usize>,
     user_agent: Option<usize>,
     host: Option<usize>,
+    /// CloudFront's `x-host-header`: the Host the viewer sent (the site), where `cs(Host)`
+    /// is the distribution's own domain.
+    host_header: Option<usize>,
     forwarded: Option<usize>,
     columns: usize,
     /// CloudFront names the edge location that served the request.
@@ -54,6 +57,7 @@ impl Layout {
                 "cs(referer)" | "cs(referrer)" => &mut l.referrer,
                 "cs(user-agent)" => &mut l.user_agent,
                 "cs-host" | "cs(host)" => &mut l.host,
+                "x-host-header" => &mut l.host_header,
                 "cs(x-forwarded-for)" | "x-forwarded-for" => &mut l.forwarded,
                 "x-edge-location" => {
                     l.edge = true;
@@ -139,7 +143,7 @@ pub fn parse_line<'a>(
         &ua_buf[..]
     });
     Ok(RawRecord {
-        vhost: get(layout.host),
+        vhost: get(layout.host_header).or(get(layout.host)),
         client,
         ts,
         method: get(layout.method),
@@ -214,6 +218,11 @@ mod tests {
         assert_eq!(r.target, Some(&b"/"[..]));
         assert_eq!(r.referrer, None);
         assert_eq!(r.vhost, Some(&b"d111.cloudfront.net"[..]));
+        // With `x-host-header`, the site's own host name is the host.
+        let layout = Layout::from_directive(b"#Fields: date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem sc-status x-host-header").unwrap();
+        let line = b"2026-11-03\t07:00:00\tFRA56-C1\t512\t192.0.2.1\tGET\td111.cloudfront.net\t/\t200\twww.example.ru";
+        let r = parse_line(line, &layout, &mut s).unwrap();
+        assert_eq!(r.vhost, Some(&b"www.example.ru"[..]));
     }
 
     #[test]

@@ -327,7 +327,7 @@ fn formats_w3c_with_a_fields_change_gives_the_combined_files() {
             );
         }
     }
-    std::fs::write(dir.path().join("iis.log"), w3c).unwrap();
+    std::fs::write(dir.path().join("iis.log"), &w3c).unwrap();
     for format in ["w3c", "auto"] {
         let out = dir.path().join(format);
         let o = run(&pipeline(dir.path(), format, "iis.log", ""), &out, &[]);
@@ -341,6 +341,26 @@ fn formats_w3c_with_a_fields_change_gives_the_combined_files() {
             "the directive lines"
         );
     }
+    across_blocks_gives_the_combined_files(dir.path(), "w3c", &w3c);
+}
+
+/// A log of `format` many blocks long (the parser's blocks are 2 MiB) gives the files of the
+/// combined sample repeated as often: the `#Fields:` layout reaches every block.
+fn across_blocks_gives_the_combined_files(dir: &Path, format: &str, one_copy: &str) {
+    let copies = (3 * (2 << 20)) / one_copy.len() + 1;
+    let sample = std::fs::read_to_string(repo().join("sample-data/small/access.log")).unwrap();
+    std::fs::write(dir.join("big-combined.log"), sample.repeat(copies)).unwrap();
+    let big = format!("big-{format}.log");
+    std::fs::write(dir.join(&big), one_copy.repeat(copies)).unwrap();
+    let files = |format: &str, log: &str| {
+        let out = dir.join(format!("out-{log}"));
+        let o = run(&pipeline(dir, format, log, ""), &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        parquet_hashes(&out)
+    };
+    let want = files("combined", "big-combined.log");
+    assert!(!want.is_empty());
+    assert_eq!(files(format, &big), want, "{format} across {copies} copies");
 }
 
 /// Traefik's CLF (combined plus count, router, backend, duration) and CloudFront's W3C
@@ -396,7 +416,8 @@ fn formats_traefik_and_cloudfront_give_the_combined_files() {
             enc(&f["ua"]),
         );
     }
-    std::fs::write(dir.path().join("cloudfront.log"), cf).unwrap();
+    std::fs::write(dir.path().join("cloudfront.log"), &cf).unwrap();
+    across_blocks_gives_the_combined_files(dir.path(), "cloudfront", &cf);
     for (format, log) in [("traefik", "traefik.log"), ("cloudfront", "cloudfront.log")] {
         for chosen in [format, "auto"] {
             let out = dir.path().join(format!("{format}-{chosen}"));
