@@ -698,3 +698,73 @@ fn formats_json_through_a_field_mapping_gives_the_combined_files() {
     assert_eq!(parquet_hashes(&out), want);
     assert_eq!(run_record(&out)["inputs"][0]["format"], "json");
 }
+
+/// On real logs logveil parses at least every line GoAccess parses (the formats issue): the
+/// realistic sample, with the generator's malformed lines, and lines real servers write —
+/// status 0, a `"-"` request with 408, escaped quotes, a TLS handshake's bytes as nginx
+/// escapes them, raw non-UTF-8 and Cyrillic bytes, IPv6, no final newline. GoAccess (Debian's
+/// package, `--log-format=COMBINED`) counts its valid requests in its JSON report.
+#[test]
+fn formats_logveil_parses_every_line_goaccess_parses() {
+    let Some(goaccess) = debian_tool("goaccess", &["goaccess"]) else {
+        eprintln!(
+            "SKIPPED goaccess comparison: no goaccess, and `apt-get install goaccess` failed"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut realistic = Vec::new();
+    for day in ["02", "03", "04"] {
+        let gz = std::fs::File::open(
+            repo().join(format!("sample-data/realistic/access-2026-11-{day}.log.gz")),
+        )
+        .unwrap();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(gz), &mut realistic)
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("realistic.log"), &realistic).unwrap();
+    let mut edge: Vec<u8> = [
+        r#"192.0.2.1 - - [03/Nov/2026:10:00:00 +0300] "GET / HTTP/1.1" 200 512 "-" "Mozilla/5.0 (X11; Linux x86_64)""#,
+        r#"192.0.2.2 - - [03/Nov/2026:10:00:01 +0300] "GET /ws HTTP/1.1" 0 0 "-" "Mozilla/5.0""#,
+        r#"192.0.2.3 - - [03/Nov/2026:10:00:02 +0300] "-" 408 0 "-" "-""#,
+        r#"2001:db8::7 - - [03/Nov/2026:10:00:03 +0300] "GET /a HTTP/2.0" 200 1 "https://ya.ru/" "Mozilla/5.0 \"quoted\" x""#,
+        r#"192.0.2.4 - - [03/Nov/2026:10:00:04 +0300] "\x16\x03\x01\x02\x00\x01\x00\x01\xFC\x03\x03" 400 157 "-" "-""#,
+        r#"192.0.2.6 - - [03/Nov/2026:10:00:06 +0300] "GET /каталог/чай?utm_source=vk HTTP/1.1" 200 9 "https://vk.com/" "Mozilla/5.0""#,
+        r#"192.0.2.7 - frank [03/Nov/2026:10:00:07 +0300] "POST /api/cart HTTP/1.1" 201 12 "https://example.ru/" "curl/8.5.0""#,
+    ]
+    .join("\n")
+    .into_bytes();
+    edge.extend_from_slice(b"\n192.0.2.5 - - [03/Nov/2026:10:00:05 +0300] \"GET /\xff\xfe HTTP/1.1\" 404 0 \"-\" \"curl/8\"\n");
+    edge.extend_from_slice(b"192.0.2.8 - - [03/Nov/2026:10:00:08 +0300] \"GET /last HTTP/1.1\" 200 5 \"-\" \"Mozilla/5.0\"");
+    std::fs::write(dir.path().join("edge.log"), &edge).unwrap();
+    for log in ["realistic.log", "edge.log"] {
+        let report = dir.path().join(format!("{log}.json"));
+        let o = std::process::Command::new(&goaccess)
+            .arg(dir.path().join(log))
+            .args(["--log-format=COMBINED", "--no-global-config", "-o"])
+            .arg(&report)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // Its JSON is not always valid (it copies raw bytes of paths): read the one figure.
+        let text = String::from_utf8_lossy(&std::fs::read(&report).unwrap()).into_owned();
+        let ga_valid: u64 = regex::Regex::new(r#""valid_requests":\s*(\d+)"#)
+            .unwrap()
+            .captures(&text)
+            .expect("GoAccess's general section")[1]
+            .parse()
+            .unwrap();
+        let out = dir.path().join(format!("out-{log}"));
+        let o = run(&pipeline(dir.path(), "combined", log, ""), &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let parsed = run_record(&out)["lines"]["parsed"].as_u64().unwrap();
+        assert!(ga_valid > 0);
+        assert!(
+            parsed >= ga_valid,
+            "{log}: logveil parsed {parsed} lines, GoAccess {ga_valid}"
+        );
+        if log == "edge.log" {
+            assert_eq!(parsed, 9, "every one of the edge lines");
+        }
+    }
+}

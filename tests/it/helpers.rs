@@ -184,3 +184,26 @@ pub fn parquet_hashes(out: &Path) -> std::collections::BTreeMap<String, String> 
         })
         .collect()
 }
+
+/// A program from a Debian package, installed with apt-get when missing (decision 23);
+/// `None` when it cannot be (no root, no network): the test then says it was skipped.
+pub fn debian_tool(package: &str, names: &[&str]) -> Option<PathBuf> {
+    let find = || {
+        names.iter().find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let installed = std::process::Command::new("timeout")
+        .args(["600", "apt-get", "install", "-y", "-q", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if installed { find() } else { None }
+}

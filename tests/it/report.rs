@@ -227,26 +227,10 @@ fn show_prints_aligned_tables_or_json() {
 
 /// Chromium from Debian, installed when missing (decision 23); `None` when it cannot be.
 fn chromium() -> Option<PathBuf> {
-    let find = || {
-        ["chromium", "chromium-browser", "google-chrome"]
-            .iter()
-            .find_map(|name| {
-                std::env::var_os("PATH").and_then(|paths| {
-                    std::env::split_paths(&paths)
-                        .map(|d| d.join(name))
-                        .find(|p| p.is_file())
-                })
-            })
-    };
-    if let Some(p) = find() {
-        return Some(p);
-    }
-    let installed = std::process::Command::new("timeout")
-        .args(["600", "apt-get", "install", "-y", "-q", "chromium"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if installed { find() } else { None }
+    debian_tool(
+        "chromium",
+        &["chromium", "chromium-browser", "google-chrome"],
+    )
 }
 
 #[test]

@@ -511,6 +511,18 @@ fn s3_settings_come_from_the_pipeline_and_objects_enter_the_manifest() {
             .unwrap();
     let entry = &manifest["inputs"]["s3://weblogs/nginx/access-2026-11-04.log.gz"];
     assert!(entry["etag"].is_string(), "{manifest}");
+    // A missing bucket, as input or as output: an error naming it, and nothing published.
+    let before = parquet_hashes(&all);
+    let o = bare(&all, &["--input", "s3://no-such-bucket/logs/*.gz"]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("s3://no-such-bucket/logs/*.gz"), "{err}");
+    assert!(!err.contains("pipeline-secret-value"), "{err}");
+    assert_eq!(parquet_hashes(&all), before, "previous outputs untouched");
+    let o = bare(Path::new("s3://no-such-bucket/site"), &[]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("s3://no-such-bucket/site"), "{err}");
     let day = dir.path().join("day");
     let o = bare(&day, &["--date", "2026-11-02"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
