@@ -95,19 +95,12 @@ pub struct RunReport {
     pub output: PathBuf,
 }
 
-/// Memory a cached session row holds, with the buffers it keeps alive (measured, rounded up).
-const CACHED_ROW_BYTES: usize = 512;
-
 /// Attribution looks back this far when returning visitors are off (it then sees only the
 /// visits of one pseudonym day).
 const DEFAULT_LOOKBACK_DAYS: u32 = 30;
 
 /// Input per bucket (decompressed; gzip counted as 8× its size).
 const BUCKET_INPUT_BYTES: u64 = 32 << 20;
-
-/// Memory for keeping buckets' sessions between the first and the second pass (the
-/// environment variable `LOGVEIL_SESSION_CACHE_BYTES` overrides it).
-const SESSION_CACHE_BYTES: usize = 128 << 20;
 
 /// Line numbers kept per file and reason in the run record.
 const MAX_LINE_NUMBERS: usize = 100;
@@ -715,24 +708,19 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             Ok(Some((sessions, records)))
         };
     let row_bound = pipeline.dp.as_ref().map(|dp| dp.bounds.max_rows_per_table);
-    // Buckets' sessions are kept for the second passes while they fit in SESSION_CACHE_BYTES;
-    // the others are rebuilt from the spill when needed (memory stays bounded either way).
-    let cache_budget = std::env::var("LOGVEIL_SESSION_CACHE_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(SESSION_CACHE_BYTES);
-    let mut cache: Vec<Option<aggregate::Sessions>> = Vec::with_capacity(spill.buckets);
-    let mut cached_bytes = 0usize;
-    // Running totals (the merge, bucket by bucket) and the record of small rows: the visitors
-    // of every row still under k. A row's total only grows, so a row that reaches k leaves
-    // the record for good, and the record ends as exactly the rows under k: at most k − 1
-    // visitors each. Unions of such rows are then counted without a second pass.
+    // Running totals: the merge, bucket by bucket.
     let mut totals: Vec<Option<polars::prelude::DataFrame>> = vec![None; tables.len()];
-    let mut small_rows: Vec<Option<polars::prelude::DataFrame>> = vec![None; tables.len()];
     let mut visit_records: BTreeMap<Day, Vec<VisitRecord>> = BTreeMap::new();
+    // Time in building sessions and in the partial tables (LOGVEIL_PROFILE).
+    let (mut in_sessions, mut in_tables) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let (mut frame_bytes, mut frame_time) = (0usize, std::time::Duration::ZERO);
+
     for b in 0..spill.buckets {
-        let Some((sessions, records)) = bucket_sessions(b)? else {
-            cache.push(None);
+        let clock = std::time::Instant::now();
+        let built = bucket_sessions(b)?;
+        in_sessions += clock.elapsed();
+        let clock = std::time::Instant::now();
+        let Some((sessions, records)) = built else {
             continue;
         };
         if lookback.is_some() {
@@ -749,31 +737,34 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
                 None => vec![partial],
             };
             let total = aggregate::merge(*table, parts).map_err(&err)?;
-            let small = aggregate::small_row_visitors(&sessions, *table, pipeline.k, b as u32)
-                .map_err(&err)?;
-            let so_far = match small_rows[i].take() {
-                Some(before) => before.vstack(&small).map_err(&err)?,
-                None => small,
-            };
-            small_rows[i] =
-                Some(aggregate::drop_large_rows(so_far, &total, *table, pipeline.k).map_err(&err)?);
+            // Which visitors each row has, for the unions of the k rule: sealed in the spill,
+            // not held, since a frame shares its strings' buffers with the bucket's sessions
+            // and holding it would hold them all (memory stays flat).
+            let mut incidence =
+                aggregate::row_visitors(&sessions, *table, b as u32).map_err(&err)?;
+            let t0 = std::time::Instant::now();
+            frame_bytes += spill
+                .write_frame(b, i as u64, &mut incidence)
+                .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
+            frame_time += t0.elapsed();
             totals[i] = Some(total);
         }
-        // Polars' own estimate misses the string buffers the frames share with the bucket's
-        // event frame; 512 bytes a row is what the 20 M-line benchmark measured, rounded up.
-        let size = sessions.rows() * CACHED_ROW_BYTES;
-        if cached_bytes + size <= cache_budget {
-            cached_bytes += size;
-            cache.push(Some(sessions));
-        } else {
-            cache.push(None);
-        }
+        in_tables += clock.elapsed();
     }
     if record.visits == 0 {
         notes.push(format!(
             "no visit starts between {} and {} in these inputs: the published tables are empty",
             days.0, days.1
         ));
+    }
+    if phase.on {
+        eprintln!(
+            "profile: reduce: sessions {:.2} s, partial tables and running totals {:.2} s; row-visitor frames: {} MiB sealed in the spill in {:.2} s",
+            in_sessions.as_secs_f64(),
+            in_tables.as_secs_f64(),
+            frame_bytes >> 20,
+            frame_time.as_secs_f64(),
+        );
     }
     phase.mark("reduce (sessions, partial tables)");
     let mut merged = Vec::new();
@@ -784,8 +775,6 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         };
         merged.push((*table, rows));
     }
-    // `LOGVEIL_SECOND_PASS=always` takes the second pass for every union (tests compare both).
-    let force_second_pass = std::env::var("LOGVEIL_SECOND_PASS").is_ok_and(|v| v == "always");
     let merged_index: HashMap<(usize, Day, Vec<aggregate::KeyValue>), Vec<i64>> = merged
         .iter()
         .enumerate()
@@ -795,78 +784,39 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         })
         .collect();
     // The exact measures of unions of rows, for every table that asks in a round of the k
-    // rule: from the first pass's record of small rows when every row is small, else by one
-    // second pass over the buckets (cached, or rebuilt from the spill) for all the tables.
+    // rule. Every measure but the visitors is a sum over the rows (each source row belongs to
+    // one row), so it comes from the merged totals. The distinct visitors come from the
+    // buckets' sealed row-visitor frames: buckets are disjoint in visitors, so their counts
+    // add up. Nothing goes back to the events or the sessions.
     let mut other = |requests: &[disclose::UnionRequest]|
      -> anyhow::Result<Vec<BTreeMap<disclose::Unit, Vec<i64>>>> {
-        let mut answers: Vec<Option<BTreeMap<disclose::Unit, Vec<i64>>>> =
-            vec![None; requests.len()];
-        let mut pending = Vec::new();
-        for (r, (table, keys)) in requests.iter().enumerate() {
+        let mut answers = Vec::with_capacity(requests.len());
+        for (table, keys) in requests {
             let folded = aggregate::keys_frame(*table, keys)?;
             let t = tables.iter().position(|x| x == table).expect("a table");
-            let all_small = keys.iter().all(|(day, kv)| {
-                merged_index
-                    .get(&(t, *day, kv.clone()))
-                    .is_none_or(|m| m[0] < i64::from(pipeline.k))
-            });
-            match &small_rows[t] {
-                Some(incidence) if all_small && !force_second_pass => {
-                    let visitors = aggregate::union_visitors(incidence, *table, folded)?;
-                    let mut sums: BTreeMap<disclose::Unit, Vec<i64>> = BTreeMap::new();
-                    for (day, kv) in keys {
-                        if let Some(m) = merged_index.get(&(t, *day, kv.clone())) {
-                            let unit = (*day, kv[..table.group_keys()].to_vec());
-                            let e = sums.entry(unit).or_insert_with(|| vec![0; m.len()]);
-                            e.iter_mut().zip(m).for_each(|(a, v)| *a += v);
-                        }
-                    }
-                    for (unit, e) in sums.iter_mut() {
-                        e[0] = visitors.get(unit).copied().unwrap_or(0);
-                    }
-                    answers[r] = Some(sums);
-                }
-                _ => pending.push((r, *table, folded)),
-            }
-        }
-        if !pending.is_empty() {
-            if phase.on {
-                let names: Vec<&str> = pending.iter().map(|(_, t, _)| t.as_str()).collect();
-                eprintln!(
-                    "profile: second pass for {} ({} buckets rebuilt)",
-                    names.join(", "),
-                    cache.iter().filter(|c| c.is_none()).count()
-                );
-            }
-            let mut sums: Vec<BTreeMap<disclose::Unit, Vec<i64>>> =
-                vec![BTreeMap::new(); pending.len()];
-            for (b, cached) in cache.iter().enumerate() {
-                let rebuilt;
-                let sessions = match cached {
-                    Some(s) => s,
-                    None => match bucket_sessions(b).map_err(|f| anyhow::anyhow!(f.message))? {
-                        Some((s, _)) => {
-                            rebuilt = s;
-                            &rebuilt
-                        }
-                        None => continue,
-                    },
+            let mut visitors: BTreeMap<disclose::Unit, i64> = BTreeMap::new();
+            for b in 0..spill.buckets {
+                let Some(incidence) = spill.read_frame(b, t as u64)? else {
+                    continue;
                 };
-                for (i, (_, table, folded)) in pending.iter().enumerate() {
-                    let part = aggregate::other_rows(sessions, *table, folded.clone())?;
-                    for (unit, measures) in aggregate::unit_measures(*table, &part)? {
-                        let e = sums[i]
-                            .entry(unit)
-                            .or_insert_with(|| vec![0; measures.len()]);
-                        e.iter_mut().zip(measures).for_each(|(a, m)| *a += m);
-                    }
+                for (unit, n) in aggregate::union_visitors(&incidence, *table, folded.clone())? {
+                    *visitors.entry(unit).or_default() += n;
                 }
             }
-            for ((r, _, _), s) in pending.into_iter().zip(sums) {
-                answers[r] = Some(s);
+            let mut sums: BTreeMap<disclose::Unit, Vec<i64>> = BTreeMap::new();
+            for (day, kv) in keys {
+                if let Some(m) = merged_index.get(&(t, *day, kv.clone())) {
+                    let unit = (*day, kv[..table.group_keys()].to_vec());
+                    let e = sums.entry(unit).or_insert_with(|| vec![0; m.len()]);
+                    e.iter_mut().zip(m).for_each(|(a, v)| *a += v);
+                }
             }
+            for (unit, e) in sums.iter_mut() {
+                e[0] = visitors.get(unit).copied().unwrap_or(0);
+            }
+            answers.push(sums);
         }
-        Ok(answers.into_iter().map(Option::unwrap_or_default).collect())
+        Ok(answers)
     };
     phase.mark("merge");
     let true_rows = merged.clone();
@@ -931,7 +881,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             .extend(unattached_costs(costs, &release, &to_publish));
     }
     // Stage, audit the staged files independently, and only then publish.
-    phase.mark("disclose (incl. second passes)");
+    phase.mark("disclose (unions from the row-visitor frames)");
     let staging =
         output::stage(&out, &release, &to_publish, costs.as_ref(), &mut record).map_err(failed)?;
     phase.mark("write Parquet");

@@ -724,79 +724,25 @@ fn unit_columns(table: TableName) -> Vec<Expr> {
     by
 }
 
-/// The exact `(other)` row of each unit (day and group keys): the table's measures over the
-/// rows whose keys are listed in `folded` (`day` and the table's keys). A second pass over
-/// the partial's sessions, because distinct visitors of a union are not the sum of the parts.
-pub fn other_rows(
-    sessions: &Sessions,
-    table: TableName,
-    folded: DataFrame,
-) -> PolarsResult<DataFrame> {
-    let source = sessions.source(table);
-    only_rows(source.clone().lazy(), table, folded)
-        .group_by(unit_columns(table))
-        .agg(table.measure_exprs())
-        .collect()
-}
-
-/// First-pass record of the rows that may be folded later: (day, keys, bucket, visitor) for
-/// every row with fewer than `k` distinct visitors in this bucket. A row with fewer than `k`
-/// visitors in all is small in every bucket (visitors add up across buckets), so this holds
-/// every row the k rule can fold or hide, and the union of any of them can be counted exactly
-/// without a second pass. The pipeline prunes it with [`drop_large_rows`] as totals grow.
-pub fn small_row_visitors(
-    sessions: &Sessions,
-    table: TableName,
-    k: u32,
-    bucket: u32,
-) -> PolarsResult<DataFrame> {
-    let source = sessions.source(table);
-    let row = row_columns(table);
-    let mut with_visitor = row.clone();
+/// Which visitors each row of `table` has in this bucket: (day, keys, visitor, bucket), one
+/// row per distinct pair. Buckets are disjoint in visitors, so the distinct visitors of any
+/// union of rows is the sum over buckets of the distinct visitors of its rows here: this is
+/// what the k rule's unions are counted from, without going back to the sessions.
+pub fn row_visitors(sessions: &Sessions, table: TableName, bucket: u32) -> PolarsResult<DataFrame> {
+    let mut with_visitor = row_columns(table);
     with_visitor.push(col("visitor"));
-    source
+    sessions
+        .source(table)
         .clone()
         .lazy()
         .group_by(with_visitor.clone())
         .agg([len().alias("_pageviews")])
-        .with_columns([len().over(row)?.alias("_n")])
-        .filter(col("_n").lt(lit(k)))
         .select(with_visitor)
         .with_columns([lit(bucket).alias("_bucket")])
         .collect()
 }
 
-/// `record` (from [`small_row_visitors`]) without the rows whose running `total` has reached
-/// `k` visitors: they can never be small again.
-pub fn drop_large_rows(
-    record: DataFrame,
-    total: &DataFrame,
-    table: TableName,
-    k: u32,
-) -> PolarsResult<DataFrame> {
-    let on = row_columns(table);
-    let large = total
-        .clone()
-        .lazy()
-        .filter(col("visitors").gt_eq(lit(i64::from(k))))
-        .select(on.clone())
-        .with_columns([lit(true).alias("_large")]);
-    let mut args = JoinArgs::new(JoinType::Left);
-    args.nulls_equal = true;
-    let columns: Vec<Expr> = record
-        .get_column_names()
-        .iter()
-        .map(|c| col(c.as_str()))
-        .collect();
-    record
-        .lazy()
-        .join(large, on.clone(), on, args)
-        .filter(col("_large").is_null())
-        .select(columns)
-        .collect()
-}
-
-/// Distinct visitors per unit of the union of `folded` rows, from [`small_row_visitors`].
+/// Distinct visitors per unit of the union of `folded` rows in one bucket's [`row_visitors`].
 pub fn union_visitors(
     incidence: &DataFrame,
     table: TableName,
@@ -903,21 +849,6 @@ pub fn key_column<'a>(name: &str, values: impl Iterator<Item = &'a KeyValue>) ->
             .collect();
         Column::new(name.into(), v)
     }
-}
-
-/// Per-unit measures of `other_rows`' result.
-pub fn unit_measures(table: TableName, df: &DataFrame) -> PolarsResult<BTreeMap<Unit, Vec<i64>>> {
-    let units = unit_keys(table, df)?;
-    let measures: Vec<&Int64Chunked> = table
-        .measures()
-        .iter()
-        .map(|m| df.column(m)?.i64())
-        .collect::<PolarsResult<_>>()?;
-    Ok(units
-        .into_iter()
-        .enumerate()
-        .map(|(i, u)| (u, measures.iter().map(|m| m.get(i).unwrap_or(0)).collect()))
-        .collect())
 }
 
 /// Keeps, per visitor and day, only the rows of the first `bound` distinct values of `row`
