@@ -485,7 +485,7 @@ mod tests {
         use polars::prelude::*;
         let tmp = tempfile::tempdir().unwrap();
         let spill = SpillDir::create(tmp.path(), "run-3", 2).unwrap();
-        let visitor: u64 = 0x5EC2E7_1D_0123_4567;
+        let visitor: u64 = 0x5EC2_E71D_0123_4567;
         let mut frame = df!(
             "day" => [20_760i32, 20_760],
             "path" => ["/каталог", "/a"],
