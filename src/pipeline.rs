@@ -99,6 +99,9 @@ pub struct RunReport {
 /// visits of one pseudonym day).
 const DEFAULT_LOOKBACK_DAYS: u32 = 30;
 
+/// Partial tables merged into the running totals at a time.
+const MERGE_BATCH: usize = 16;
+
 /// Input per bucket (decompressed; gzip counted as 8× its size).
 const BUCKET_INPUT_BYTES: u64 = 32 << 20;
 
@@ -708,8 +711,9 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             Ok(Some((sessions, records)))
         };
     let row_bound = pipeline.dp.as_ref().map(|dp| dp.bounds.max_rows_per_table);
-    // Running totals: the merge, bucket by bucket.
+    // Running totals (the merge of the buckets' partial tables) and partials not merged yet.
     let mut totals: Vec<Option<polars::prelude::DataFrame>> = vec![None; tables.len()];
+    let mut pending_parts: Vec<Vec<polars::prelude::DataFrame>> = vec![Vec::new(); tables.len()];
     let mut visit_records: BTreeMap<Day, Vec<VisitRecord>> = BTreeMap::new();
     // Time in building sessions and in the partial tables (LOGVEIL_PROFILE).
     let (mut in_sessions, mut in_tables) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
@@ -732,11 +736,14 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         for (i, table) in tables.iter().enumerate() {
             let err = polars_err(table.as_str());
             let partial = aggregate::partial_table(&sessions, *table, row_bound).map_err(&err)?;
-            let parts = match totals[i].take() {
-                Some(total) => vec![total, partial],
-                None => vec![partial],
-            };
-            let total = aggregate::merge(*table, parts).map_err(&err)?;
+            // Partials wait and are merged MERGE_BATCH at a time: one merge per bucket would
+            // re-add the whole running total each time.
+            pending_parts[i].push(partial);
+            if pending_parts[i].len() >= MERGE_BATCH {
+                let mut parts = std::mem::take(&mut pending_parts[i]);
+                parts.extend(totals[i].take());
+                totals[i] = Some(aggregate::merge(*table, parts).map_err(&err)?);
+            }
             // Which visitors each row has, for the unions of the k rule: sealed in the spill,
             // not held, since a frame shares its strings' buffers with the bucket's sessions
             // and holding it would hold them all (memory stays flat).
@@ -747,9 +754,16 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
                 .write_frame(b, i as u64, &mut incidence)
                 .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
             frame_time += t0.elapsed();
-            totals[i] = Some(total);
         }
         in_tables += clock.elapsed();
+    }
+    for (i, table) in tables.iter().enumerate() {
+        if !pending_parts[i].is_empty() {
+            let mut parts = std::mem::take(&mut pending_parts[i]);
+            parts.extend(totals[i].take());
+            totals[i] =
+                Some(aggregate::merge(*table, parts).map_err(polars_err(table.as_str()))?);
+        }
     }
     if record.visits == 0 {
         notes.push(format!(
