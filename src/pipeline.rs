@@ -761,8 +761,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         if !pending_parts[i].is_empty() {
             let mut parts = std::mem::take(&mut pending_parts[i]);
             parts.extend(totals[i].take());
-            totals[i] =
-                Some(aggregate::merge(*table, parts).map_err(polars_err(table.as_str()))?);
+            totals[i] = Some(aggregate::merge(*table, parts).map_err(polars_err(table.as_str()))?);
         }
     }
     if record.visits == 0 {

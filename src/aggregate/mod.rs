@@ -530,8 +530,16 @@ pub fn sessionise(
     days: (Day, Day),
     goals: &Goals,
 ) -> PolarsResult<Sessions> {
-    let lazy = events
-        .lazy()
+    let sorted = visit_plan(events.lazy(), timeout_s, max_visit_s)?.collect()?;
+    sessions_of(sorted, days, goals)
+}
+
+/// The query that cuts one partition's events into visits: sorted by client and time, each
+/// pageview with its `visit_id`, entry and exit flags and its visit's visitor and day. Public
+/// for `examples/sessions_engines.rs`, which runs it on Polars' engines to compare them with
+/// partitioning by client (docs/PERFORMANCE.md).
+pub fn visit_plan(events: LazyFrame, timeout_s: i64, max_visit_s: i64) -> PolarsResult<LazyFrame> {
+    Ok(events
         .sort(
             ["session_key", "ts", "seq"],
             SortMultipleOptions::default().with_maintain_order(true),
@@ -596,8 +604,11 @@ pub fn sessionise(
                 .over([col("visit_id")])?
                 .alias("visit_day"),
         ])
-        .with_row_index("_row", None);
-    let sorted = lazy.collect()?;
+        .with_row_index("_row", None))
+}
+
+/// The visits and the frames counted from them, from [`visit_plan`]'s result.
+fn sessions_of(sorted: DataFrame, days: (Day, Day), goals: &Goals) -> PolarsResult<Sessions> {
     // Goals and funnels only look at pageviews whose path some matcher takes: a small share,
     // so their per-visit window queries run on that subset and join back per visit.
     let mut flags: Vec<String> = (0..goals.goals.len()).map(goal_column).collect();
