@@ -13,7 +13,10 @@
 --     and not a bot by a simple user-agent test (logveil uses uap-core + crawler-user-agents;
 --     the test below catches every bot the sample generator writes, including UA "-");
 --   * visitor = (client IP, user agent);
---   * visit = a visitor's pageviews with gaps of at most 30 min, cut every 6 h (max_visit);
+--   * visit = a visitor's pageviews with gaps of at most 30 min, cut every 6 h (max_visit),
+--     and cut where a pageview carries a campaign (utm_source, utm_medium, utm_campaign,
+--     lower-cased) other than the last one seen in that stretch of activity (logveil's
+--     decision 9, as GA4: an untagged stretch followed by a tagged pageview splits too);
 --     a visit and all its pageviews belong to the local day of its first pageview;
 --   * the local day is the date written in the log line (the time zone of the server, which
 --     is Europe/Moscow, +0300, for the generated sample).
@@ -21,7 +24,9 @@
 -- and writes Parquet, and GoAccess builds its whole report.
 
 WITH lines AS (
-    SELECT line
+    -- seq: the line's place in the input (DuckDB keeps the file's order), which breaks ties
+    -- between a visitor's pageviews in the same second as logveil does.
+    SELECT line, row_number() OVER () AS seq
     FROM read_csv(getvariable('log_file'),
                   columns = {'line': 'VARCHAR'}, delim = E'\x01', quote = '', escape = '',
                   header = false, auto_detect = false, max_line_size = 4194304)
@@ -30,8 +35,8 @@ m AS MATERIALIZED (
     -- %h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-Agent}i"; quoted fields may hold \".
     -- MATERIALIZED: otherwise DuckDB runs the regular expression again for every field used.
     SELECT regexp_extract(line,
-        '^(\S+) \S+ \S+ \[([^\]]*)\] "(\S+) ([^ "?]*)(?:[^"\\]|\\.)*" (\d{3}) \S+ "(?:[^"\\]|\\.)*" "((?:[^"\\]|\\.)*)"',
-        ['ip', 'ts', 'method', 'path', 'status', 'ua']) AS f
+        '^(\S+) \S+ \S+ \[([^\]]*)\] "(\S+) ([^ "?]*)(\?[^ "]*)?(?:[^"\\]|\\.)*" (\d{3}) \S+ "(?:[^"\\]|\\.)*" "((?:[^"\\]|\\.)*)"',
+        ['ip', 'ts', 'method', 'path', 'query', 'status', 'ua']) AS f, seq
     FROM lines
     WHERE line IS NOT NULL
 ),
@@ -41,14 +46,22 @@ parsed AS (
            f.ts AS ts_text,
            f.method AS method,
            f.path AS path,
+           f.query AS query,
            f.status AS status,
-           f.ua AS ua
+           f.ua AS ua,
+           seq
     FROM m
     WHERE f.ip <> ''
 ),
 pageviews AS (
-    SELECT ip, ua, epoch(ts)::BIGINT AS t,
-           try_strptime(left(ts_text, 11), '%d/%b/%Y')::DATE AS day
+    SELECT ip, ua, seq, epoch(ts)::BIGINT AS t,
+           try_strptime(left(ts_text, 11), '%d/%b/%Y')::DATE AS day,
+           CASE WHEN regexp_matches(query, '[?&]utm_(source|medium|campaign)=[^&]')
+                THEN concat_ws('|',
+                    lower(trim(url_decode(replace(regexp_extract(query, '[?&]utm_source=([^&]*)', 1), '+', ' ')))),
+                    lower(trim(url_decode(replace(regexp_extract(query, '[?&]utm_medium=([^&]*)', 1), '+', ' ')))),
+                    lower(trim(url_decode(replace(regexp_extract(query, '[?&]utm_campaign=([^&]*)', 1), '+', ' ')))))
+           END AS tag
     FROM parsed
     WHERE ts IS NOT NULL
       AND method = 'GET'
@@ -60,15 +73,31 @@ pageviews AS (
       AND NOT regexp_matches(ua,
             '(?i)bot|crawl|spider|slurp|curl|wget|python-requests|python-urllib|headless|scrapy|go-http-client|java/|libwww|okhttp')
 ),
+idle AS (
+    SELECT *,
+           CASE WHEN t - lag(t) OVER (PARTITION BY ip, ua ORDER BY t, seq) <= 1800 THEN 0 ELSE 1 END
+               AS idle_start
+    FROM pageviews
+),
+idle_ids AS (
+    SELECT *,
+           sum(idle_start) OVER (PARTITION BY ip, ua ORDER BY t, seq
+                                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS idle_id
+    FROM idle
+),
 gaps AS (
     SELECT *,
-           CASE WHEN t - lag(t) OVER (PARTITION BY ip, ua ORDER BY t) <= 1800 THEN 0 ELSE 1 END
-               AS gap_start
-    FROM pageviews
+           CASE WHEN idle_start = 1 THEN 1
+                WHEN tag IS NOT NULL AND tag IS DISTINCT FROM
+                     last_value(tag IGNORE NULLS) OVER (
+                         PARTITION BY ip, ua, idle_id ORDER BY t, seq
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) THEN 1
+                ELSE 0 END AS gap_start
+    FROM idle_ids
 ),
 gap_ids AS (
     SELECT *,
-           sum(gap_start) OVER (PARTITION BY ip, ua ORDER BY t
+           sum(gap_start) OVER (PARTITION BY ip, ua ORDER BY t, seq
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS gap_id
     FROM gaps
 ),
@@ -77,7 +106,7 @@ chunks AS (
     FROM gap_ids
 ),
 visits AS (
-    SELECT ip, ua, arg_min(day, t) AS day, count(*) AS pageviews
+    SELECT ip, ua, arg_min(day, (t, seq)) AS day, count(*) AS pageviews
     FROM chunks
     GROUP BY ip, ua, gap_id, chunk
 )

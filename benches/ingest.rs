@@ -67,23 +67,11 @@ fn bench_pseudonymise(c: &mut Criterion) {
     let mut g = c.benchmark_group("pseudonymise");
     g.throughput(Throughput::Elements(lines.len() as u64));
     let settings = || pseudonymise::Settings {
-        time_zone: jiff::tz::TimeZone::get("Europe/Moscow").expect("tz"),
-        filters: pseudonymise::Filters::default(),
-        path_rules: Default::default(),
-        host_lists: pseudonymise::referrer::HostLists::builtin(),
-        site_hosts: vec!["example.ru".into(), "www.example.ru".into()],
-        check_vhost: false,
-        link_window_s: 6 * 3600 + 1800,
-        window: None,
         buckets: 8,
-        goals: Default::default(),
-        campaign_rules: std::sync::Arc::new(pseudonymise::CampaignRules::builtin()),
-        epoch_days: None,
-        managed_keys: false,
-        trusted_proxies: Default::default(),
-        haproxy_captures: Default::default(),
-        custom_format: None,
-        json_fields: None,
+        ..pseudonymise::Settings::defaults(
+            &["example.ru", "www.example.ru"],
+            jiff::tz::TimeZone::get("Europe/Moscow").expect("tz"),
+        )
     };
     // Caches warm, as in a real run after its first thousand lines.
     let mut ps = Pseudonymiser::new(

@@ -81,27 +81,11 @@ fn count_visits(events: LazyFrame, engine: Engine) -> PolarsResult<u64> {
 /// realistic sample's site), and writes the pageview events.
 fn prepare(log: &str, out: &str) -> Result<usize, Box<dyn std::error::Error>> {
     let settings = pseudonymise::Settings {
-        time_zone: jiff::tz::TimeZone::get("Europe/Moscow")?,
-        filters: pseudonymise::Filters::default(),
-        path_rules: Default::default(),
-        host_lists: pseudonymise::referrer::HostLists::builtin(),
-        site_hosts: vec![
-            "example.ru".into(),
-            "www.example.ru".into(),
-            "shop.example.ru".into(),
-        ],
-        check_vhost: false,
         link_window_s: MAX_VISIT_S + TIMEOUT_S,
-        window: None,
-        buckets: 1,
-        goals: Default::default(),
-        campaign_rules: std::sync::Arc::new(pseudonymise::CampaignRules::builtin()),
-        epoch_days: None,
-        managed_keys: false,
-        trusted_proxies: Default::default(),
-        haproxy_captures: Default::default(),
-        custom_format: None,
-        json_fields: None,
+        ..pseudonymise::Settings::defaults(
+            &["example.ru", "www.example.ru", "shop.example.ru"],
+            jiff::tz::TimeZone::get("Europe/Moscow")?,
+        )
     };
     let mut ps = Pseudonymiser::new(
         std::sync::Arc::new(KeySet::Single(MasterKey::generate()?)),

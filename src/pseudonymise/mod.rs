@@ -224,6 +224,33 @@ pub struct Settings {
     pub managed_keys: bool,
 }
 
+impl Settings {
+    /// The defaults a pipeline starts from, for a site and a time zone: default filters,
+    /// the built-in host lists and campaign rules, one bucket, no goals, no returning
+    /// visitors, combined logs without proxies (tests, benches and examples start here).
+    pub fn defaults(site_hosts: &[&str], time_zone: jiff::tz::TimeZone) -> Settings {
+        Settings {
+            time_zone,
+            filters: Filters::default(),
+            path_rules: PathRules::default(),
+            host_lists: HostLists::builtin(),
+            site_hosts: site_hosts.iter().map(|h| h.to_string()).collect(),
+            check_vhost: false,
+            link_window_s: 6 * 3600 + 1800,
+            window: None,
+            buckets: 1,
+            goals: Default::default(),
+            campaign_rules: Arc::new(campaign::CampaignRules::builtin()),
+            epoch_days: None,
+            managed_keys: false,
+            trusted_proxies: Default::default(),
+            haproxy_captures: Default::default(),
+            custom_format: None,
+            json_fields: None,
+        }
+    }
+}
+
 pub enum Outcome {
     Pageview(Box<Event>),
     Filtered(FilterRule),
@@ -541,23 +568,9 @@ mod tests {
     #[test]
     fn buckets_spread_clients_and_keep_each_client_in_one() {
         let settings = Settings {
-            time_zone: jiff::tz::TimeZone::UTC,
-            filters: Filters::default(),
-            path_rules: PathRules::default(),
-            host_lists: HostLists::builtin(),
-            site_hosts: vec!["example.ru".into()],
-            check_vhost: false,
             link_window_s: 0,
-            window: None,
             buckets: 37,
-            goals: Default::default(),
-            campaign_rules: Arc::new(campaign::CampaignRules::builtin()),
-            epoch_days: None,
-            managed_keys: false,
-            trusted_proxies: Default::default(),
-            haproxy_captures: Default::default(),
-            custom_format: None,
-            json_fields: None,
+            ..Settings::defaults(&["example.ru"], jiff::tz::TimeZone::UTC)
         };
         let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
         let ps = Pseudonymiser::new(keys, settings);

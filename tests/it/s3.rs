@@ -68,6 +68,19 @@ fn logveil_s3(endpoint: &str) -> assert_cmd::Command {
     cmd
 }
 
+/// A copy of the realistic sample's three gzip logs in `dir/logs`.
+fn realistic_logs(dir: &Path) -> std::path::PathBuf {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for f in std::fs::read_dir(repo().join("sample-data/realistic")).unwrap() {
+        let f = f.unwrap().path();
+        if f.to_string_lossy().ends_with(".log.gz") {
+            std::fs::copy(&f, logs.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    logs
+}
+
 /// Uploads every file under `dir` to `s3://bucket/prefix/…` with boto3.
 fn upload(venv: &Path, endpoint: &str, dir: &Path, bucket: &str, prefix: &str) {
     let script = r#"
@@ -161,14 +174,7 @@ fn s3_inputs_give_the_files_of_the_same_logs_on_disk() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    for f in std::fs::read_dir(repo().join("sample-data/realistic")).unwrap() {
-        let f = f.unwrap().path();
-        if f.to_string_lossy().ends_with(".log.gz") {
-            std::fs::copy(&f, logs.join(f.file_name().unwrap())).unwrap();
-        }
-    }
+    let logs = realistic_logs(dir.path());
     std::fs::write(logs.join("notes.txt"), "not a log").unwrap();
     upload(&venv, &moto.endpoint, &logs, "weblogs", "nginx/example");
     let pipeline = repo().join("sample-data/small/pipeline.toml");
@@ -435,14 +441,7 @@ fn s3_settings_come_from_the_pipeline_and_objects_enter_the_manifest() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    for f in std::fs::read_dir(repo().join("sample-data/realistic")).unwrap() {
-        let f = f.unwrap().path();
-        if f.to_string_lossy().ends_with(".log.gz") {
-            std::fs::copy(&f, logs.join(f.file_name().unwrap())).unwrap();
-        }
-    }
+    let logs = realistic_logs(dir.path());
     upload(&venv, &moto.endpoint, &logs, "weblogs", "nginx");
     let creds = dir.path().join("s3.toml");
     std::fs::write(
