@@ -517,6 +517,16 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             ));
         }
         keys = KeySet::Ring(KeyRing::open_managed(dir).map_err(usage)?);
+        // The pass runs again with the new masters; standard input cannot be read twice.
+        if files.iter().any(|f| f.as_os_str() == reader::STDIN) {
+            return Err(Failure::new(
+                exit::FAILED,
+                format!(
+                    "{}; standard input cannot be read a second time, so nothing was published: run the same command again (the masters are in place now)",
+                    notes.last().expect("a note per master added")
+                ),
+            ));
+        }
     };
     phase.mark("shard (read, parse, pseudonymise, spill)");
 

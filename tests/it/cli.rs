@@ -642,3 +642,43 @@ fn cli_since_last_publishes_only_days_of_new_or_changed_inputs() {
         "{republished:?}"
     );
 }
+
+/// Standard input is read once. When a managed key ring first meets an epoch without a
+/// master, the run adds the master and would read its inputs again: with standard input it
+/// stops instead, publishes nothing and says to run again; the second run gives the files
+/// the same log read from a file gives (whatever the masters, the files are the same).
+#[test]
+fn cli_standard_input_is_never_read_twice_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = repo().join("pipelines/demo.toml");
+    let log = repo().join("sample-data/realistic/access-2026-11-03.log.gz");
+    let from_stdin = |out: &std::path::Path| {
+        logveil()
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .args(["run", "--pipeline"])
+            .arg(&demo)
+            .arg("--output")
+            .arg(out)
+            .args(["--input", "-"])
+            .write_stdin(std::fs::read(&log).unwrap())
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("stdin");
+    let first = from_stdin(&out);
+    assert_eq!(first.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(err.contains("run the same command again"), "{err}");
+    assert!(!out.join("overview").exists(), "nothing published");
+    let second = from_stdin(&out);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let file = dir.path().join("file");
+    let o = run(&demo, &file, &["--input", log.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!parquet_hashes(&file).is_empty());
+    assert_eq!(parquet_hashes(&out), parquet_hashes(&file));
+}
