@@ -529,6 +529,17 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         }
     };
     phase.mark("shard (read, parse, pseudonymise, spill)");
+    // Standard input's size is unknown when the buckets are chosen: say what it would take.
+    let read_bytes: u64 = results.iter().map(|r| r.info.decompressed_bytes).sum();
+    let wanted = read_bytes.div_ceil(BUCKET_INPUT_BYTES) as usize;
+    if files.iter().any(|f| f.as_os_str() == reader::STDIN) && wanted > 2 * spill.buckets {
+        notes.push(format!(
+            "standard input held {} MiB, read in {} buckets chosen before its size was known; give --buckets {} to keep memory as low as for a file",
+            read_bytes >> 20,
+            spill.buckets,
+            wanted.min(4096)
+        ));
+    }
 
     let mut seen_content: HashMap<blake3::Hash, String> = HashMap::new();
     let mut excluded: HashSet<u32> = HashSet::new();
