@@ -754,9 +754,10 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             }
         }
         record.visits += sessions.visits.height() as u64;
-        for (i, table) in tables.iter().enumerate() {
+        let frames = aggregate::bucket_tables(&sessions, &tables, row_bound, b as u32)
+            .map_err(polars_err("tables"))?;
+        for (i, (table, (partial, mut incidence))) in tables.iter().zip(frames).enumerate() {
             let err = polars_err(table.as_str());
-            let partial = aggregate::partial_table(&sessions, *table, row_bound).map_err(&err)?;
             // Partials wait and are merged MERGE_BATCH at a time: one merge per bucket would
             // re-add the whole running total each time.
             pending_parts[i].push(partial);
@@ -768,8 +769,6 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             // Which visitors each row has, for the unions of the k rule: sealed in the spill,
             // not held, since a frame shares its strings' buffers with the bucket's sessions
             // and holding it would hold them all (memory stays flat).
-            let mut incidence =
-                aggregate::row_visitors(&sessions, *table, b as u32).map_err(&err)?;
             let t0 = std::time::Instant::now();
             frame_bytes += spill
                 .write_frame(b, i as u64, &mut incidence)

@@ -698,6 +698,14 @@ pub fn partial_table(
     table: TableName,
     row_bound: Option<u32>,
 ) -> PolarsResult<DataFrame> {
+    partial_plan(sessions, table, row_bound)?.collect()
+}
+
+fn partial_plan(
+    sessions: &Sessions,
+    table: TableName,
+    row_bound: Option<u32>,
+) -> PolarsResult<LazyFrame> {
     let source = sessions.source(table);
     let by = row_columns(table);
     let mut rows = source.clone().lazy();
@@ -707,7 +715,30 @@ pub fn partial_table(
         row_of_visitor.push(col("visitor"));
         rows = keep_first_rows(rows, row_of_visitor, "start", m)?;
     }
-    rows.group_by(by).agg(table.measure_exprs()).collect()
+    Ok(rows.group_by(by).agg(table.measure_exprs()))
+}
+
+/// Every table's partial and row-visitor frame of one bucket, in one Polars query (the plans
+/// run together, so the per-query overhead is paid once): `(partial, row_visitors)` per table.
+pub fn bucket_tables(
+    sessions: &Sessions,
+    tables: &[TableName],
+    row_bound: Option<u32>,
+    bucket: u32,
+) -> PolarsResult<Vec<(DataFrame, DataFrame)>> {
+    let mut plans = Vec::with_capacity(tables.len() * 2);
+    for table in tables {
+        plans.push(partial_plan(sessions, *table, row_bound)?.logical_plan);
+        plans.push(row_visitors_plan(sessions, *table, bucket).logical_plan);
+    }
+    let mut frames =
+        LazyFrame::collect_all_with_engine(plans, Engine::InMemory, OptFlags::default())?
+            .into_iter();
+    let mut out = Vec::with_capacity(tables.len());
+    while let (Some(partial), Some(visitors)) = (frames.next(), frames.next()) {
+        out.push((partial, visitors));
+    }
+    Ok(out)
 }
 
 /// Sums partial tables by key: the merge stage. Valid because every measure is additive
@@ -739,7 +770,7 @@ fn unit_columns(table: TableName) -> Vec<Expr> {
 /// row per distinct pair. Buckets are disjoint in visitors, so the distinct visitors of any
 /// union of rows is the sum over buckets of the distinct visitors of its rows here: this is
 /// what the k rule's unions are counted from, without going back to the sessions.
-pub fn row_visitors(sessions: &Sessions, table: TableName, bucket: u32) -> PolarsResult<DataFrame> {
+fn row_visitors_plan(sessions: &Sessions, table: TableName, bucket: u32) -> LazyFrame {
     let mut with_visitor = row_columns(table);
     with_visitor.push(col("visitor"));
     sessions
@@ -750,10 +781,10 @@ pub fn row_visitors(sessions: &Sessions, table: TableName, bucket: u32) -> Polar
         .agg([len().alias("_pageviews")])
         .select(with_visitor)
         .with_columns([lit(bucket).alias("_bucket")])
-        .collect()
 }
 
-/// Distinct visitors per unit of the union of `folded` rows in one bucket's [`row_visitors`].
+/// Distinct visitors per unit of the union of `folded` rows in one bucket's row-visitor
+/// frame ([`bucket_tables`]).
 pub fn union_visitors(
     incidence: &DataFrame,
     table: TableName,

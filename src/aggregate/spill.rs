@@ -136,8 +136,8 @@ impl SpillDir {
 }
 
 impl SpillDir {
-    /// Seals and writes a bucket's frame (a [`super::row_visitors`] table) as `slot`, for a
-    /// later stage of the same run. Nonces: worker number `u16::MAX`, never an ingest worker's.
+    /// Seals and writes a bucket's frame (a row-visitor table of [`super::bucket_tables`]) as
+    /// `slot`, for a later stage of the same run. Nonces: worker number `u16::MAX`, never an ingest worker's.
     pub fn write_frame(
         &self,
         bucket: usize,
