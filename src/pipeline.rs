@@ -1144,12 +1144,15 @@ fn shard(
         usize::from(workers) * 2,
     );
     let rx = std::sync::Mutex::new(rx);
+    // Blocks' buffers, returned by the workers for the reader to fill again.
+    let (recycle_tx, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
     let mut metas: Vec<(InputInfo, blake3::Hash)> = Vec::new();
     let mut read_error: Option<Failure> = None;
     let outcomes: Vec<Result<WorkerOutput, Failure>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let rx = &rx;
+                let recycle = recycle_tx.clone();
                 scope.spawn(move || -> Result<WorkerOutput, Failure> {
                     let mut ps = Pseudonymiser::new(keys.clone(), settings.clone());
                     let mut writer = spill.writer(w).map_err(|e| {
@@ -1171,6 +1174,8 @@ fn shard(
                         {
                             error = Some(f);
                         }
+                        // The block's buffer goes back to the reader for another block.
+                        let _ = recycle.send(chunk.data);
                     }
                     if let Some(f) = error {
                         return Err(f);
@@ -1218,7 +1223,7 @@ fn shard(
             let mut file_format = (format != ingest::Format::Auto).then_some(format);
             let mut w3c_layout: Option<ingest::w3c::Layout> = None;
             loop {
-                match chunks.next_chunk() {
+                match chunks.next_chunk_in(recycled.try_recv().unwrap_or_default()) {
                     Ok(Some(mut chunk)) => {
                         let first = chunk.first_line == 1;
                         let chunk_format =
