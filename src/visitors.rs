@@ -55,6 +55,13 @@ impl Identities {
         }
     }
 
+    /// Whether `pseudonym` of `epoch` is noted as its own identity (the client's newest).
+    pub fn noted(&self, epoch: Day, pseudonym: u64) -> bool {
+        self.map
+            .get(&(epoch.0, pseudonym))
+            .is_some_and(|(_, id, of)| *id == pseudonym && *of == epoch.0)
+    }
+
     pub fn absorb(&mut self, other: Identities) {
         for ((epoch, p), (b, id, of)) in other.map {
             self.note(Day(epoch), p, b, id, Day(of));

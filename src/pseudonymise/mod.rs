@@ -396,7 +396,9 @@ impl Pseudonymiser {
         };
 
         let bucket = self.bucket(rec.client, user_agent);
-        if self.settings.epoch_days.is_some() {
+        // A client already noted under this epoch's pseudonym has its previous epoch's noted
+        // too (the same client gives the same one): its later pageviews skip both, and a hash.
+        if self.settings.epoch_days.is_some() && !self.identities.noted(epoch, visitor) {
             self.identities.note(epoch, visitor, bucket, visitor, epoch);
             // The same client under the previous epoch's pseudonym, to find its earlier
             // visits in the visit log (decision 2).
