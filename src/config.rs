@@ -272,6 +272,25 @@ impl Pipeline {
             message,
         };
         let file: PipelineFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        // Store URLs and `-` (standard input) are inputs or an output, never local state.
+        for (field, value) in [
+            ("state_dir", file.state_dir.as_deref()),
+            ("key", file.key.as_deref()),
+            ("key_dir", file.key_dir.as_deref()),
+            ("costs", file.costs.as_deref()),
+            (
+                "s3.credentials_file",
+                file.s3.as_ref().and_then(|s| s.credentials_file.as_deref()),
+            ),
+        ] {
+            if let Some(v) = value
+                && (v.trim() == "-" || v.trim_start().starts_with("s3://"))
+            {
+                return Err(invalid(format!(
+                    "`{field}` must be a local path, not {v:?}"
+                )));
+            }
+        }
         // Relative paths are relative to the pipeline file; store URLs and `-` (standard
         // input) stand as they are.
         let resolve = |p: &str| {
@@ -676,6 +695,17 @@ mod tests {
     const MINIMAL: &str = "site = \"example.ru\"\ninputs = [\"logs/*.log\"]\nkey = \"ephemeral\"\n";
 
     #[test]
+    fn config_store_urls_and_stdin_stand_as_they_are() {
+        let text = "site = \"example.ru\"\ninputs = [\"s3://logs/nginx/*.gz\", \"-\", \"a.log\"]\nkey = \"ephemeral\"\noutput = \"s3://out/site\"\n";
+        let p = Pipeline::parse(text, "t.toml", Path::new("/etc/lv"), None).unwrap();
+        assert_eq!(
+            p.inputs,
+            ["s3://logs/nginx/*.gz", "-", "/etc/lv/a.log"].map(PathBuf::from)
+        );
+        assert_eq!(p.output, PathBuf::from("s3://out/site"));
+    }
+
+    #[test]
     fn config_defaults_and_resolution() {
         let p = Pipeline::parse(MINIMAL, "t.toml", Path::new("/etc/lv"), Some("t".into())).unwrap();
         assert_eq!(p.inputs, vec![PathBuf::from("/etc/lv/logs/*.log")]);
@@ -703,6 +733,19 @@ mod tests {
             ("session_timeout = \"half an hour\"\n", "not a duration"),
             ("max_visit = \"10m\"\n", "longer than"),
             ("[filters]\nstatus_classes = [\"ok\"]\n", "status class"),
+            (
+                "state_dir = \"s3://b/state\"\n",
+                "`state_dir` must be a local path",
+            ),
+            ("costs = \"-\"\n", "`costs` must be a local path"),
+            (
+                "[s3]\ncredentials_file = \"s3://b/creds\"\n",
+                "`s3.credentials_file` must be a local path",
+            ),
+            (
+                "[s3]\nendpoint = \"http://127.0.0.1:9000\"\n",
+                "allow_http = true",
+            ),
         ] {
             let err = Pipeline::parse(&format!("{MINIMAL}{extra}"), "t.toml", Path::new("."), None)
                 .unwrap_err()

@@ -137,15 +137,22 @@ fn run_to_store(
     remote: &crate::store::Remote,
     out: PathBuf,
 ) -> Result<RunReport, Failure> {
-    let _store_lock = remote
-        .lock(&crate::state::holder(&pipeline.state_dir))
-        .map_err(|e| match e {
-            crate::store::LockError::Locked { .. } => Failure::new(exit::LOCKED, e.to_string()),
-            crate::store::LockError::Store(e) => failed(e),
-        })?;
+    let holder = crate::state::holder(&pipeline.state_dir).map_err(failed)?;
+    let store_lock = remote.lock(&holder).map_err(|e| match e {
+        crate::store::LockError::Locked { .. } => Failure::new(exit::LOCKED, e.to_string()),
+        crate::store::LockError::Store(e) => failed(e),
+    })?;
     let publishing = pipeline.state_dir.join("publish");
     crate::state::private_dir(&publishing).map_err(failed)?;
-    for note in finish_store_publications(remote, &publishing)? {
+    let finished = finish_store_publications(remote, &publishing);
+    let notes = match finished {
+        Ok(notes) => notes,
+        Err(f) => {
+            store_lock.keep();
+            return Err(f);
+        }
+    };
+    for note in notes {
         eprintln!("note: {note}");
     }
     let mut name = [0u8; 8];
@@ -171,16 +178,26 @@ fn run_to_store(
     };
     let id = report.record.run_id.clone();
     let staged = publishing.join(&id);
-    fs::rename(&work, &staged).map_err(failed)?;
-    publish_to_store(remote, &staged, &id).map_err(|e| {
-        Failure::new(
+    // From here the run's state (manifest, visit log, ledger) counts it as done, so its files
+    // must reach the store: on any failure the staged copy and the lock stay, and the next
+    // run on this state dir publishes it first.
+    let published = fs::rename(&work, &staged)
+        .map_err(|e| crate::store::StoreError {
+            location: staged.display().to_string(),
+            message: e.to_string(),
+        })
+        .and_then(|()| publish_to_store(remote, &staged, &id));
+    if let Err(e) = published {
+        store_lock.keep();
+        return Err(Failure::new(
             exit::FAILED,
             format!(
-                "{e}; run {id} was not fully published: the next run on this state dir finishes it"
+                "{e}; run {id} was not fully published: the next run on this state dir finishes it (until then the output stays locked)"
             ),
-        )
-    })?;
+        ));
+    }
     let _ = fs::remove_dir_all(&staged);
+    drop(store_lock);
     report.record_path = PathBuf::from(format!(
         "{}/_runs/{id}.json",
         remote.shown().trim_end_matches('/')
@@ -210,6 +227,7 @@ fn publish_to_store(
             message: e.to_string(),
         })?;
     let mut puts = 0usize;
+    fault_after_puts(puts);
     let mut put = |name: &str, bytes: Vec<u8>| {
         remote.put(name, bytes)?;
         puts += 1;
@@ -225,7 +243,8 @@ fn publish_to_store(
 }
 
 /// Test builds only: `LOGVEIL_FAULT_EXIT_AFTER_PUTS=N` ends the process at once after the
-/// N-th object written, as a `kill -9` would, so tests can stop a publication half-way.
+/// N-th object written (0: before the first), as a `kill -9` would, so tests can stop a
+/// publication half-way.
 fn fault_after_puts(puts: usize) {
     #[cfg(debug_assertions)]
     if std::env::var("LOGVEIL_FAULT_EXIT_AFTER_PUTS")
@@ -239,36 +258,61 @@ fn fault_after_puts(puts: usize) {
     let _ = puts;
 }
 
-/// Finishes publications to the store that were interrupted (a pending record and its local
-/// copy under the state dir), and removes local copies of runs that never got to publish.
+/// Finishes publications to the store that were interrupted. Driven by the local copies:
+/// every committed run record under `publishing` (a staged run, or a work directory whose run
+/// committed but was killed before it was renamed) that the store does not hold yet is
+/// published, oldest first. A pending record in the store with no local copy is from another
+/// state dir: it is removed, with a note. The local copies go once all is published.
 fn finish_store_publications(
     remote: &crate::store::Remote,
     publishing: &std::path::Path,
 ) -> Result<Vec<String>, Failure> {
     let mut notes = Vec::new();
-    for name in remote.list_names("_runs").map_err(failed)? {
+    let in_store: BTreeSet<String> = remote
+        .list_names("_runs")
+        .map_err(failed)?
+        .into_iter()
+        .collect();
+    // (run id, its directory) of every committed local record the store lacks.
+    let mut to_publish: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for entry in fs::read_dir(publishing).map_err(failed)?.flatten() {
+        let Ok(records) = fs::read_dir(entry.path().join("_runs")) else {
+            continue;
+        };
+        for record in records.flatten() {
+            let name = record.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if id.ends_with(".pending") || in_store.contains(&format!("_runs/{id}.json")) {
+                continue;
+            }
+            to_publish.insert(id.to_string(), entry.path());
+        }
+    }
+    for (id, dir) in &to_publish {
+        publish_to_store(remote, dir, id).map_err(failed)?;
+        notes.push(format!("finished the interrupted publication of run {id}"));
+    }
+    for name in &in_store {
         let Some(id) = name
             .strip_prefix("_runs/")
             .and_then(|n| n.strip_suffix(".pending.json"))
         else {
             continue;
         };
-        let staged = publishing.join(id);
-        if staged.join("_runs").join(format!("{id}.json")).is_file() {
-            publish_to_store(remote, &staged, id).map_err(failed)?;
-            let _ = fs::remove_dir_all(&staged);
-            notes.push(format!("finished the interrupted publication of run {id}"));
-        } else {
-            remote.delete(&name).map_err(failed)?;
+        if to_publish.contains_key(id) {
+            continue;
+        }
+        remote.delete(name).map_err(failed)?;
+        if !in_store.contains(&format!("_runs/{id}.json")) {
             notes.push(format!(
                 "run {id} was interrupted while publishing from another state dir; some of its files may be published without a record: run its dates again"
             ));
         }
     }
-    if let Ok(entries) = fs::read_dir(publishing) {
-        for entry in entries.flatten() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
+    for entry in fs::read_dir(publishing).map_err(failed)?.flatten() {
+        let _ = fs::remove_dir_all(entry.path());
     }
     Ok(notes)
 }
@@ -389,7 +433,11 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     let input_bytes: u64 = files
         .iter()
         .map(|f| {
-            let size = std::fs::metadata(f).map_or(0, |m| m.len());
+            let size = std::fs::metadata(f).map_or_else(
+                // An object's size comes from its listing.
+                |_| crate::store::listed(&f.to_string_lossy()).map_or(0, |o| o.size),
+                |m| m.len(),
+            );
             // Compressed logs expand about 8×; standard input's size is unknown (0).
             let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
             if matches!(ext, "gz" | "zst" | "bz2") {
@@ -1155,22 +1203,27 @@ fn shard(
                 let recycle = recycle_tx.clone();
                 scope.spawn(move || -> Result<WorkerOutput, Failure> {
                     let mut ps = Pseudonymiser::new(keys.clone(), settings.clone());
-                    let mut writer = spill.writer(w).map_err(|e| {
+                    let spill_failed = |e: std::io::Error| {
                         Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
-                    })?;
+                    };
+                    // A worker that cannot write still drains its blocks, so the reader
+                    // never waits on a full channel.
+                    let (mut writer, mut error) = match spill.writer(w) {
+                        Ok(writer) => (Some(writer), None),
+                        Err(e) => (None, Some(spill_failed(e))),
+                    };
                     let mut parts: BTreeMap<u32, FileResult> = BTreeMap::new();
-                    let mut error = None;
                     loop {
                         let next = rx.lock().expect("not poisoned").recv();
                         let Ok((index, format, chunk)) = next else {
                             break;
                         };
-                        if error.is_some() {
+                        let Some(writer) = writer.as_mut().filter(|_| error.is_none()) else {
                             continue; // keep draining so the reader never blocks
-                        }
+                        };
                         let part = parts.entry(index).or_insert_with(|| FileResult::new(index));
                         if let Err(f) =
-                            process_chunk(format, &chunk, settings, &mut ps, &mut writer, part)
+                            process_chunk(format, &chunk, settings, &mut ps, writer, part)
                         {
                             error = Some(f);
                         }
@@ -1180,9 +1233,9 @@ fn shard(
                     if let Some(f) = error {
                         return Err(f);
                     }
-                    writer.finish().map_err(|e| {
-                        Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
-                    })?;
+                    if let Some(writer) = writer {
+                        writer.finish().map_err(spill_failed)?;
+                    }
                     let identities = ps.take_identities();
                     Ok((parts.into_values().collect(), ps.epoch_ids(), identities))
                 })

@@ -60,18 +60,26 @@ pub fn lock(state_dir: &Path) -> Result<StateLock, StateLockError> {
     }
 }
 
-/// Names this machine and state dir in an object store's run lock, as a hash (the lock
-/// object sits beside published outputs, so it carries no host name or path).
-pub fn holder(state_dir: &Path) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_default();
-    let dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
-    let mut h = blake3::Hasher::new_derive_key("logveil 1 store lock holder");
-    h.update(host.trim().as_bytes());
-    h.update(b"\0");
-    h.update(dir.as_os_str().as_encoded_bytes());
-    h.finalize().to_hex()[..16].to_string()
+/// Names this state dir in an object store's run lock: a random id kept in the state dir
+/// (`holder`, 0600), made on first use. Random, not derived from the host name and path, so
+/// two machines (or containers) that look alike never take each other's live lock.
+pub fn holder(state_dir: &Path) -> io::Result<String> {
+    let path = state_dir.join("holder");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && id.trim().len() == 32
+    {
+        return Ok(id.trim().to_string());
+    }
+    private_dir(state_dir)?;
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&path)?, id.as_bytes())?;
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -92,7 +100,9 @@ mod tests {
             let mode = std::fs::metadata(&state).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o700);
         }
-        assert_ne!(holder(&state), holder(&dir.path().join("other")));
-        assert_eq!(holder(&state), holder(&state));
+        let id = holder(&state).unwrap();
+        assert_eq!(id.len(), 32);
+        assert_eq!(holder(&state).unwrap(), id, "kept in the state dir");
+        assert_ne!(holder(&dir.path().join("other")).unwrap(), id);
     }
 }

@@ -58,6 +58,14 @@ fn env_set(names: &[&str]) -> bool {
 /// An S3 client for `bucket`: the environment's settings over the pipeline's.
 fn builder(bucket: &str) -> Result<AmazonS3Builder, String> {
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    // object_store's default 30 s bounds a whole request, body included: too short for a
+    // large log read while earlier ones are parsed.
+    if !env_set(&["AWS_TIMEOUT"]) {
+        b = b.with_config(
+            object_store::aws::AmazonS3ConfigKey::Client(object_store::ClientConfigKey::Timeout),
+            "1h",
+        );
+    }
     let Some(s) = SETTINGS.get() else {
         return Ok(b);
     };
@@ -270,6 +278,11 @@ impl Remote {
     /// sizes, times and ETags are kept for the input manifest ([`listed`]).
     pub fn list_matching(&self, bucket: &str, pattern: &str) -> Result<Vec<String>, StoreError> {
         let glob = glob::Pattern::new(pattern).map_err(|e| self.err(e))?;
+        // As for local globs, `*` stays within one level of the key (`**` crosses levels).
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::new()
+        };
         let rt = io().map_err(|e| self.err(e))?;
         let found = rt.block_on(async {
             let prefix = (!self.prefix.is_empty()).then(|| StorePath::from(self.prefix.as_str()));
@@ -282,7 +295,7 @@ impl Remote {
                     .strip_prefix(&self.prefix)
                     .unwrap_or(&key)
                     .trim_start_matches('/');
-                if glob.matches(rest) {
+                if glob.matches_with(rest, options) {
                     let stamp = ObjectStamp {
                         size: meta.size,
                         modified_s: meta.last_modified.timestamp(),
@@ -394,33 +407,43 @@ impl Remote {
         let payload = || PutPayload::from(serde_json::to_vec(&body).expect("plain JSON"));
         let key = self.key(LOCK);
         let rt = io().map_err(|e| LockError::Store(self.err(e)))?;
-        let created = rt.block_on(self.store.put_opts(&key, payload(), PutMode::Create.into()));
-        match created {
-            Ok(_) => Ok(StoreLock { remote: self }),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => {
-                let held = self
-                    .get(LOCK)
-                    .map_err(LockError::Store)?
-                    .unwrap_or_default();
-                let held: serde_json::Value = serde_json::from_slice(&held).unwrap_or_default();
-                if held["holder"].as_str() == Some(holder) {
-                    rt.block_on(self.store.put(&key, payload()))
-                        .map_err(|e| LockError::Store(self.err(e)))?;
-                    return Ok(StoreLock { remote: self });
+        let taken = || StoreLock {
+            remote: self,
+            holder: holder.to_string(),
+        };
+        // Twice: a lock released between the refused create and its read is taken anew.
+        for _ in 0..2 {
+            let created = rt.block_on(self.store.put_opts(&key, payload(), PutMode::Create.into()));
+            match created {
+                Ok(_) => return Ok(taken()),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => {
+                    let Some(held) = self.get(LOCK).map_err(LockError::Store)? else {
+                        continue;
+                    };
+                    let held: serde_json::Value = serde_json::from_slice(&held).unwrap_or_default();
+                    if held["holder"].as_str() == Some(holder) {
+                        rt.block_on(self.store.put(&key, payload()))
+                            .map_err(|e| LockError::Store(self.err(e)))?;
+                        return Ok(taken());
+                    }
+                    return Err(LockError::Locked {
+                        location: self.shown.clone(),
+                        started: held["started"]
+                            .as_str()
+                            .unwrap_or("at an unknown time")
+                            .to_string(),
+                    });
                 }
-                Err(LockError::Locked {
-                    location: self.shown.clone(),
-                    started: held["started"]
-                        .as_str()
-                        .unwrap_or("at an unknown time")
-                        .to_string(),
-                })
+                Err(e) => return Err(LockError::Store(self.err(e))),
             }
-            Err(e) => Err(LockError::Store(self.err(e))),
         }
+        Err(LockError::Locked {
+            location: self.shown.clone(),
+            started: "just now".to_string(),
+        })
     }
 }
 
@@ -440,14 +463,30 @@ pub enum LockError {
     Store(StoreError),
 }
 
-/// Held while a run writes to a store; dropping it removes the lock object.
+/// Held while a run writes to a store; dropping it removes the lock object if it is still
+/// this holder's. A run whose publication failed half-way keeps it instead
+/// ([`StoreLock::keep`]), so that only the same holder, which has the staged copy, goes on.
 pub struct StoreLock<'a> {
     remote: &'a Remote,
+    holder: String,
+}
+
+impl StoreLock<'_> {
+    /// Leaves the lock object in place, as a killed run would.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for StoreLock<'_> {
     fn drop(&mut self) {
-        let _ = self.remote.delete(LOCK);
+        let ours = self.remote.get(LOCK).ok().flatten().is_some_and(|b| {
+            serde_json::from_slice::<serde_json::Value>(&b)
+                .is_ok_and(|v| v["holder"].as_str() == Some(self.holder.as_str()))
+        });
+        if ours {
+            let _ = self.remote.delete(LOCK);
+        }
     }
 }
 
@@ -570,6 +609,47 @@ mod tests {
         drop(again);
         assert_eq!(remote.get(LOCK).unwrap(), None);
         let _other = remote.lock("bbbb").expect("free again");
+    }
+
+    /// `*` stays within one level of the key, as in a local glob; `**` crosses levels.
+    #[test]
+    fn key_globs_match_one_level_unless_double_star() {
+        let remote = in_memory();
+        for key in ["a.gz", "archive/b.gz", "c.log"] {
+            remote.put(key, b"x".to_vec()).unwrap();
+        }
+        assert_eq!(
+            remote.list_matching("test", "*.gz").unwrap(),
+            ["s3://test/logs/a.gz"]
+        );
+        assert_eq!(
+            remote.list_matching("test", "**/*.gz").unwrap(),
+            ["s3://test/logs/a.gz", "s3://test/logs/archive/b.gz"]
+        );
+        assert_eq!(listed("s3://test/logs/a.gz").map(|o| o.size), Some(1));
+    }
+
+    /// A run whose lock was taken over (its own stale lock, by a later run of the same
+    /// holder) does not remove the new run's lock when it ends; a kept lock stays.
+    #[test]
+    fn a_lock_is_removed_only_by_its_holder_and_kept_on_request() {
+        let remote = in_memory();
+        let mine = remote.lock("aaaa").unwrap();
+        mine.keep();
+        assert!(remote.get(LOCK).unwrap().is_some(), "kept, as after a kill");
+        let other = Remote {
+            store: remote.store.clone(),
+            prefix: remote.prefix.clone(),
+            shown: remote.shown.clone(),
+        };
+        let old = StoreLock {
+            remote: &other,
+            holder: "zzzz".into(),
+        };
+        drop(old);
+        assert!(remote.get(LOCK).unwrap().is_some(), "not zzzz's to remove");
+        drop(remote.lock("aaaa").unwrap());
+        assert_eq!(remote.get(LOCK).unwrap(), None);
     }
 
     #[test]

@@ -182,8 +182,9 @@ impl Remotes {
     }
 }
 
-/// Objects in a store whose downloads run ahead of the one being parsed.
-pub const S3_READ_AHEAD: usize = 4;
+/// Objects in a store whose downloads run ahead of the one being parsed. Few: a download
+/// that waits unread must not outlast the store client's retry window (3 min).
+pub const S3_READ_AHEAD: usize = 2;
 
 /// Opens a run's inputs in order. While one object of a store is parsed, the downloads of
 /// the next [`S3_READ_AHEAD`] are already under way on the I/O runtime, each holding at most

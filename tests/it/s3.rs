@@ -428,6 +428,29 @@ fn s3_publication_is_locked_and_a_killed_one_is_finished_by_the_next_run() {
     // Nothing of the publication is left in the state dir.
     let publish = state.join("logveil/small/publish");
     assert_eq!(std::fs::read_dir(&publish).unwrap().count(), 0);
+
+    // Killed after its local commit, before its first PUT: the store shows nothing of it,
+    // and the next run publishes it from the state dir's copy first.
+    let o = s3_run(Some("0"));
+    assert_eq!(o.status.code(), Some(137));
+    let left = keys(&venv, &moto.endpoint, "published", "site/_runs/");
+    assert!(
+        !left.iter().any(|k| k.ends_with(".pending.json")),
+        "{left:?}"
+    );
+    let o = s3_run(None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("finished the interrupted publication of run"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let runs = keys(&venv, &moto.endpoint, "published", "site/_runs/");
+    assert_eq!(
+        runs.len(),
+        5,
+        "the interrupted run's record and the new one: {runs:?}"
+    );
 }
 
 /// The pipeline's `[s3]` table (endpoint, region, plain HTTP, a private credentials file)
