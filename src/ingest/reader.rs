@@ -390,6 +390,9 @@ pub struct ChunkReader {
 /// Target size of a chunk.
 pub const CHUNK_BYTES: usize = 2 << 20;
 
+/// Bytes asked of the input per read.
+const READ_BYTES: usize = 256 * 1024;
+
 impl ChunkReader {
     pub fn open(path: &Path) -> io::Result<ChunkReader> {
         Self::from_source(open_source(path, &mut Remotes::default())?)
@@ -408,7 +411,7 @@ impl ChunkReader {
             next_line: 1,
             skipping: None,
             eof: false,
-            read_buf: vec![0u8; 256 * 1024],
+            read_buf: vec![0u8; READ_BYTES],
             compressed,
             compression,
         })
@@ -423,7 +426,8 @@ impl ChunkReader {
     /// kernel a page fault and a zeroed page for every 4 KiB of it.
     pub fn next_chunk_in(&mut self, mut data: Vec<u8>) -> io::Result<Option<Chunk>> {
         data.clear();
-        data.reserve(CHUNK_BYTES + 4096);
+        // A block ends after the read that takes it past CHUNK_BYTES.
+        data.reserve(CHUNK_BYTES + READ_BYTES);
         let mut chunk = Chunk {
             first_line: self.next_line,
             data,
@@ -487,9 +491,17 @@ impl ChunkReader {
                     chunk.data.append(&mut self.carry);
                     chunk.data.extend_from_slice(whole);
                     let added = &chunk.data[start..];
-                    self.next_line += memchr::memchr_iter(b'\n', added).count() as u64;
+                    // Count the lines, and see whether one is over the cap.
+                    let (mut lines, mut line_start, mut too_long) = (0u64, 0usize, false);
+                    for end in memchr::memchr_iter(b'\n', added) {
+                        lines += 1;
+                        too_long |= end - line_start > MAX_LINE;
+                        line_start = end + 1;
+                    }
+                    self.next_line += lines;
                     // Lines over the cap inside the block: blank them, keep their numbers.
-                    if added.len() > MAX_LINE {
+                    // (Checked per line: rebuilding every block cost a copy and fresh pages.)
+                    if too_long {
                         self.blank_long_lines(chunk, start);
                     }
                     bytes = rest;
