@@ -261,10 +261,15 @@ impl EpochKey {
     /// first, so `::ffff:192.0.2.1` and `192.0.2.1` are one client; the two fields are
     /// length-prefixed so no pair of strings can collide with another by concatenation.
     pub fn visitor(&self, client: &[u8], user_agent: &[u8]) -> u64 {
+        self.visitor_of_canonical(&canonical_client(client), user_agent)
+    }
+
+    /// [`Self::visitor`] of a client already in [`canonical_client`] form (the pseudonymiser
+    /// canonicalises once per pageview, for all of its hashes).
+    pub fn visitor_of_canonical(&self, canonical: &[u8], user_agent: &[u8]) -> u64 {
         let mut hasher = blake3::Hasher::new_keyed(&self.0);
-        let canonical = canonical_client(client);
         hasher.update(&(canonical.len() as u32).to_le_bytes());
-        hasher.update(&canonical);
+        hasher.update(canonical);
         hasher.update(&(user_agent.len() as u32).to_le_bytes());
         hasher.update(user_agent);
         let out = hasher.finalize();

@@ -293,14 +293,18 @@ impl Pseudonymiser {
 
     /// The bucket of a client: a keyed hash under the run's bucket key, so one client's
     /// events share a bucket across midnight.
+    #[cfg(test)]
     fn bucket(&self, client: &[u8], user_agent: &[u8]) -> u16 {
+        self.bucket_of_canonical(&keys::canonical_client(client), user_agent)
+    }
+
+    fn bucket_of_canonical(&self, canonical: &[u8], user_agent: &[u8]) -> u16 {
         if self.settings.buckets <= 1 {
             return 0;
         }
         let mut h = blake3::Hasher::new_keyed(&self.bucket_key);
-        let canonical = keys::canonical_client(client);
         h.update(&(canonical.len() as u32).to_le_bytes());
-        h.update(&canonical);
+        h.update(canonical);
         h.update(user_agent);
         let v = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
         (v % u64::from(self.settings.buckets)) as u16
@@ -384,18 +388,20 @@ impl Pseudonymiser {
             client,
             ..rec.clone()
         };
+        // Canonicalised once (an address parsed, no allocation for an IP) for every hash.
+        let canonical = keys::canonical_client(rec.client);
         let (epoch, visitor) = match self.epoch_key(day) {
-            Some((epoch, key)) => (*epoch, key.visitor(rec.client, user_agent)),
+            Some((epoch, key)) => (*epoch, key.visitor_of_canonical(&canonical, user_agent)),
             None => return Outcome::MissingKey(day),
         };
         let link = if since_midnight < self.settings.link_window_s {
             self.epoch_key(day.prev())
-                .map(|(_, key)| key.visitor(rec.client, user_agent))
+                .map(|(_, key)| key.visitor_of_canonical(&canonical, user_agent))
         } else {
             None
         };
 
-        let bucket = self.bucket(rec.client, user_agent);
+        let bucket = self.bucket_of_canonical(&canonical, user_agent);
         // A client already noted under this epoch's pseudonym has its previous epoch's noted
         // too (the same client gives the same one): its later pageviews skip both, and a hash.
         if self.settings.epoch_days.is_some() && !self.identities.noted(epoch, visitor) {
@@ -404,7 +410,7 @@ impl Pseudonymiser {
             // visits in the visit log (decision 2).
             if let Some((prev_epoch, prev)) = self
                 .epoch_key(epoch.prev())
-                .map(|(e, key)| (*e, key.visitor(rec.client, user_agent)))
+                .map(|(e, key)| (*e, key.visitor_of_canonical(&canonical, user_agent)))
             {
                 self.identities
                     .note(prev_epoch, prev, bucket, visitor, epoch);
