@@ -660,12 +660,15 @@ pub fn derive(
         str_col(v, "utm_campaign")?,
     );
     let mut interned: HashMap<String, Arc<str>> = HashMap::new();
+    // Looked up before anything is allocated: most values repeat.
     let mut intern = |s: Option<&str>| -> Option<Arc<str>> {
-        s.map(|s| {
-            interned
-                .entry(s.to_string())
-                .or_insert_with(|| Arc::from(s))
-                .clone()
+        s.map(|s| match interned.get(s) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(s);
+                interned.insert(s.to_string(), a.clone());
+                a
+            }
         })
     };
     let goal_flags: Vec<&BooleanChunked> = (0..ctx.goals.goals.len())
@@ -795,14 +798,23 @@ pub fn derive(
                 }
             }
         }
-        // Week and month uniques of each run day: every touch of the period so far.
+        // Week and month uniques of each run day: the client counts in a day's period when one
+        // of its touches falls between the period's start and that day, that is when its
+        // latest touch up to the day does. One walk over the days and the sorted touch days
+        // (a set of every (day, period) it touched made this the costliest part of derive).
         if ctx.returning {
-            for t in touches {
-                for d in ctx.days.0.0.max(t.day)..=ctx.days.1.0 {
-                    for (period, from) in periods(Day(d), (ctx.epoch_of)(Day(d))) {
-                        if t.day >= from.0 && uniques_seen.insert((id, d, period)) {
-                            uniques.push(id, d, period, from.to_string());
-                        }
+            let mut touch_days: Vec<i32> = touches.iter().map(|t| t.day).collect();
+            touch_days.sort_unstable();
+            let (mut next, mut latest) = (0, None);
+            for d in ctx.days.0.0..=ctx.days.1.0 {
+                while next < touch_days.len() && touch_days[next] <= d {
+                    latest = Some(touch_days[next]);
+                    next += 1;
+                }
+                let Some(latest) = latest else { continue };
+                for (period, from) in periods(Day(d), (ctx.epoch_of)(Day(d))) {
+                    if latest >= from.0 {
+                        uniques.push(id, d, period, from.to_string());
                     }
                 }
             }
