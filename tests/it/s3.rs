@@ -360,6 +360,14 @@ fn s3_publication_is_locked_and_a_killed_one_is_finished_by_the_next_run() {
     };
     let o = s3_run(None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let finishes_the_interrupted_one = |o: &std::process::Output| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("finished the interrupted publication of run"),
+            "{err}"
+        );
+    };
     let o = s3_run(Some("4"));
     assert_eq!(o.status.code(), Some(137), "stopped after its 4th PUT");
     let left = keys(&venv, &moto.endpoint, "published", "site/_runs/");
@@ -390,13 +398,7 @@ fn s3_publication_is_locked_and_a_killed_one_is_finished_by_the_next_run() {
         left
     );
 
-    let o = s3_run(None);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("finished the interrupted publication of run"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    finishes_the_interrupted_one(&s3_run(None));
     let runs = keys(&venv, &moto.endpoint, "published", "site/_runs/");
     assert_eq!(
         runs.len(),
@@ -438,13 +440,7 @@ fn s3_publication_is_locked_and_a_killed_one_is_finished_by_the_next_run() {
         !left.iter().any(|k| k.ends_with(".pending.json")),
         "{left:?}"
     );
-    let o = s3_run(None);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("finished the interrupted publication of run"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    finishes_the_interrupted_one(&s3_run(None));
     let runs = keys(&venv, &moto.endpoint, "published", "site/_runs/");
     assert_eq!(
         runs.len(),
