@@ -816,12 +816,15 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             }
             // Which visitors each row has, for the unions of the k rule: sealed in the spill,
             // not held, since a frame shares its strings' buffers with the bucket's sessions
-            // and holding it would hold them all (memory stays flat).
-            let t0 = std::time::Instant::now();
-            frame_bytes += spill
-                .write_frame(b, i as u64, &mut incidence)
-                .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
-            frame_time += t0.elapsed();
+            // and holding it would hold them all (memory stays flat). Differential privacy
+            // forms no unions (no `(other)`, no hidden company), so it needs none.
+            if pipeline.dp.is_none() {
+                let t0 = std::time::Instant::now();
+                frame_bytes += spill
+                    .write_frame(b, i as u64, &mut incidence)
+                    .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
+                frame_time += t0.elapsed();
+            }
         }
         in_tables += clock.elapsed();
     }
