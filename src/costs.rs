@@ -23,12 +23,29 @@ pub struct Costs {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("ad spend file {path}, line {line}, column {column}: {message}")]
+#[error("{}", self.describe())]
 pub struct CostError {
     pub path: String,
     pub line: u64,
     pub column: String,
     pub message: String,
+}
+
+impl CostError {
+    fn describe(&self) -> String {
+        if self.line == 0 {
+            // The file itself: missing or unreadable.
+            format!(
+                "cannot read the ad spend file {}: {}; `costs` in the pipeline names it, relative to the pipeline file",
+                self.path, self.message
+            )
+        } else {
+            format!(
+                "ad spend file {}, line {}, column {}: {}",
+                self.path, self.line, self.column, self.message
+            )
+        }
+    }
 }
 
 const COLUMNS: [&str; 6] = [
@@ -219,5 +236,18 @@ mod tests {
         assert_eq!(e.line, 1);
         let e = bad("date,utm_source,utm_medium,utm_campaign,cost,currency\n2026-11-02,a,b\n");
         assert_eq!(e.line, 2);
+        // A missing file is named as such, with where its name comes from.
+        let e = Costs::read(
+            Path::new("/nonexistent/costs.csv"),
+            "RUB",
+            &CampaignRules::builtin(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("cannot read the ad spend file /nonexistent/costs.csv:")
+                && e.contains("relative to the pipeline file"),
+            "{e}"
+        );
     }
 }
