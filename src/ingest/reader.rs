@@ -230,11 +230,6 @@ impl<'a> Inputs<'a> {
         };
         ChunkReader::from_source(source)
     }
-
-    /// Downloads under way (tests of the read-ahead).
-    pub fn downloads_started(&self) -> usize {
-        self.started.len()
-    }
 }
 
 /// A file's (or standard input's) content, decompressed by its magic bytes whatever its name:
@@ -417,12 +412,8 @@ impl ChunkReader {
         })
     }
 
-    /// The next block of whole lines, or `None` at the end of the file.
-    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
-        self.next_chunk_in(Vec::new())
-    }
-
-    /// [`Self::next_chunk`] into a recycled buffer: a fresh 2 MiB block per chunk costs the
+    /// The next block of whole lines, or `None` at the end of the file, in `data` (a buffer
+    /// handed back by a worker, or a new one): a fresh 2 MiB block per chunk costs the
     /// kernel a page fault and a zeroed page for every 4 KiB of it.
     pub fn next_chunk_in(&mut self, mut data: Vec<u8>) -> io::Result<Option<Chunk>> {
         data.clear();
@@ -663,7 +654,7 @@ mod tests {
         let mut got: Vec<Option<Vec<u8>>> = Vec::new();
         let mut r = ChunkReader::open(&p).unwrap();
         let mut expected_first = 1;
-        while let Some(chunk) = r.next_chunk().unwrap() {
+        while let Some(chunk) = r.next_chunk_in(Vec::new()).unwrap() {
             assert_eq!(chunk.first_line, expected_first);
             let mut too_long = chunk.too_long.iter().peekable();
             for (i, line) in chunk.data.split_inclusive(|&b| b == b'\n').enumerate() {
