@@ -32,6 +32,7 @@ pub mod output;
 pub mod pipeline;
 pub mod pseudonymise;
 pub mod record;
+pub mod stages;
 pub mod report;
 pub mod state;
 pub mod store;

@@ -109,20 +109,36 @@ const BUCKET_INPUT_BYTES: u64 = 32 << 20;
 const MAX_LINE_NUMBERS: usize = 100;
 
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failure> {
+    publish_with(pipeline, options, |out| run_in(pipeline, options, out))
+}
+
+/// Holds the state dir's lock while `produce` writes a run into a local output directory:
+/// the pipeline's (or `--output`) itself, or for an object store a private work directory
+/// that is then published to it.
+pub(crate) fn publish_with(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    produce: impl FnOnce(PathBuf) -> Result<RunReport, Failure>,
+) -> Result<RunReport, Failure> {
     let out = options
         .output
         .clone()
         .unwrap_or_else(|| pipeline.output.clone());
     crate::store::configure(pipeline.s3.clone());
-    let _state_lock = crate::state::lock(&pipeline.state_dir).map_err(|e| match e {
-        crate::state::StateLockError::Busy(_) => Failure::new(exit::LOCKED, e.to_string()),
-        _ => failed(e),
-    })?;
+    let _state_lock = lock_state(pipeline)?;
     let Some(remote) = crate::store::remote(&out) else {
-        return run_in(pipeline, options, out);
+        return produce(out);
     };
     let remote = remote.map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
-    run_to_store(pipeline, options, &remote, out)
+    run_to_store(pipeline, &remote, out, produce)
+}
+
+/// The state dir's lock (exit 3 when another run holds it).
+pub(crate) fn lock_state(pipeline: &Pipeline) -> Result<crate::state::StateLock, Failure> {
+    crate::state::lock(&pipeline.state_dir).map_err(|e| match e {
+        crate::state::StateLockError::Busy(_) => Failure::new(exit::LOCKED, e.to_string()),
+        _ => failed(e),
+    })
 }
 
 /// A run whose output is an object store. It works in a private directory under the state
@@ -133,9 +149,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failu
 /// next one, as on disk; a run that fails before publishing leaves the objects as they were.
 fn run_to_store(
     pipeline: &Pipeline,
-    options: &RunOptions,
     remote: &crate::store::Remote,
     out: PathBuf,
+    produce: impl FnOnce(PathBuf) -> Result<RunReport, Failure>,
 ) -> Result<RunReport, Failure> {
     let holder = crate::state::holder(&pipeline.state_dir).map_err(failed)?;
     let store_lock = remote.lock(&holder).map_err(|e| match e {
@@ -167,7 +183,7 @@ fn run_to_store(
         } else {
             remote.download_records(&work).map_err(failed)?;
         }
-        run_in(pipeline, options, work.clone())
+        produce(work.clone())
     })();
     let mut report = match prepared {
         Ok(r) => r,
@@ -318,10 +334,86 @@ fn finish_store_publications(
 }
 
 fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<RunReport, Failure> {
-    let started_at = jiff::Timestamp::now();
-    // Pseudonymous state (spill, ledger) never lives where outputs are published (D18).
+    let (_lock, mut notes) = open_output(pipeline, &out)?;
+    let decisions = decide(pipeline, options)?;
+    let mut plan = Plan::new(pipeline, options, decisions, true)?;
+    if let Ok(n @ 1..) = SpillDir::remove_stale(&pipeline.state_dir) {
+        notes.push(format!("removed the encrypted spill of {n} killed run(s)"));
+    }
+    let phase = Phases::start();
+    let (spill, shard) = shard_with_keys(&mut plan, &mut notes)?;
+    phase.mark("shard (read, parse, pseudonymise, spill)");
+    update_manifest(&plan, &shard.results, &mut notes);
+    let summary = summarize(&plan, &shard.results, &shard.epoch_ids, spill.buckets, notes)?;
+    let Some(days) = summary.days else {
+        return publish_nothing(summary, out);
+    };
+    let mut notes = Vec::new();
+    let histories = load_histories(&plan, days, &shard.identities, spill.buckets, &mut notes)?;
+    phase.mark("visit log (load)");
+    let reducer = Reducer::new(&plan, days, &shard.identities);
+    let mut merger = Merger::new(plan.tables());
+    let mut visits = 0u64;
+    let mut visit_records: BTreeMap<Day, Vec<VisitRecord>> = BTreeMap::new();
+    let (mut frame_bytes, mut frame_time) = (0usize, std::time::Duration::ZERO);
+    for (b, history) in histories.iter().enumerate() {
+        let events = spill
+            .read_bucket(b, plan.workers, &summary.excluded)
+            .map_err(|e| Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}")))?;
+        let Some(output) = reducer.reduce(b, events, history)? else {
+            continue;
+        };
+        visits += output.visits;
+        for r in output.records {
+            visit_records.entry(Day(r.day)).or_default().push(r);
+        }
+        // Which visitors each row has, for the unions of the k rule: sealed in the spill,
+        // not held, since a frame shares its strings' buffers with the bucket's sessions
+        // and holding it would hold them all (memory stays flat).
+        let t0 = std::time::Instant::now();
+        for (t, frame) in output.frames.into_iter().enumerate() {
+            if let Some(mut frame) = frame {
+                frame_bytes += spill
+                    .write_frame(b, t as u64, &mut frame)
+                    .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
+            }
+        }
+        frame_time += t0.elapsed();
+        merger.add(output.partials)?;
+    }
+    let totals = merger.finish()?;
+    if phase.on {
+        eprintln!(
+            "profile: reduce: sessions {:.2} s, partial tables {:.2} s; row-visitor frames: {} MiB sealed in the spill in {:.2} s",
+            reducer.in_sessions.get().as_secs_f64(),
+            reducer.in_tables.get().as_secs_f64(),
+            frame_bytes >> 20,
+            frame_time.as_secs_f64(),
+        );
+    }
+    phase.mark("reduce (sessions, partial tables)");
+    let reduced = Reduced {
+        days,
+        totals,
+        visits,
+        visit_records,
+        clients_seen: shard.identities.len(),
+        buckets: spill.buckets,
+        notes,
+    };
+    let read_frame = |b: usize, t: u64| spill.read_frame(b, t);
+    finish(&plan, summary, reduced, &read_frame, out, &phase)
+}
+
+/// Pseudonymous state (spill, ledger) never lives where outputs are published (D18); the
+/// output directory is created and locked, and an interrupted earlier run is finished or
+/// rolled back. Returns the lock and the recovery's notes.
+pub(crate) fn open_output(
+    pipeline: &Pipeline,
+    out: &std::path::Path,
+) -> Result<(output::RunLock, Vec<String>), Failure> {
     let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    if absolute(&pipeline.state_dir).starts_with(absolute(&out)) {
+    if absolute(&pipeline.state_dir).starts_with(absolute(out)) {
         return Err(Failure::new(
             exit::USAGE,
             format!(
@@ -331,58 +423,43 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             ),
         ));
     }
-    fs::create_dir_all(&out).map_err(|e| {
+    fs::create_dir_all(out).map_err(|e| {
         Failure::new(
             exit::FAILED,
             format!("cannot create output directory {}: {e}", out.display()),
         )
     })?;
-    let _lock = output::lock(&out).map_err(|e| match e {
+    let lock = output::lock(out).map_err(|e| match e {
         output::OutputError::Locked(_) => Failure::new(exit::LOCKED, e.to_string()),
         _ => failed(e),
     })?;
-    let mut notes = output::recover(&out).map_err(failed)?;
+    let notes = output::recover(out).map_err(failed)?;
+    Ok((lock, notes))
+}
 
-    let usage = |e: pseudonymise::keys::KeyError| Failure::new(exit::USAGE, e.to_string());
-    let source = match (&options.key_file, &options.key_dir) {
-        (Some(path), _) => KeySource::File(path.clone()),
-        (None, Some(dir)) => KeySource::Ring(dir.clone()),
-        (None, None) => pipeline.key.clone(),
-    };
-    let lookback = pipeline.returning.map(|r| r.lookback_days);
-    // Only the pipeline's own ring is managed: a ring named on the command line must exist.
-    let managed_ring = pipeline.returning.is_some_and(|r| r.manage_keys)
-        && options.key_dir.is_none()
-        && options.key_file.is_none();
-    if lookback.is_some() && source == KeySource::Ephemeral {
-        return Err(Failure::new(
-            exit::USAGE,
-            "returning visitors need a lasting key: give --key-file or --key-dir, not an ephemeral key",
-        ));
-    }
-    let costs = match &pipeline.costs {
-        None => None,
-        Some(path) => Some(
-            crate::costs::Costs::read(path, &pipeline.currency, &pipeline.campaign_rules)
-                .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?,
-        ),
-    };
-    let (mut keys, key_mode) = match &source {
-        KeySource::File(path) => (
-            KeySet::Single(MasterKey::read(path).map_err(usage)?),
-            "key_file",
-        ),
-        KeySource::Ring(dir) if managed_ring => (
-            KeySet::Ring(KeyRing::open_managed(dir).map_err(usage)?),
-            "key_ring_managed",
-        ),
-        KeySource::Ring(dir) => (KeySet::Ring(KeyRing::open(dir).map_err(usage)?), "key_ring"),
-        KeySource::Ephemeral => (
-            KeySet::Single(MasterKey::generate().map_err(failed)?),
-            "ephemeral",
-        ),
-    };
+/// What a run decides before it reads a line: from the pipeline, the options and the state
+/// dir's input manifest. A staged run writes it into its work dir (`logveil stage plan`), so
+/// every later stage works from the same decisions whatever the state dir holds by then.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Decisions {
+    pub run_id: String,
+    pub started_at: String,
+    /// The local day of `--date` (`yesterday` resolved when decided).
+    pub target: Option<i32>,
+    /// The inputs, sorted; an event's input order is its position here.
+    pub files: Vec<PathBuf>,
+    /// Inputs new or changed since the manifest saw them (`--since-last`).
+    pub changed: BTreeSet<PathBuf>,
+    /// Inputs the manifest showed to hold nothing of the date's window.
+    pub skipped_inputs: usize,
+    /// Estimated decompressed input.
+    pub input_bytes: u64,
+    pub buckets: usize,
+}
 
+/// Decides the run's inputs, buckets and id (see [`Decisions`]).
+pub fn decide(pipeline: &Pipeline, options: &RunOptions) -> Result<Decisions, Failure> {
+    let started_at = jiff::Timestamp::now();
     let tz = &pipeline.time_zone;
     let reach = pipeline.max_visit_s + pipeline.session_timeout_s;
     let target = match options.date {
@@ -399,7 +476,6 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         }
     };
     let window = target.map(|d| (day_start(tz, d) - reach, day_start(tz, d.next()) + reach));
-
     let patterns = if options.inputs.is_empty() {
         pipeline.inputs.clone()
     } else {
@@ -408,7 +484,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     let mut files =
         reader::expand_inputs(&patterns).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
     // With --date, inputs the manifest shows to hold nothing of the date's window are not read.
-    let mut manifest = crate::manifest::Manifest::load(&pipeline.state_dir);
+    let manifest = crate::manifest::Manifest::load(&pipeline.state_dir);
     // `--since-last`: the inputs new or changed since the manifest saw them.
     let changed: BTreeSet<PathBuf> = files
         .iter()
@@ -427,7 +503,6 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             ));
         }
     }
-
     // At least one bucket per BUCKET_INPUT_BYTES of (estimated decompressed) input, so a
     // bucket's share of the reduce stage stays about the same size as inputs grow.
     let input_bytes: u64 = files
@@ -450,31 +525,299 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     let buckets = usize::from(pipeline.buckets)
         .max(input_bytes.div_ceil(BUCKET_INPUT_BYTES) as usize)
         .min(4096);
-    let settings = pseudonymise::Settings {
-        time_zone: tz.clone(),
-        filters: pipeline.filters.clone(),
-        path_rules: pipeline.path_rules.clone(),
-        host_lists: pipeline.host_lists.clone(),
-        site_hosts: pipeline.site_hosts.clone(),
-        check_vhost: pipeline.format.has_vhost(),
-        link_window_s: reach,
-        window,
-        buckets: buckets as u16,
-        goals: Arc::new(pipeline.goals.clone()),
-        campaign_rules: Arc::new(pipeline.campaign_rules.clone()),
-        epoch_days: lookback,
-        managed_keys: managed_ring,
-        trusted_proxies: Arc::new(pipeline.trusted_proxies.clone()),
-        haproxy_captures: Arc::new(pipeline.haproxy_captures.clone()),
-        custom_format: pipeline.custom_format.clone().map(Arc::new),
-        json_fields: pipeline.json_fields.clone().map(Arc::new),
-    };
-
-    let mut record = RunRecord {
-        logveil_version: env!("CARGO_PKG_VERSION").to_string(),
+    Ok(Decisions {
         run_id: run_id(started_at),
         started_at: started_at.to_string(),
-        key_mode: key_mode.to_string(),
+        target: target.map(|d| d.0),
+        files,
+        changed,
+        skipped_inputs,
+        input_bytes,
+        buckets,
+    })
+}
+
+/// A run's decisions with everything derived from them: keys, ad costs, the pseudonymiser's
+/// settings. Built the same way by `logveil run` and by every stage of a staged run.
+pub struct Plan<'a> {
+    pub pipeline: &'a Pipeline,
+    pub options: &'a RunOptions,
+    pub decisions: Decisions,
+    source: KeySource,
+    managed_ring: bool,
+    lookback: Option<u32>,
+    key_mode: &'static str,
+    pub keys: Arc<KeySet>,
+    costs: Option<crate::costs::Costs>,
+    reach: i64,
+    pub settings: pseudonymise::Settings,
+    /// Ingest worker threads.
+    pub workers: u16,
+}
+
+impl<'a> Plan<'a> {
+    /// `with_costs`: read the ad-spend file (only the merge needs it).
+    pub fn new(
+        pipeline: &'a Pipeline,
+        options: &'a RunOptions,
+        decisions: Decisions,
+        with_costs: bool,
+    ) -> Result<Plan<'a>, Failure> {
+        let usage = |e: pseudonymise::keys::KeyError| Failure::new(exit::USAGE, e.to_string());
+        let source = match (&options.key_file, &options.key_dir) {
+            (Some(path), _) => KeySource::File(path.clone()),
+            (None, Some(dir)) => KeySource::Ring(dir.clone()),
+            (None, None) => pipeline.key.clone(),
+        };
+        let lookback = pipeline.returning.map(|r| r.lookback_days);
+        // Only the pipeline's own ring is managed: a ring named on the command line must exist.
+        let managed_ring = pipeline.returning.is_some_and(|r| r.manage_keys)
+            && options.key_dir.is_none()
+            && options.key_file.is_none();
+        if lookback.is_some() && source == KeySource::Ephemeral {
+            return Err(Failure::new(
+                exit::USAGE,
+                "returning visitors need a lasting key: give --key-file or --key-dir, not an ephemeral key",
+            ));
+        }
+        let costs = match &pipeline.costs {
+            Some(path) if with_costs => Some(
+                crate::costs::Costs::read(path, &pipeline.currency, &pipeline.campaign_rules)
+                    .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let (keys, key_mode) = match &source {
+            KeySource::File(path) => (
+                KeySet::Single(MasterKey::read(path).map_err(usage)?),
+                "key_file",
+            ),
+            KeySource::Ring(dir) if managed_ring => (
+                KeySet::Ring(KeyRing::open_managed(dir).map_err(usage)?),
+                "key_ring_managed",
+            ),
+            KeySource::Ring(dir) => (KeySet::Ring(KeyRing::open(dir).map_err(usage)?), "key_ring"),
+            KeySource::Ephemeral => (
+                KeySet::Single(MasterKey::generate().map_err(failed)?),
+                "ephemeral",
+            ),
+        };
+        let tz = &pipeline.time_zone;
+        let reach = pipeline.max_visit_s + pipeline.session_timeout_s;
+        let window = decisions
+            .target
+            .map(Day)
+            .map(|d| (day_start(tz, d) - reach, day_start(tz, d.next()) + reach));
+        let settings = pseudonymise::Settings {
+            time_zone: tz.clone(),
+            filters: pipeline.filters.clone(),
+            path_rules: pipeline.path_rules.clone(),
+            host_lists: pipeline.host_lists.clone(),
+            site_hosts: pipeline.site_hosts.clone(),
+            check_vhost: pipeline.format.has_vhost(),
+            link_window_s: reach,
+            window,
+            buckets: decisions.buckets as u16,
+            goals: Arc::new(pipeline.goals.clone()),
+            campaign_rules: Arc::new(pipeline.campaign_rules.clone()),
+            epoch_days: lookback,
+            managed_keys: managed_ring,
+            trusted_proxies: Arc::new(pipeline.trusted_proxies.clone()),
+            haproxy_captures: Arc::new(pipeline.haproxy_captures.clone()),
+            custom_format: pipeline.custom_format.clone().map(Arc::new),
+            json_fields: pipeline.json_fields.clone().map(Arc::new),
+        };
+        let threads = options
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Ok(Plan {
+            pipeline,
+            options,
+            decisions,
+            source,
+            managed_ring,
+            lookback,
+            key_mode,
+            keys: Arc::new(keys),
+            costs,
+            reach,
+            settings,
+            workers: threads.clamp(1, 64) as u16,
+        })
+    }
+
+    /// The tables this run computes (loyalty and uniques need returning visitors).
+    pub fn tables(&self) -> Vec<TableName> {
+        TABLES
+            .iter()
+            .copied()
+            .filter(|t| {
+                self.lookback.is_some() || !matches!(t, TableName::Loyalty | TableName::Uniques)
+            })
+            .collect()
+    }
+
+    fn lookback_days(&self) -> u32 {
+        self.lookback.unwrap_or(DEFAULT_LOOKBACK_DAYS)
+    }
+
+    fn epoch_of(&self, d: Day) -> Day {
+        self.keys.epoch_start(d, self.lookback).unwrap_or(d)
+    }
+
+    fn reads_stdin(&self) -> bool {
+        self.decisions
+            .files
+            .iter()
+            .any(|f| f.as_os_str() == reader::STDIN)
+    }
+
+    /// The masters a managed ring lacks for `missing` days, added (one per epoch), with a note
+    /// each; any other key source fails, naming what to do.
+    pub fn add_missing_masters(
+        &mut self,
+        missing: &BTreeSet<Day>,
+        again: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<(), Failure> {
+        let usage = |e: pseudonymise::keys::KeyError| Failure::new(exit::USAGE, e.to_string());
+        let Some(first) = missing.first().copied() else {
+            return Ok(());
+        };
+        let KeySource::Ring(dir) = &self.source else {
+            unreachable!("only a key ring can miss a day");
+        };
+        if !self.managed_ring || again {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "no master key in the key ring covers {first} ({} day(s) in all); add one with `logveil key rotate --key-dir {} --from DATE` or leave those days out with --date. Nothing was published",
+                    missing.len(),
+                    dir.display()
+                ),
+            ));
+        }
+        let starts: BTreeSet<Day> = missing
+            .iter()
+            .map(|d| visitors::grid_epoch(*d, self.lookback.unwrap_or(1)))
+            .collect();
+        for start in &starts {
+            let id = KeyRing::rotate(dir, *start).map_err(usage)?;
+            notes.push(format!(
+                "managed key ring: added the master of the epoch starting {start} (epoch id {id})"
+            ));
+        }
+        self.keys = Arc::new(KeySet::Ring(KeyRing::open_managed(dir).map_err(usage)?));
+        Ok(())
+    }
+}
+
+/// What the shard stage gave: per input, its counts; the key epochs used; the clients seen.
+pub struct ShardOutput {
+    pub results: Vec<FileResult>,
+    pub epoch_ids: BTreeMap<Day, String>,
+    pub identities: Identities,
+}
+
+/// The shard stage over every input, in one process. A managed key ring gains the masters
+/// of the epochs the inputs reach (once: the shard is then run again with them).
+fn shard_with_keys(
+    plan: &mut Plan<'_>,
+    notes: &mut Vec<String>,
+) -> Result<(SpillDir, ShardOutput), Failure> {
+    let state_dir = &plan.pipeline.state_dir;
+    let indices: Vec<u32> = (0..plan.decisions.files.len() as u32).collect();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let spill_attempt = format!("{}-{attempt}", plan.decisions.run_id);
+        let spill = SpillDir::create(state_dir, &spill_attempt, plan.decisions.buckets)
+            .map_err(|e| {
+                Failure::new(
+                    exit::FAILED,
+                    format!(
+                        "cannot create spill directory under {}: {e}",
+                        state_dir.display()
+                    ),
+                )
+            })?;
+        let keys = plan.keys.clone();
+        let output = shard(
+            plan,
+            &indices,
+            &keys,
+            spill.dir(),
+            spill.key(),
+            plan.options.progress.as_ref(),
+        )?;
+        let missing: BTreeSet<Day> = output
+            .results
+            .iter()
+            .flat_map(|r| r.missing_key.iter().copied())
+            .collect();
+        if missing.is_empty() {
+            return Ok((spill, output));
+        }
+        plan.add_missing_masters(&missing, attempt > 1, notes)?;
+        // The pass runs again with the new masters; standard input cannot be read twice.
+        if plan.reads_stdin() {
+            return Err(Failure::new(
+                exit::FAILED,
+                format!(
+                    "{}; standard input cannot be read a second time, so nothing was published: run the same command again (the masters are in place now)",
+                    notes.last().expect("a note per master added")
+                ),
+            ));
+        }
+    }
+}
+
+/// Records what each input covers in the state dir's manifest (for later `--date` and
+/// `--since-last` runs).
+pub fn update_manifest(plan: &Plan<'_>, results: &[FileResult], notes: &mut Vec<String>) {
+    let mut manifest = crate::manifest::Manifest::load(&plan.pipeline.state_dir);
+    for r in results {
+        if let Some(coverage) = r.coverage {
+            manifest.record(&plan.decisions.files[r.index as usize], coverage);
+        }
+    }
+    if let Err(e) = manifest.save(&plan.pipeline.state_dir) {
+        notes.push(format!(
+            "the input manifest could not be saved ({e}); later --date runs read every input"
+        ));
+    }
+}
+
+/// The shard stage's results added up: the run record's counts, the duplicate inputs whose
+/// events are skipped, the days to compute.
+pub struct Summary {
+    pub record: RunRecord,
+    pub notes: Vec<String>,
+    /// Inputs whose content repeats an earlier one's.
+    pub excluded: HashSet<u32>,
+    coverage: Option<(i64, i64)>,
+    /// The local days the new or changed inputs touch (`--since-last`).
+    touched: BTreeSet<Day>,
+    /// The first and last day to compute; `None` when there is no pageview at all.
+    pub days: Option<(Day, Day)>,
+}
+
+/// Adds up the shard's results (in input order, whatever task produced them).
+pub fn summarize(
+    plan: &Plan<'_>,
+    results: &[FileResult],
+    epoch_ids: &BTreeMap<Day, String>,
+    buckets: usize,
+    mut notes: Vec<String>,
+) -> Result<Summary, Failure> {
+    let pipeline = plan.pipeline;
+    let decisions = &plan.decisions;
+    let tz = &pipeline.time_zone;
+    let mut record = RunRecord {
+        logveil_version: env!("CARGO_PKG_VERSION").to_string(),
+        run_id: decisions.run_id.clone(),
+        started_at: decisions.started_at.clone(),
+        key_mode: plan.key_mode.to_string(),
         pipeline: record::PipelineInfo {
             name: pipeline.name.clone(),
             origin: pipeline.origin.clone(),
@@ -488,136 +831,47 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         },
         ..RunRecord::default()
     };
-
-    // Shard: ingest and pseudonymise on worker threads, a file at a time, each worker
-    // spilling its pseudonymous events into encrypted buckets. A file's lines count only once
-    // its whole content has been read: an identical earlier file makes it a duplicate (its
-    // events are skipped when the buckets are read), a read error fails the run.
-    if let Ok(n @ 1..) = SpillDir::remove_stale(&pipeline.state_dir) {
-        notes.push(format!("removed the encrypted spill of {n} killed run(s)"));
-    }
-    if buckets > usize::from(pipeline.buckets) {
+    if decisions.buckets > usize::from(pipeline.buckets) {
         notes.push(format!(
-            "{buckets} buckets for about {} MiB of input",
-            input_bytes >> 20
+            "{} buckets for about {} MiB of input",
+            decisions.buckets,
+            decisions.input_bytes >> 20
         ));
     }
-    let threads = options
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let workers = threads.clamp(1, 64) as u16;
-    let phase = Phases::start();
-    // A managed key ring gains the masters of the epochs the inputs reach (once: the shard
-    // is then run again with them).
-    let mut attempt = 0;
-    let (keys, spill, results, epoch_ids, identities) = loop {
-        attempt += 1;
-        let shared = Arc::new(keys);
-        let spill_attempt = format!("{}-{attempt}", record.run_id);
-        let spill =
-            SpillDir::create(&pipeline.state_dir, &spill_attempt, buckets).map_err(|e| {
-                Failure::new(
-                    exit::FAILED,
-                    format!(
-                        "cannot create spill directory under {}: {e}",
-                        pipeline.state_dir.display()
-                    ),
-                )
-            })?;
-        let (results, epoch_ids, identities) = shard(
-            &files,
-            pipeline.format,
-            &shared,
-            &settings,
-            &spill,
-            workers,
-            options.progress.as_ref(),
-        )?;
-        let missing: BTreeSet<Day> = results
-            .iter()
-            .flat_map(|r| r.missing_key.iter().copied())
-            .collect();
-        keys = Arc::into_inner(shared).expect("the workers have finished");
-        let Some(first) = missing.first().copied() else {
-            break (Arc::new(keys), spill, results, epoch_ids, identities);
-        };
-        let KeySource::Ring(dir) = &source else {
-            unreachable!("only a key ring can miss a day");
-        };
-        if !managed_ring || attempt > 1 {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!(
-                    "no master key in the key ring covers {first} ({} day(s) in all); add one with `logveil key rotate --key-dir {} --from DATE` or leave those days out with --date. Nothing was published",
-                    missing.len(),
-                    dir.display()
-                ),
-            ));
-        }
-        let starts: BTreeSet<Day> = missing
-            .iter()
-            .map(|d| visitors::grid_epoch(*d, lookback.unwrap_or(1)))
-            .collect();
-        for start in &starts {
-            let id = KeyRing::rotate(dir, *start).map_err(usage)?;
-            notes.push(format!(
-                "managed key ring: added the master of the epoch starting {start} (epoch id {id})"
-            ));
-        }
-        keys = KeySet::Ring(KeyRing::open_managed(dir).map_err(usage)?);
-        // The pass runs again with the new masters; standard input cannot be read twice.
-        if files.iter().any(|f| f.as_os_str() == reader::STDIN) {
-            return Err(Failure::new(
-                exit::FAILED,
-                format!(
-                    "{}; standard input cannot be read a second time, so nothing was published: run the same command again (the masters are in place now)",
-                    notes.last().expect("a note per master added")
-                ),
-            ));
-        }
-    };
-    phase.mark("shard (read, parse, pseudonymise, spill)");
     // Standard input's size is unknown when the buckets are chosen: say what it would take.
     let read_bytes: u64 = results.iter().map(|r| r.info.decompressed_bytes).sum();
     let wanted = read_bytes.div_ceil(BUCKET_INPUT_BYTES) as usize;
-    if files.iter().any(|f| f.as_os_str() == reader::STDIN) && wanted > 2 * spill.buckets {
+    if plan.reads_stdin() && wanted > 2 * buckets {
         notes.push(format!(
-            "standard input held {} MiB, read in {} buckets chosen before its size was known; give --buckets {} to keep memory as low as for a file",
+            "standard input held {} MiB, read in {buckets} buckets chosen before its size was known; give --buckets {} to keep memory as low as for a file",
             read_bytes >> 20,
-            spill.buckets,
             wanted.min(4096)
         ));
     }
-
+    if decisions.skipped_inputs > 0 {
+        notes.push(format!(
+            "{} input(s) skipped: the input manifest shows they hold no event of the date's window",
+            decisions.skipped_inputs
+        ));
+    }
     let mut seen_content: HashMap<blake3::Hash, String> = HashMap::new();
     let mut excluded: HashSet<u32> = HashSet::new();
     let mut filtered: BTreeMap<FilterRule, u64> = BTreeMap::new();
     let mut rejected: BTreeMap<Reject, record::RejectInfo> = BTreeMap::new();
     let mut coverage: Option<(i64, i64)> = None;
     let mut pageview_days: Option<(Day, Day)> = None;
-    if skipped_inputs > 0 {
-        notes.push(format!(
-            "{skipped_inputs} input(s) skipped: the input manifest shows they hold no event of the date's window"
-        ));
-    }
     // The local days the new or changed inputs touch (their events, and the visits they can
     // reach into: a day's visits may start up to `reach` before its events).
     let mut touched: BTreeSet<Day> = BTreeSet::new();
-    for r in &results {
-        let path = &files[r.index as usize];
-        if let Some(coverage) = r.coverage {
-            if changed.contains(path) {
-                let first = local_time(tz, coverage.0 - reach).0;
-                let last = local_time(tz, coverage.1 + reach).0;
-                touched.extend((first.0..=last.0).map(Day));
-            }
-            manifest.record(path, coverage);
+    for r in results {
+        let path = &decisions.files[r.index as usize];
+        if let Some(coverage) = r.coverage
+            && decisions.changed.contains(path)
+        {
+            let first = local_time(tz, coverage.0 - plan.reach).0;
+            let last = local_time(tz, coverage.1 + plan.reach).0;
+            touched.extend((first.0..=last.0).map(Day));
         }
-    }
-    if let Err(e) = manifest.save(&pipeline.state_dir) {
-        notes.push(format!(
-            "the input manifest could not be saved ({e}); later --date runs read every input"
-        ));
     }
     for r in results {
         let duplicate_of = seen_content.get(&r.digest).cloned();
@@ -637,21 +891,17 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         record.lines.read += r.read;
         record.lines.parsed += r.parsed;
         record.pageviews += r.pageviews;
-        for (rule, n) in r.filtered {
-            *filtered.entry(rule).or_default() += n;
+        for (rule, n) in &r.filtered {
+            *filtered.entry(*rule).or_default() += n;
         }
-        for (reason, (n, line_numbers)) in r.rejected {
+        for (reason, (n, line_numbers)) in &r.rejected {
             record.lines.rejected += n;
-            let info = rejected.entry(reason).or_default();
+            let info = rejected.entry(*reason).or_default();
             info.count += n;
-            info.lines.insert(r.info.path.clone(), line_numbers);
+            info.lines.insert(r.info.path.clone(), line_numbers.clone());
         }
-        if let Some((a, b)) = r.coverage {
-            coverage = Some(coverage.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
-        }
-        if let Some((a, b)) = r.days {
-            pageview_days = Some(pageview_days.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
-        }
+        coverage = merge_range(coverage, r.coverage);
+        pageview_days = merge_range(pageview_days, r.days);
     }
     record.lines.rejected_by_reason = rejected
         .into_iter()
@@ -662,8 +912,8 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         .map(|(r, n)| (r.name().to_string(), *n))
         .collect();
     record.key_epochs = epoch_ids
-        .into_iter()
-        .map(|(d, id)| (d.to_string(), id))
+        .iter()
+        .map(|(d, id)| (d.to_string(), id.clone()))
         .collect();
 
     if record.lines.read > 0 {
@@ -684,175 +934,282 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             ));
         }
     }
-
-    let days = match target {
-        Some(d) => Some((d, d)),
+    let days = match decisions.target {
+        Some(d) => Some((Day(d), Day(d))),
         None => pageview_days,
     };
-    let Some(days) = days else {
-        notes.push("no pageviews in the inputs: nothing was published".into());
-        record.notes = notes;
-        record.finished_at = jiff::Timestamp::now().to_string();
-        let record_path = output::write_record_only(&out, &record).map_err(failed)?;
-        return Ok(RunReport {
-            record,
-            record_path,
-            output: out,
-        });
-    };
-
-    // Reduce: sessions and additive partial tables, one bucket at a time (memory is bounded by
-    // a bucket). Merge: sums of the partials. The privacy rules then apply once, to the totals.
-    let polars_err = |what: &str| {
-        let what = what.to_string();
-        move |e: polars::prelude::PolarsError| {
-            Failure::new(exit::FAILED, format!("aggregation {what} failed: {e}"))
-        }
-    };
-    // Returning visitors: earlier visits of this run's clients from the visit log, routed to
-    // their buckets (decision 2, docs/PRIVACY.md).
-    let tables: Vec<TableName> = TABLES
-        .iter()
-        .copied()
-        .filter(|t| lookback.is_some() || !matches!(t, TableName::Loyalty | TableName::Uniques))
-        .collect();
-    let lookback_days = lookback.unwrap_or(DEFAULT_LOOKBACK_DAYS);
-    let visit_log = VisitLog::new(&pipeline.state_dir);
-    let histories: Vec<visitors::History> = match lookback {
-        None => (0..spill.buckets).map(|_| Default::default()).collect(),
-        Some(l) => {
-            let expired = visit_log.expire(&keys, days.1, l).map_err(failed)?;
-            if !expired.is_empty() {
-                notes.push(format!(
-                    "visit log: deleted the state of {} ended epoch(s)",
-                    expired.len()
-                ));
-            }
-            visit_log
-                .load(&keys, l, days, &identities, spill.buckets)
-                .map_err(failed)?
-        }
-    };
-    let epoch_of = |d: Day| keys.epoch_start(d, lookback).unwrap_or(d);
-    let identity_of = |d: Day, visitor: u64| match lookback {
-        Some(_) => identities
-            .get(epoch_of(d), visitor)
-            .map_or(visitor, |(_, id)| id),
-        None => visitor,
-    };
-    let derive_context = visitors::DeriveContext {
-        goals: &pipeline.goals,
-        lookback_days,
-        returning: lookback.is_some(),
-        max_touches: pipeline
-            .dp
-            .as_ref()
-            .map(|dp| dp.bounds.max_rows_per_table as usize),
-        identity: &identity_of,
-        epoch_of: &epoch_of,
+    Ok(Summary {
+        record,
+        notes,
+        excluded,
+        coverage,
+        touched,
         days,
-    };
-    phase.mark("visit log (load)");
-    let bucket_sessions =
-        |b: usize| -> Result<Option<(aggregate::Sessions, Vec<VisitRecord>)>, Failure> {
-            let cols = spill.read_bucket(b, workers, &excluded).map_err(|e| {
-                Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
-            })?;
-            // A bucket without events still counts its clients of the visit log in the uniques.
-            if cols.is_empty() && histories[b].others.is_empty() {
-                return Ok(None);
-            }
-            let frame = cols.into_frame().map_err(polars_err("event frame"))?;
-            let mut sessions = aggregate::sessionise(
-                frame,
-                pipeline.session_timeout_s,
-                pipeline.max_visit_s,
-                days,
-                &pipeline.goals,
-            )
-            .map_err(polars_err("sessions"))?;
-            if let Some(dp) = &pipeline.dp {
-                sessions = aggregate::bound_contributions(sessions, &dp.bounds, &pipeline.goals)
-                    .map_err(polars_err("contribution bounds"))?;
-            }
-            let records = visitors::derive(&mut sessions, &histories[b], &derive_context)
-                .map_err(polars_err("previous visits"))?;
-            Ok(Some((sessions, records)))
-        };
-    let row_bound = pipeline.dp.as_ref().map(|dp| dp.bounds.max_rows_per_table);
-    // Running totals (the merge of the buckets' partial tables) and partials not merged yet.
-    let mut totals: Vec<Option<polars::prelude::DataFrame>> = vec![None; tables.len()];
-    let mut pending_parts: Vec<Vec<polars::prelude::DataFrame>> = vec![Vec::new(); tables.len()];
-    let mut visit_records: BTreeMap<Day, Vec<VisitRecord>> = BTreeMap::new();
-    // Time in building sessions and in the partial tables (LOGVEIL_PROFILE).
-    let (mut in_sessions, mut in_tables) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-    let (mut frame_bytes, mut frame_time) = (0usize, std::time::Duration::ZERO);
+    })
+}
 
-    for b in 0..spill.buckets {
+/// A run with no pageview publishes no table, only its record.
+pub fn publish_nothing(summary: Summary, out: PathBuf) -> Result<RunReport, Failure> {
+    let mut record = summary.record;
+    record.notes = summary.notes;
+    record
+        .notes
+        .push("no pageviews in the inputs: nothing was published".into());
+    record.finished_at = jiff::Timestamp::now().to_string();
+    let record_path = output::write_record_only(&out, &record).map_err(failed)?;
+    Ok(RunReport {
+        record,
+        record_path,
+        output: out,
+    })
+}
+
+/// Returning visitors: the visit log is expired, then the earlier visits of this run's
+/// clients are loaded and routed to their buckets (decision 2, docs/PRIVACY.md). Without
+/// returning visitors, empty histories.
+pub fn load_histories(
+    plan: &Plan<'_>,
+    days: (Day, Day),
+    identities: &Identities,
+    buckets: usize,
+    notes: &mut Vec<String>,
+) -> Result<Vec<visitors::History>, Failure> {
+    let Some(l) = plan.lookback else {
+        return Ok((0..buckets).map(|_| Default::default()).collect());
+    };
+    let visit_log = VisitLog::new(&plan.pipeline.state_dir);
+    let expired = visit_log.expire(&plan.keys, days.1, l).map_err(failed)?;
+    if !expired.is_empty() {
+        notes.push(format!(
+            "visit log: deleted the state of {} ended epoch(s)",
+            expired.len()
+        ));
+    }
+    visit_log
+        .load(&plan.keys, l, days, identities, buckets)
+        .map_err(failed)
+}
+
+/// What the reduce stage gives for one bucket: additive partial tables, which visitors each
+/// row has (for the k rule's unions; none under differential privacy, which forms no
+/// unions), and the bucket's visits for the visit log (returning visitors).
+pub struct BucketOutput {
+    pub visits: u64,
+    /// One per table of [`Plan::tables`].
+    pub partials: Vec<polars::prelude::DataFrame>,
+    /// One per table, `None` under differential privacy.
+    pub frames: Vec<Option<polars::prelude::DataFrame>>,
+    pub records: Vec<VisitRecord>,
+}
+
+/// The reduce stage: one bucket's events → sessions → partial tables.
+pub struct Reducer<'p, 'a> {
+    plan: &'p Plan<'a>,
+    days: (Day, Day),
+    identities: &'p Identities,
+    tables: Vec<TableName>,
+    /// Time in building sessions and in the partial tables (LOGVEIL_PROFILE).
+    pub in_sessions: std::cell::Cell<std::time::Duration>,
+    pub in_tables: std::cell::Cell<std::time::Duration>,
+}
+
+impl<'p, 'a> Reducer<'p, 'a> {
+    pub fn new(
+        plan: &'p Plan<'a>,
+        days: (Day, Day),
+        identities: &'p Identities,
+    ) -> Reducer<'p, 'a> {
+        Reducer {
+            plan,
+            days,
+            identities,
+            tables: plan.tables(),
+            in_sessions: Default::default(),
+            in_tables: Default::default(),
+        }
+    }
+
+    /// Bucket `b`'s sessions and partial tables; `None` when it has neither events nor
+    /// clients of the visit log.
+    pub fn reduce(
+        &self,
+        b: usize,
+        events: aggregate::events::EventColumns,
+        history: &visitors::History,
+    ) -> Result<Option<BucketOutput>, Failure> {
+        let pipeline = self.plan.pipeline;
         let clock = std::time::Instant::now();
-        let built = bucket_sessions(b)?;
-        in_sessions += clock.elapsed();
-        let clock = std::time::Instant::now();
-        let Some((sessions, records)) = built else {
-            continue;
+        // A bucket without events still counts its clients of the visit log in the uniques.
+        if events.is_empty() && history.others.is_empty() {
+            return Ok(None);
+        }
+        let lookback = self.plan.lookback;
+        let epoch_of = |d: Day| self.plan.epoch_of(d);
+        let identity_of = |d: Day, visitor: u64| match lookback {
+            Some(_) => self
+                .identities
+                .get(epoch_of(d), visitor)
+                .map_or(visitor, |(_, id)| id),
+            None => visitor,
         };
-        if lookback.is_some() {
-            for r in records {
-                visit_records.entry(Day(r.day)).or_default().push(r);
-            }
+        let derive_context = visitors::DeriveContext {
+            goals: &pipeline.goals,
+            lookback_days: self.plan.lookback_days(),
+            returning: lookback.is_some(),
+            max_touches: pipeline
+                .dp
+                .as_ref()
+                .map(|dp| dp.bounds.max_rows_per_table as usize),
+            identity: &identity_of,
+            epoch_of: &epoch_of,
+            days: self.days,
+        };
+        let frame = events.into_frame().map_err(polars_err("event frame"))?;
+        let mut sessions = aggregate::sessionise(
+            frame,
+            pipeline.session_timeout_s,
+            pipeline.max_visit_s,
+            self.days,
+            &pipeline.goals,
+        )
+        .map_err(polars_err("sessions"))?;
+        if let Some(dp) = &pipeline.dp {
+            sessions = aggregate::bound_contributions(sessions, &dp.bounds, &pipeline.goals)
+                .map_err(polars_err("contribution bounds"))?;
         }
-        record.visits += sessions.visits.height() as u64;
-        let frames = aggregate::bucket_tables(&sessions, &tables, row_bound, b as u32)
+        let mut records = visitors::derive(&mut sessions, history, &derive_context)
+            .map_err(polars_err("previous visits"))?;
+        if lookback.is_none() {
+            records.clear();
+        }
+        self.in_sessions.set(self.in_sessions.get() + clock.elapsed());
+        let clock = std::time::Instant::now();
+        let row_bound = pipeline.dp.as_ref().map(|dp| dp.bounds.max_rows_per_table);
+        let frames = aggregate::bucket_tables(&sessions, &self.tables, row_bound, b as u32)
             .map_err(polars_err("tables"))?;
-        for (i, (table, (partial, mut incidence))) in tables.iter().zip(frames).enumerate() {
-            let err = polars_err(table.as_str());
-            // Partials wait and are merged MERGE_BATCH at a time: one merge per bucket would
-            // re-add the whole running total each time.
-            pending_parts[i].push(partial);
-            if pending_parts[i].len() >= MERGE_BATCH {
-                let mut parts = std::mem::take(&mut pending_parts[i]);
-                parts.extend(totals[i].take());
-                totals[i] = Some(aggregate::merge(*table, parts).map_err(&err)?);
-            }
-            // Which visitors each row has, for the unions of the k rule: sealed in the spill,
-            // not held, since a frame shares its strings' buffers with the bucket's sessions
-            // and holding it would hold them all (memory stays flat). Differential privacy
-            // forms no unions (no `(other)`, no hidden company), so it needs none.
-            if pipeline.dp.is_none() {
-                let t0 = std::time::Instant::now();
-                frame_bytes += spill
-                    .write_frame(b, i as u64, &mut incidence)
-                    .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
-                frame_time += t0.elapsed();
+        let (partials, frames): (Vec<_>, Vec<_>) = frames
+            .into_iter()
+            .map(|(partial, incidence)| (partial, pipeline.dp.is_none().then_some(incidence)))
+            .unzip();
+        self.in_tables.set(self.in_tables.get() + clock.elapsed());
+        Ok(Some(BucketOutput {
+            visits: sessions.visits.height() as u64,
+            partials,
+            frames,
+            records,
+        }))
+    }
+}
+
+fn polars_err(what: &str) -> impl Fn(polars::prelude::PolarsError) -> Failure {
+    let what = what.to_string();
+    move |e| Failure::new(exit::FAILED, format!("aggregation {what} failed: {e}"))
+}
+
+/// The merge stage's sums: the buckets' partial tables added up, a batch at a time (one merge
+/// per bucket would re-add the whole running total each time).
+pub struct Merger {
+    tables: Vec<TableName>,
+    totals: Vec<Option<polars::prelude::DataFrame>>,
+    pending: Vec<Vec<polars::prelude::DataFrame>>,
+}
+
+impl Merger {
+    pub fn new(tables: Vec<TableName>) -> Merger {
+        let n = tables.len();
+        Merger {
+            tables,
+            totals: vec![None; n],
+            pending: vec![Vec::new(); n],
+        }
+    }
+
+    /// Adds one bucket's partials (one per table, in the order of [`Plan::tables`]).
+    pub fn add(&mut self, partials: Vec<polars::prelude::DataFrame>) -> Result<(), Failure> {
+        for (i, partial) in partials.into_iter().enumerate() {
+            self.pending[i].push(partial);
+            if self.pending[i].len() >= MERGE_BATCH {
+                self.merge_pending(i)?;
             }
         }
-        in_tables += clock.elapsed();
+        Ok(())
     }
-    for (i, table) in tables.iter().enumerate() {
-        if !pending_parts[i].is_empty() {
-            let mut parts = std::mem::take(&mut pending_parts[i]);
-            parts.extend(totals[i].take());
-            totals[i] = Some(aggregate::merge(*table, parts).map_err(polars_err(table.as_str()))?);
+
+    fn merge_pending(&mut self, i: usize) -> Result<(), Failure> {
+        let mut parts = std::mem::take(&mut self.pending[i]);
+        parts.extend(self.totals[i].take());
+        let table = self.tables[i];
+        self.totals[i] =
+            Some(aggregate::merge(table, parts).map_err(polars_err(table.as_str()))?);
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<Vec<Option<polars::prelude::DataFrame>>, Failure> {
+        for i in 0..self.tables.len() {
+            if !self.pending[i].is_empty() {
+                self.merge_pending(i)?;
+            }
         }
+        Ok(self.totals)
     }
+}
+
+/// Everything the reduce stage gave, summed: what the merge needs beside the summary.
+pub struct Reduced {
+    pub days: (Day, Day),
+    /// Per table of [`Plan::tables`], the merged partials (`None`: no bucket had rows).
+    pub totals: Vec<Option<polars::prelude::DataFrame>>,
+    pub visits: u64,
+    pub visit_records: BTreeMap<Day, Vec<VisitRecord>>,
+    /// Distinct (epoch, pseudonym) pairs of the run (returning visitors).
+    pub clients_seen: usize,
+    pub buckets: usize,
+    pub notes: Vec<String>,
+}
+
+/// A bucket's row-visitor frame of a table (by index in [`Plan::tables`]), if it has one.
+pub type FrameSource<'f> =
+    dyn Fn(usize, u64) -> std::io::Result<Option<polars::prelude::DataFrame>> + 'f;
+
+/// Merge and publish: the privacy rules once, on the totals; then staging, audit, the
+/// ledger, the visit log, the commit and the report.
+pub fn finish(
+    plan: &Plan<'_>,
+    summary: Summary,
+    reduced: Reduced,
+    read_frame: &FrameSource<'_>,
+    out: PathBuf,
+    phase: &Phases,
+) -> Result<RunReport, Failure> {
+    let pipeline = plan.pipeline;
+    let options = plan.options;
+    let keys = &*plan.keys;
+    let lookback = plan.lookback;
+    let lookback_days = plan.lookback_days();
+    let tz = &pipeline.time_zone;
+    let reach = plan.reach;
+    let tables = plan.tables();
+    let days = reduced.days;
+    let Summary {
+        mut record,
+        mut notes,
+        coverage,
+        touched,
+        ..
+    } = summary;
+    notes.extend(reduced.notes);
+    let mut visit_records = reduced.visit_records;
+    record.visits = reduced.visits;
+    let visit_log = VisitLog::new(&pipeline.state_dir);
+    let usage = |e: pseudonymise::keys::KeyError| Failure::new(exit::USAGE, e.to_string());
     if record.visits == 0 {
         notes.push(format!(
             "no visit starts between {} and {} in these inputs: the published tables are empty",
             days.0, days.1
         ));
     }
-    if phase.on {
-        eprintln!(
-            "profile: reduce: sessions {:.2} s, partial tables and running totals {:.2} s; row-visitor frames: {} MiB sealed in the spill in {:.2} s",
-            in_sessions.as_secs_f64(),
-            in_tables.as_secs_f64(),
-            frame_bytes >> 20,
-            frame_time.as_secs_f64(),
-        );
-    }
-    phase.mark("reduce (sessions, partial tables)");
     let mut merged = Vec::new();
-    for (table, total) in tables.iter().zip(totals) {
+    for (table, total) in tables.iter().zip(reduced.totals) {
         let rows = match total {
             Some(total) => aggregate::rows(*table, &total).map_err(polars_err(table.as_str()))?,
             None => Vec::new(),
@@ -879,8 +1236,8 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             let folded = aggregate::keys_frame(*table, keys)?;
             let t = tables.iter().position(|x| x == table).expect("a table");
             let mut visitors: BTreeMap<disclose::Unit, i64> = BTreeMap::new();
-            for b in 0..spill.buckets {
-                let Some(incidence) = spill.read_frame(b, t as u64)? else {
+            for b in 0..reduced.buckets {
+                let Some(incidence) = read_frame(b, t as u64)? else {
                     continue;
                 };
                 for (unit, n) in aggregate::union_visitors(&incidence, *table, folded.clone())? {
@@ -906,7 +1263,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     let true_rows = merged.clone();
     let mut public = disclose::PublicKeys::new(&pipeline.goals, lookback_days);
     public.epochs = (days.0.0..=days.1.0)
-        .map(|d| (Day(d), epoch_of(Day(d))))
+        .map(|d| (Day(d), plan.epoch_of(Day(d))))
         .collect();
     let (release, counts) = match &pipeline.dp {
         None => disclose::disclose_batched(merged, pipeline.k, days, &public, &mut other)
@@ -959,15 +1316,15 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     }
     record.notes = notes;
     record.finished_at = jiff::Timestamp::now().to_string();
-    if let Some(costs) = &costs {
+    if let Some(costs) = &plan.costs {
         record
             .notes
             .extend(unattached_costs(costs, &release, &to_publish));
     }
     // Stage, audit the staged files independently, and only then publish.
     phase.mark("disclose (unions from the row-visitor frames)");
-    let staging =
-        output::stage(&out, &release, &to_publish, costs.as_ref(), &mut record).map_err(failed)?;
+    let staging = output::stage(&out, &release, &to_publish, plan.costs.as_ref(), &mut record)
+        .map_err(failed)?;
     phase.mark("write Parquet");
     let audit = crate::audit::audit_staged(&staging, &record).map_err(failed)?;
     if !audit.passed() {
@@ -1032,7 +1389,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         for day in &to_publish {
             let visits = visit_records.remove(day).unwrap_or_default();
             visit_log
-                .write_day(&keys, l, *day, &visits)
+                .write_day(keys, l, *day, &visits)
                 .map_err(failed)?;
             written.push(day.to_string());
         }
@@ -1050,8 +1407,8 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             ));
         }
         let mut destroyed = Vec::new();
-        if managed_ring
-            && let KeySource::Ring(dir) = &source
+        if plan.managed_ring
+            && let KeySource::Ring(dir) = &plan.source
             && let Some(current) = keys.epoch_start(days.1, lookback)
             && let Some(previous) = keys.epoch_start(current.prev(), lookback)
         {
@@ -1065,9 +1422,9 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         record.returning_visitors = Some(serde_json::json!({
             "lookback_days": l,
             "epochs": (days.0.0..=days.1.0)
-                .map(|d| (Day(d).to_string(), epoch_of(Day(d)).to_string()))
+                .map(|d| (Day(d).to_string(), plan.epoch_of(Day(d)).to_string()))
                 .collect::<BTreeMap<String, String>>(),
-            "clients_seen": identities.len(),
+            "clients_seen": reduced.clients_seen,
             "log_days_written": written,
             "stale_dates": stale,
             "masters_destroyed": destroyed.iter().map(Day::to_string).collect::<Vec<_>>(),
@@ -1079,7 +1436,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
             visitors::retention_days(l)
         );
     }
-    if !pipeline.goals.is_empty() || costs.is_some() {
+    if !pipeline.goals.is_empty() || plan.costs.is_some() {
         record.conversions = Some(serde_json::json!({
             "currency": pipeline.currency,
             "goals": pipeline.goals.goals.iter().map(|g| serde_json::json!({
@@ -1155,9 +1512,11 @@ fn unattached_costs(
 }
 
 /// What one input file gave.
-struct FileResult {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct FileResult {
     index: u32,
     info: InputInfo,
+    #[serde(with = "hash_hex")]
     digest: blake3::Hash,
     read: u64,
     parsed: u64,
@@ -1172,7 +1531,6 @@ struct FileResult {
     missing_key: BTreeSet<Day>,
 }
 
-type ShardOutput = (Vec<FileResult>, BTreeMap<Day, String>, Identities);
 /// One worker's files, the key epochs it used and the clients it saw.
 type WorkerOutput = (Vec<FileResult>, Vec<(Day, String)>, Identities);
 
@@ -1180,15 +1538,18 @@ type WorkerOutput = (Vec<FileResult>, Vec<(Day, String)>, Identities);
 /// whole lines; `workers` threads parse and pseudonymise the blocks and spill their events.
 /// Whatever thread handles a line, its result is the same (ties are broken by file and line
 /// number), so the outputs do not depend on the number of threads.
-fn shard(
-    files: &[PathBuf],
-    format: ingest::Format,
+pub fn shard(
+    plan: &Plan<'_>,
+    indices: &[u32],
     keys: &Arc<KeySet>,
-    settings: &pseudonymise::Settings,
-    spill: &SpillDir,
-    workers: u16,
+    spill_dir: &std::path::Path,
+    run_key: &[u8; 32],
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<ShardOutput, Failure> {
+    let files = &plan.decisions.files;
+    let format = plan.pipeline.format;
+    let settings = &plan.settings;
+    let workers = plan.workers;
     let started = std::time::Instant::now();
     let (mut total_lines, mut total_bytes) = (0u64, 0u64);
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, ingest::Format, reader::Chunk)>(
@@ -1197,11 +1558,11 @@ fn shard(
     let rx = std::sync::Mutex::new(rx);
     // Blocks' buffers, returned by the workers for the reader to fill again.
     let (recycle_tx, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
-    let mut metas: Vec<(InputInfo, blake3::Hash)> = Vec::new();
+    let mut metas: Vec<(u32, InputInfo, blake3::Hash)> = Vec::new();
     let mut read_error: Option<Failure> = None;
     let outcomes: Vec<Result<WorkerOutput, Failure>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
-            .map(|w| {
+            .map(|_| {
                 let rx = &rx;
                 let recycle = recycle_tx.clone();
                 scope.spawn(move || -> Result<WorkerOutput, Failure> {
@@ -1211,7 +1572,11 @@ fn shard(
                     };
                     // A worker that cannot write still drains its blocks, so the reader
                     // never waits on a full channel.
-                    let (mut writer, mut error) = match spill.writer(w) {
+                    let (mut writer, mut error) = match SpillWriter::create(
+                        spill_dir,
+                        run_key,
+                        usize::from(settings.buckets),
+                    ) {
                         Ok(writer) => (Some(writer), None),
                         Err(e) => (None, Some(spill_failed(e))),
                     };
@@ -1244,8 +1609,10 @@ fn shard(
                 })
             })
             .collect();
-        let mut inputs = reader::Inputs::new(files);
-        'files: for (index, path) in files.iter().enumerate() {
+        let chosen: Vec<PathBuf> = indices.iter().map(|&i| files[i as usize].clone()).collect();
+        let mut inputs = reader::Inputs::new(&chosen);
+        'files: for (position, (&index, path)) in indices.iter().zip(&chosen).enumerate() {
+            let index = index as usize;
             let shown = path.display().to_string();
             let unreadable = |e: std::io::Error, line: Option<u64>| {
                 let at = line.map(|l| format!(" after line {l}")).unwrap_or_default();
@@ -1268,7 +1635,7 @@ fn shard(
                     break;
                 }
             };
-            let mut chunks = match inputs.open(index) {
+            let mut chunks = match inputs.open(position) {
                 Ok(c) => c,
                 Err(e) => {
                     read_error = Some(unreadable(e, None));
@@ -1360,7 +1727,7 @@ fn shard(
                 lines,
                 duplicate_of: None,
             };
-            metas.push((info, digest));
+            metas.push((index as u32, info, digest));
         }
         drop(tx);
         handles
@@ -1389,10 +1756,10 @@ fn shard(
         }
     }
     let mut results = Vec::new();
-    for (index, (info, digest)) in metas.into_iter().enumerate() {
+    for (index, info, digest) in metas {
         let mut r = by_file
-            .remove(&(index as u32))
-            .unwrap_or_else(|| FileResult::new(index as u32));
+            .remove(&index)
+            .unwrap_or_else(|| FileResult::new(index));
         r.read = info.lines;
         r.info = info;
         r.digest = digest;
@@ -1402,10 +1769,36 @@ fn shard(
         }
         results.push(r);
     }
-    Ok((results, epoch_ids, identities))
+    Ok(ShardOutput {
+        results,
+        epoch_ids,
+        identities,
+    })
+}
+
+/// A BLAKE3 hash as hex in the shard stage's summaries.
+mod hash_hex {
+    pub fn serialize<S: serde::Serializer>(h: &blake3::Hash, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&h.to_hex())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<blake3::Hash, D::Error> {
+        let hex = <String as serde::Deserialize>::deserialize(d)?;
+        blake3::Hash::from_hex(hex).map_err(serde::de::Error::custom)
+    }
 }
 
 impl FileResult {
+    /// The input's number in the plan.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Days no master of the key ring covers.
+    pub fn missing_key(&self) -> &BTreeSet<Day> {
+        &self.missing_key
+    }
+
     fn new(index: u32) -> FileResult {
         FileResult {
             index,
@@ -1518,20 +1911,20 @@ fn process_chunk(
 }
 
 /// Phase timings on stderr when `LOGVEIL_PROFILE` is set (names and durations only).
-struct Phases {
+pub struct Phases {
     on: bool,
     last: std::cell::Cell<std::time::Instant>,
 }
 
 impl Phases {
-    fn start() -> Phases {
+    pub fn start() -> Phases {
         Phases {
             on: std::env::var_os("LOGVEIL_PROFILE").is_some(),
             last: std::cell::Cell::new(std::time::Instant::now()),
         }
     }
 
-    fn mark(&self, name: &str) {
+    pub fn mark(&self, name: &str) {
         if self.on {
             let now = std::time::Instant::now();
             // Peak memory so far, from the kernel (Linux only).

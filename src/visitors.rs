@@ -82,6 +82,97 @@ impl Identities {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// The entries of the clients in bucket `b` of `buckets` (what one reduce task needs).
+    pub fn of_bucket(&self, b: usize, buckets: usize) -> Identities {
+        Identities {
+            map: self
+                .map
+                .iter()
+                .filter(|(_, (bucket, _, _))| usize::from(*bucket) % buckets == b)
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+        }
+    }
+
+    /// The map as bytes, for a staged run's intermediates (sealed by the caller).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut entries: Vec<_> = self.map.iter().collect();
+        entries.sort_unstable();
+        let mut buf = Vec::with_capacity(entries.len() * 26);
+        for ((epoch, p), (b, id, of)) in entries {
+            buf.extend_from_slice(&epoch.to_le_bytes());
+            buf.extend_from_slice(&p.to_le_bytes());
+            buf.extend_from_slice(&b.to_le_bytes());
+            buf.extend_from_slice(&id.to_le_bytes());
+            buf.extend_from_slice(&of.to_le_bytes());
+        }
+        buf
+    }
+
+    /// The map [`Self::to_bytes`] wrote.
+    pub fn from_bytes(b: &[u8]) -> Option<Identities> {
+        let mut r = Reader { b, at: 0 };
+        let mut map = HashMap::with_capacity(b.len() / 26);
+        while r.at < b.len() {
+            let epoch = i32::from_le_bytes(r.array().ok()?);
+            let p = u64::from_le_bytes(r.array().ok()?);
+            let bucket = u16::from_le_bytes(r.array().ok()?);
+            let id = u64::from_le_bytes(r.array().ok()?);
+            let of = i32::from_le_bytes(r.array().ok()?);
+            map.insert((epoch, p), (bucket, id, of));
+        }
+        Some(Identities { map })
+    }
+}
+
+/// Visit records as bytes (the visit log's encoding), for a staged run's intermediates.
+pub fn records_to_bytes(records: &[VisitRecord]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for v in records {
+        encode(v, &mut buf);
+    }
+    buf
+}
+
+/// The records [`records_to_bytes`] wrote.
+pub fn records_from_bytes(b: &[u8]) -> Option<Vec<VisitRecord>> {
+    let mut out = Vec::new();
+    let mut strings = HashMap::new();
+    decode(b, &mut strings, |v| out.push(v)).ok()?;
+    Some(out)
+}
+
+impl History {
+    /// The history as bytes: its visits' length, its visits, then its other clients.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let visits = records_to_bytes(&self.visits);
+        let mut buf = Vec::with_capacity(8 + visits.len() + self.others.len() * 12);
+        buf.extend_from_slice(&(visits.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&visits);
+        for (p, day) in &self.others {
+            buf.extend_from_slice(&p.to_le_bytes());
+            buf.extend_from_slice(&day.to_le_bytes());
+        }
+        buf
+    }
+
+    /// The history [`Self::to_bytes`] wrote.
+    pub fn from_bytes(b: &[u8]) -> Option<History> {
+        let n = u64::from_le_bytes(b.get(..8)?.try_into().ok()?) as usize;
+        let visits = records_from_bytes(b.get(8..8 + n)?)?;
+        let mut r = Reader {
+            b: b.get(8 + n..)?,
+            at: 0,
+        };
+        let mut others = Vec::new();
+        while r.at < r.b.len() {
+            let p = u64::from_le_bytes(r.array().ok()?);
+            let day = i32::from_le_bytes(r.array().ok()?);
+            others.push((p, day));
+        }
+        Some(History { visits, others })
+    }
 }
 
 /// One visit of the log.

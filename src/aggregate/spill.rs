@@ -84,78 +84,108 @@ impl SpillDir {
     }
 
     /// A writer for one ingest worker.
-    pub fn writer(&self, worker: u16) -> io::Result<SpillWriter> {
-        let mut files = Vec::with_capacity(self.buckets);
-        for b in 0..self.buckets {
-            let path = self.dir.join(format!("w{worker}-b{b}.bin"));
-            files.push(BucketFile {
-                out: BufWriter::new(File::create(path)?),
-                buf: Vec::new(),
-                chunks: 0,
-            });
-        }
-        Ok(SpillWriter {
-            key: sealing_key(&self.key),
-            worker,
-            files,
-        })
+    pub fn writer(&self, _worker: u16) -> io::Result<SpillWriter> {
+        SpillWriter::create(&self.dir, &self.key, self.buckets)
     }
 
     /// Every event of bucket `b` from all writers, except those of `excluded` inputs.
     pub fn read_bucket(
         &self,
         b: usize,
-        workers: u16,
+        _workers: u16,
         excluded: &HashSet<u32>,
     ) -> io::Result<EventColumns> {
-        let key = sealing_key(&self.key);
-        let mut cols = EventColumns::default();
-        let mut strings: HashMap<Vec<u8>, Arc<str>> = HashMap::new();
-        for w in 0..workers {
-            let path = self.dir.join(format!("w{w}-b{b}.bin"));
-            let mut input = BufReader::new(File::open(path)?);
-            let mut chunk_no = 0u64;
-            loop {
-                let mut len = [0u8; 4];
-                match input.read_exact(&mut len) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                    Err(e) => return Err(e),
-                }
-                let mut sealed = vec![0u8; u32::from_le_bytes(len) as usize];
-                input.read_exact(&mut sealed)?;
-                let plain = key
-                    .open_in_place(nonce(w, b, chunk_no), Aad::empty(), &mut sealed)
-                    .map_err(|_| io::Error::other("a spilled bucket failed authentication"))?;
-                chunk_no += 1;
-                decode(plain, &mut cols, &mut strings, excluded)?;
+        read_bucket(std::slice::from_ref(&self.dir), &self.key, b, excluded)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
+}
+
+/// Every event of bucket `b` that any writer left in `dirs` (files `w-<salt>-b<b>.bin`, in
+/// name order), except those of `excluded` inputs. The order of events does not matter:
+/// sessions sort them by client, time and input order.
+pub fn read_bucket(
+    dirs: &[PathBuf],
+    run_key: &[u8; 32],
+    b: usize,
+    excluded: &HashSet<u32>,
+) -> io::Result<EventColumns> {
+    let suffix = format!("-b{b}.bin");
+    let mut paths = Vec::new();
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with("w-") && name.ends_with(&suffix) {
+                paths.push(dir.join(name));
             }
         }
-        Ok(cols)
     }
+    paths.sort();
+    let mut cols = EventColumns::default();
+    let mut strings: HashMap<Vec<u8>, Arc<str>> = HashMap::new();
+    for path in paths {
+        let name = path.file_name().expect("a file").to_string_lossy();
+        let salt = name
+            .get(2..34)
+            .and_then(hex_salt)
+            .ok_or_else(|| io::Error::other("a spilled bucket has a malformed name"))?;
+        let key = writer_key(run_key, &salt);
+        let mut input = BufReader::new(File::open(&path)?);
+        let mut chunk_no = 0u64;
+        loop {
+            let mut len = [0u8; 4];
+            match input.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+            let mut sealed = vec![0u8; u32::from_le_bytes(len) as usize];
+            input.read_exact(&mut sealed)?;
+            let plain = key
+                .open_in_place(nonce(0, b, chunk_no), Aad::empty(), &mut sealed)
+                .map_err(|_| io::Error::other("a spilled bucket failed authentication"))?;
+            chunk_no += 1;
+            decode(plain, &mut cols, &mut strings, excluded)?;
+        }
+    }
+    Ok(cols)
+}
+
+fn hex_salt(s: &str) -> Option<[u8; 16]> {
+    let mut salt = [0u8; 16];
+    for (i, byte) in salt.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(salt)
+}
+
+/// Each writer seals under its own key, derived from the run's and a random salt named in
+/// its files: writers of different processes (a staged run's shard tasks, a task's retry)
+/// never share a nonce space.
+fn writer_key(run_key: &[u8; 32], salt: &[u8; 16]) -> LessSafeKey {
+    let mut material = [0u8; 48];
+    material[..32].copy_from_slice(run_key);
+    material[32..].copy_from_slice(salt);
+    let key = blake3::derive_key("logveil 2026 spill writer v2", &material);
+    sealing_key(&key)
 }
 
 impl SpillDir {
     /// Seals and writes a bucket's frame (a row-visitor table of [`super::bucket_tables`]) as
-    /// `slot`, for a later stage of the same run. Nonces: worker number `u16::MAX`, never an ingest worker's.
+    /// `slot`, for a later stage of the same run.
     pub fn write_frame(
         &self,
         bucket: usize,
         slot: u64,
         frame: &mut polars::prelude::DataFrame,
     ) -> io::Result<usize> {
-        use polars::prelude::*;
-        let mut plain = Vec::new();
-        ParquetWriter::new(&mut plain)
-            .with_compression(ParquetCompression::Uncompressed)
-            .with_statistics(StatisticsOptions::empty())
-            .finish(frame)
-            .map_err(io::Error::other)?;
-        sealing_key(&self.key)
-            .seal_in_place_append_tag(nonce(FRAMES, bucket, slot), Aad::empty(), &mut plain)
-            .map_err(|_| io::Error::other("sealing a frame failed"))?;
-        std::fs::write(self.dir.join(format!("f{slot}-b{bucket}.bin")), &plain)?;
-        Ok(plain.len())
+        write_frame(&self.dir, &self.key, bucket, slot, frame)
     }
 
     /// The frame [`Self::write_frame`] wrote, `None` when there is none.
@@ -164,20 +194,64 @@ impl SpillDir {
         bucket: usize,
         slot: u64,
     ) -> io::Result<Option<polars::prelude::DataFrame>> {
-        use polars::prelude::*;
-        let mut sealed = match std::fs::read(self.dir.join(format!("f{slot}-b{bucket}.bin"))) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let plain = sealing_key(&self.key)
-            .open_in_place(nonce(FRAMES, bucket, slot), Aad::empty(), &mut sealed)
-            .map_err(|_| io::Error::other("a spilled frame failed authentication"))?;
-        ParquetReader::new(io::Cursor::new(&*plain))
-            .finish()
-            .map(Some)
-            .map_err(io::Error::other)
+        read_frame(&self.dir, &self.key, bucket, slot)
     }
+}
+
+/// Seals `frame` as `dir/f<slot>-b<bucket>.bin` under the run key. Nonces: worker number
+/// `u16::MAX`, never a writer's; a frame's content depends only on the run's inputs, so a
+/// retried task seals the same bytes again.
+pub fn write_frame(
+    dir: &Path,
+    run_key: &[u8; 32],
+    bucket: usize,
+    slot: u64,
+    frame: &mut polars::prelude::DataFrame,
+) -> io::Result<usize> {
+    let mut plain = frame_bytes(frame)?;
+    sealing_key(run_key)
+        .seal_in_place_append_tag(nonce(FRAMES, bucket, slot), Aad::empty(), &mut plain)
+        .map_err(|_| io::Error::other("sealing a frame failed"))?;
+    std::fs::write(dir.join(format!("f{slot}-b{bucket}.bin")), &plain)?;
+    Ok(plain.len())
+}
+
+/// The frame [`write_frame`] wrote, `None` when there is none.
+pub fn read_frame(
+    dir: &Path,
+    run_key: &[u8; 32],
+    bucket: usize,
+    slot: u64,
+) -> io::Result<Option<polars::prelude::DataFrame>> {
+    let mut sealed = match std::fs::read(dir.join(format!("f{slot}-b{bucket}.bin"))) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let plain = sealing_key(run_key)
+        .open_in_place(nonce(FRAMES, bucket, slot), Aad::empty(), &mut sealed)
+        .map_err(|_| io::Error::other("a spilled frame failed authentication"))?;
+    frame_of(plain).map(Some)
+}
+
+/// A frame as uncompressed Parquet bytes (types round-trip exactly).
+pub fn frame_bytes(frame: &mut polars::prelude::DataFrame) -> io::Result<Vec<u8>> {
+    use polars::prelude::*;
+    let mut plain = Vec::new();
+    ParquetWriter::new(&mut plain)
+        .with_compression(ParquetCompression::Uncompressed)
+        .with_statistics(StatisticsOptions::empty())
+        .finish(frame)
+        .map_err(io::Error::other)?;
+    Ok(plain)
+}
+
+/// The frame [`frame_bytes`] made.
+pub fn frame_of(bytes: &[u8]) -> io::Result<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    ParquetReader::new(io::Cursor::new(bytes))
+        .finish()
+        .map_err(io::Error::other)
 }
 
 /// The nonce space of [`SpillDir::write_frame`].
@@ -210,11 +284,30 @@ struct BucketFile {
 
 pub struct SpillWriter {
     key: LessSafeKey,
-    worker: u16,
     files: Vec<BucketFile>,
 }
 
 impl SpillWriter {
+    /// A writer into `dir` (files `w-<salt>-b<b>.bin`) under its own key (see [`writer_key`]).
+    pub fn create(dir: &Path, run_key: &[u8; 32], buckets: usize) -> io::Result<SpillWriter> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| io::Error::other(e.to_string()))?;
+        let hex: String = salt.iter().map(|b| format!("{b:02x}")).collect();
+        let mut files = Vec::with_capacity(buckets);
+        for b in 0..buckets.max(1) {
+            let path = dir.join(format!("w-{hex}-b{b}.bin"));
+            files.push(BucketFile {
+                out: BufWriter::new(File::create(path)?),
+                buf: Vec::new(),
+                chunks: 0,
+            });
+        }
+        Ok(SpillWriter {
+            key: writer_key(run_key, &salt),
+            files,
+        })
+    }
+
     pub fn push(&mut self, seq: u64, e: &Event) -> io::Result<()> {
         let b = usize::from(e.bucket) % self.files.len();
         encode(seq, e, &mut self.files[b].buf);
@@ -231,7 +324,7 @@ impl SpillWriter {
         }
         let mut sealed = std::mem::take(&mut f.buf);
         self.key
-            .seal_in_place_append_tag(nonce(self.worker, b, f.chunks), Aad::empty(), &mut sealed)
+            .seal_in_place_append_tag(nonce(0, b, f.chunks), Aad::empty(), &mut sealed)
             .map_err(|_| io::Error::other("encryption failed"))?;
         f.chunks += 1;
         f.out.write_all(&(sealed.len() as u32).to_le_bytes())?;
@@ -470,7 +563,11 @@ mod tests {
         let mut w = spill.writer(0).unwrap();
         w.push(1, &event(1, 0, "/a")).unwrap();
         w.finish().unwrap();
-        let f = tmp.path().join("spill/run-2/w0-b0.bin");
+        let f = std::fs::read_dir(tmp.path().join("spill/run-2"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with("-b0.bin"))
+            .unwrap();
         let mut bytes = std::fs::read(&f).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

@@ -8,6 +8,7 @@ pub mod keygen;
 pub mod report;
 pub mod run;
 pub mod show;
+pub mod stage;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -152,6 +153,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The stages of a run as separate commands, for an engine that runs them as tasks
+    /// (Spark, `xargs -P`): plan, shard, gather, reduce, merge. See docs/SCALING.md.
+    #[command(subcommand)]
+    Stage(stage::StageCommand),
     /// Check a pipeline definition without running it.
     Validate {
         /// Pipeline file (default: the embedded demo pipeline).
@@ -164,6 +169,7 @@ pub enum Command {
 pub fn dispatch(args: Args) -> Result<String, Failure> {
     match args.command {
         Command::Run(a) => run::run(a),
+        Command::Stage(command) => stage::stage(command),
         Command::Keygen { file } => keygen::keygen(&file),
         Command::Key(command) => key::key(command),
         Command::Audit { dir } => audit::audit(&dir),

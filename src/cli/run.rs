@@ -54,6 +54,21 @@ fn parse_date(s: &str) -> Result<DateArg, String> {
 }
 
 pub fn run(args: RunArgs) -> Result<String, Failure> {
+    let pipeline = pipeline_of(&args)?;
+    // Drawn on stderr only when it is a terminal (never in cron logs or pipes).
+    let progress =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+            .with_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .expect("valid template"),
+            );
+    let options = options_of(&args, Some(progress));
+    let report = pipeline::run(&pipeline, &options)?;
+    Ok(summary(&report))
+}
+
+/// The pipeline the arguments name, with `--buckets` applied.
+pub fn pipeline_of(args: &RunArgs) -> Result<Pipeline, Failure> {
     let mut pipeline = Pipeline::load(args.pipeline.as_deref())
         .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     if let Some(b) = args.buckets {
@@ -62,25 +77,26 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         }
         pipeline.buckets = b;
     }
-    let options = RunOptions {
-        inputs: args.input,
-        output: args.output,
-        key_file: args.key_file,
-        key_dir: args.key_dir,
+    Ok(pipeline)
+}
+
+/// The run options the arguments give.
+pub fn options_of(args: &RunArgs, progress: Option<indicatif::ProgressBar>) -> RunOptions {
+    RunOptions {
+        inputs: args.input.clone(),
+        output: args.output.clone(),
+        key_file: args.key_file.clone(),
+        key_dir: args.key_dir.clone(),
         date: args.date,
         force: args.force,
         since_last: args.since_last,
         threads: args.threads,
-        // Drawn on stderr only when it is a terminal (never in cron logs or pipes).
-        progress: Some(
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
-                .with_style(
-                    indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-                        .expect("valid template"),
-                ),
-        ),
-    };
-    let report = pipeline::run(&pipeline, &options)?;
+        progress,
+    }
+}
+
+/// What a run prints: its counts, dates, disclosure, notes and where it wrote.
+pub fn summary(report: &pipeline::RunReport) -> String {
     let r = &report.record;
     let mut s = String::new();
     let _ = writeln!(
@@ -141,5 +157,5 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         report.output.display()
     );
     let _ = writeln!(s, "run record: {}", report.record_path.display());
-    Ok(s)
+    s
 }

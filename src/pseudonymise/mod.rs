@@ -115,7 +115,7 @@ impl Event {
 }
 
 /// The filter rules, in the order they are tried. Their names go into the run record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum FilterRule {
     /// A directive line (W3C `#Fields:` …), not a request.
     Directive,

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The stages of a logveil run chained by the shell, tasks run in parallel with `xargs -P`:
+# the engine-free version of the contract the Spark job uses (docs/SCALING.md). Its outputs are
+# byte-identical to `logveil run` with the same arguments.
+#
+#   contrib/stages.sh [--logveil PATH] [--tasks N] [--parallel P] [--work DIR] -- RUN ARGS…
+#
+# RUN ARGS are what `logveil run` takes (--pipeline, --input, --output, --date, --buckets, …).
+# --tasks: shard tasks (inputs are dealt to them in turn; default 2); --parallel: tasks at a
+# time (default 2); --work: the work directory (default: a new private one under $TMPDIR; it
+# is removed however the script ends).
+set -euo pipefail
+
+logveil=logveil
+tasks=2
+parallel=2
+work=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --logveil) logveil="$2"; shift 2 ;;
+    --tasks) tasks="$2"; shift 2 ;;
+    --parallel) parallel="$2"; shift 2 ;;
+    --work) work="$2"; shift 2 ;;
+    --) shift; break ;;
+    *) echo "stages.sh: unknown option $1 (run arguments go after --)" >&2; exit 2 ;;
+  esac
+done
+if [[ -z "$work" ]]; then
+  work="$(mktemp -d "${TMPDIR:-/tmp}/logveil-work.XXXXXX")"
+  rmdir "$work"
+fi
+# Pseudonymous intermediates never outlive the job, whatever happens to it.
+trap 'rm -rf "$work"' EXIT
+
+plan="$("$logveil" stage plan --work "$work" "$@")"
+files="$(sed -n 's/^files=//p' <<<"$plan")"
+buckets="$(sed -n 's/^buckets=//p' <<<"$plan")"
+
+shard_all() {
+  # Task t takes inputs t, t+tasks, t+2·tasks, …
+  for ((t = 0; t < tasks && t < files; t++)); do
+    list=""
+    for ((i = t; i < files; i += tasks)); do list="${list:+$list,}$i"; done
+    printf '%s %s\n' "$t" "$list"
+  done | xargs -P "$parallel" -n 2 sh -c '"$0" stage shard --work "$1" --task "t$2" --inputs "$3"' "$logveil" "$work"
+}
+
+shard_all
+gathered="$("$logveil" stage gather --work "$work")"
+if [[ "$gathered" == reshard ]]; then
+  # A managed key ring gained masters for days the inputs reach: once more with them.
+  shard_all
+  gathered="$("$logveil" stage gather --work "$work")"
+fi
+seq 0 $((buckets - 1)) | xargs -P "$parallel" -I{} "$logveil" stage reduce --work "$work" --bucket {}
+"$logveil" stage merge --work "$work"

@@ -1,0 +1,709 @@
+//! A run's stages as separate commands over a work directory, so that an engine — Spark, a
+//! shell with `xargs -P`, Kubernetes Indexed Jobs — runs them as tasks and gets the files
+//! `logveil run` writes, byte for byte (docs/SCALING.md has the contract).
+//!
+//! `logveil run` is these same stages in one process (`pipeline::run_in`): the functions
+//! below only move each stage's inputs and outputs through files. The stages:
+//!
+//! 1. `plan` (once): the pipeline, the options and the state dir's manifest become the
+//!    run's [`Decisions`] (inputs in order, bucket count, run id) in `plan.json`, and a
+//!    random run key (`run.key`, 0600) that seals every intermediate of the run.
+//! 2. `shard` (per group of inputs): parse, pseudonymise, bucket. `shard/<task>/` holds the
+//!    sealed events of every bucket and a sealed summary (counts, key epochs, clients).
+//! 3. `gather` (once): the summaries added up; the input manifest and the visit log updated
+//!    and read; `gather/b<b>.bin` holds what bucket `b`'s reduce needs of them.
+//! 4. `reduce` (per bucket): sessions and additive partial tables; `reduce/<b>/`.
+//! 5. `merge` (once): the partials summed, k or noise once, globally, then the publication
+//!    exactly as `logveil run` does it. The work directory is removed when it succeeds.
+//!
+//! Raw log lines, addresses and user agents never leave a shard task: everything after it is
+//! pseudonymous and sealed (ChaCha20-Poly1305 under keys derived from the run key, which
+//! never leaves the work directory and the tasks' copies of it). Every task writes into a
+//! fresh directory and renames it into place, so a task killed half-way and run again leaves
+//! one complete output, and a retried task's output is the same.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::spill;
+use crate::config::{KeySource, Pipeline};
+use crate::day::Day;
+use crate::pipeline::{
+    self, Decisions, Failure, FileResult, Merger, Phases, Plan, Reduced, Reducer, RunOptions,
+    RunReport, exit,
+};
+use crate::visitors::{self, History, Identities};
+
+const PLAN: &str = "plan.json";
+const RUN_KEY: &str = "run.key";
+const EPHEMERAL_KEY: &str = "ephemeral.key";
+const GATHER: &str = "gather.json";
+/// Written by `gather` when a managed key ring gained masters: the shard stage runs again.
+pub const RESHARD: &str = "reshard";
+
+/// `plan.json`: what every later stage rebuilds its [`Plan`] from.
+#[derive(Debug, Serialize, Deserialize)]
+struct PlanFile {
+    /// The pipeline file (absolute), `None` for the embedded demo.
+    pipeline: Option<PathBuf>,
+    /// BLAKE3 of its text: a stage refuses a pipeline changed since the plan.
+    pipeline_blake3: String,
+    buckets: u16,
+    output: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    key_dir: Option<PathBuf>,
+    force: bool,
+    since_last: bool,
+    threads: Option<usize>,
+    decisions: Decisions,
+}
+
+/// `gather.json`: the run's days and what the reduce and merge stages need of the summaries.
+#[derive(Debug, Serialize, Deserialize)]
+struct GatherFile {
+    days: Option<(Day, Day)>,
+    excluded: BTreeSet<u32>,
+    clients_seen: usize,
+    notes: Vec<String>,
+}
+
+/// A reduce task's `meta.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReduceMeta {
+    bucket: usize,
+    visits: u64,
+    /// No events and no clients of the visit log: no partials.
+    empty: bool,
+}
+
+/// What `stage plan` tells the engine.
+pub struct PlanInfo {
+    pub run_id: String,
+    pub files: Vec<PathBuf>,
+    pub buckets: usize,
+}
+
+/// A staged run's work directory.
+pub struct Work {
+    dir: PathBuf,
+}
+
+fn io_failure(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Failure {
+    Failure::new(exit::FAILED, format!("{what}: {e}"))
+}
+
+impl Work {
+    pub fn new(dir: &Path) -> Work {
+        Work {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, Failure> {
+        let path = self.path(name);
+        fs::read(&path).map_err(|e| {
+            Failure::new(
+                exit::FAILED,
+                format!(
+                    "cannot read {} of the work directory: {e}; did the stage before this one finish?",
+                    path.display()
+                ),
+            )
+        })
+    }
+
+    fn run_key(&self) -> Result<[u8; 32], Failure> {
+        self.read(RUN_KEY)?.try_into().map_err(|_| {
+            Failure::new(
+                exit::FAILED,
+                format!("{} is not a run key", self.path(RUN_KEY).display()),
+            )
+        })
+    }
+
+    /// Writes `dir` through a fresh sibling and a rename, replacing an earlier attempt's.
+    fn publish_dir(
+        &self,
+        dir: &Path,
+        fill: impl FnOnce(&Path) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let parent = dir.parent().expect("under the work dir");
+        crate::state::private_dir(parent).map_err(|e| io_failure(parent.display(), e))?;
+        let name = dir.file_name().expect("a name").to_string_lossy();
+        let tmp = parent.join(format!(".{name}.{}", random_hex()?));
+        crate::state::private_dir(&tmp).map_err(|e| io_failure(tmp.display(), e))?;
+        let filled = fill(&tmp);
+        if let Err(f) = filled {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(f);
+        }
+        // A retried task replaces the output of an earlier attempt whole.
+        if dir.exists() {
+            let old = parent.join(format!(".{name}.old.{}", random_hex()?));
+            fs::rename(dir, &old).map_err(|e| io_failure(dir.display(), e))?;
+            let _ = fs::remove_dir_all(&old);
+        }
+        fs::rename(&tmp, dir).map_err(|e| io_failure(dir.display(), e))
+    }
+}
+
+fn random_hex() -> Result<String, Failure> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| io_failure("randomness", e))?;
+    Ok(b.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Seals an intermediate: MAGIC ‖ salt ‖ ciphertext ‖ tag, under a key derived from the run
+/// key and the salt, bound to `role` (what it is and whose it is).
+fn seal(run_key: &[u8; 32], role: &str, mut plain: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| io_failure("randomness", e))?;
+    blob_key(run_key, &salt)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(role.as_bytes()),
+            &mut plain,
+        )
+        .map_err(|_| io_failure(role, "sealing failed"))?;
+    let mut out = Vec::with_capacity(8 + 16 + plain.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&salt);
+    out.extend_from_slice(&plain);
+    Ok(out)
+}
+
+fn open(run_key: &[u8; 32], role: &str, sealed: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    let bad = || {
+        Failure::new(
+            exit::FAILED,
+            format!(
+                "{role} of the work directory failed authentication: it belongs to another run or was changed"
+            ),
+        )
+    };
+    if sealed.len() < 24 || &sealed[..8] != MAGIC {
+        return Err(bad());
+    }
+    let salt: [u8; 16] = sealed[8..24].try_into().expect("16 bytes");
+    let mut body = sealed[24..].to_vec();
+    let n = blob_key(run_key, &salt)
+        .open_in_place(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(role.as_bytes()),
+            &mut body,
+        )
+        .map_err(|_| bad())?
+        .len();
+    body.truncate(n);
+    Ok(body)
+}
+
+const MAGIC: &[u8; 8] = b"LVSTAGE1";
+
+fn blob_key(run_key: &[u8; 32], salt: &[u8; 16]) -> LessSafeKey {
+    let mut material = [0u8; 48];
+    material[..32].copy_from_slice(run_key);
+    material[32..].copy_from_slice(salt);
+    let key = blake3::derive_key("logveil 2026 staged intermediate v1", &material);
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).expect("a 32-byte key"))
+}
+
+/// Length-prefixed parts in one buffer.
+fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+fn split_parts(mut b: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut parts = Vec::new();
+    while !b.is_empty() {
+        let n = u64::from_le_bytes(b.get(..8)?.try_into().ok()?) as usize;
+        parts.push(b.get(8..8 + n)?);
+        b = &b[8 + n..];
+    }
+    Some(parts)
+}
+
+fn corrupt(what: &str) -> Failure {
+    Failure::new(
+        exit::FAILED,
+        format!("{what} of the work directory is corrupt; run its stage again"),
+    )
+}
+
+/// `logveil stage plan`: decides the run and writes `plan.json` and `run.key` into a new
+/// (or empty) work directory.
+pub fn plan(
+    pipeline_path: Option<&Path>,
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    work: &Path,
+) -> Result<PlanInfo, Failure> {
+    if work.join(PLAN).exists() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} already holds a planned run; every run needs a fresh work directory",
+                work.display()
+            ),
+        ));
+    }
+    crate::state::private_dir(work).map_err(|e| io_failure(work.display(), e))?;
+    let w = Work::new(work);
+    let mut options = options.clone();
+    // An ephemeral key is still one key for the whole run: made here, kept in the work dir
+    // (0600), gone with it.
+    let source = match (&options.key_file, &options.key_dir) {
+        (Some(p), _) => KeySource::File(p.clone()),
+        (None, Some(d)) => KeySource::Ring(d.clone()),
+        (None, None) => pipeline.key.clone(),
+    };
+    if source == KeySource::Ephemeral && pipeline.returning.is_none() {
+        let path = std::path::absolute(w.path(EPHEMERAL_KEY)).unwrap_or(w.path(EPHEMERAL_KEY));
+        crate::pseudonymise::keys::MasterKey::write_new(&path)
+            .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+        options.key_file = Some(path);
+    }
+    let decisions = pipeline::decide(pipeline, &options)?;
+    if decisions.files.iter().any(|f| f.as_os_str() == crate::ingest::reader::STDIN) {
+        return Err(Failure::new(
+            exit::USAGE,
+            "a staged run reads files or objects that every task can open, not standard input",
+        ));
+    }
+    // Keys, costs and settings are checked now, not by the first task that needs them.
+    let plan = Plan::new(pipeline, &options, decisions.clone(), true)?;
+    let info = PlanInfo {
+        run_id: decisions.run_id.clone(),
+        files: decisions.files.clone(),
+        buckets: decisions.buckets,
+    };
+    drop(plan);
+    let absolute = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+    };
+    let file = PlanFile {
+        pipeline: absolute(&pipeline_path.map(Path::to_path_buf)),
+        pipeline_blake3: pipeline.hash.clone(),
+        buckets: pipeline.buckets,
+        output: options.output.clone(),
+        key_file: absolute(&options.key_file),
+        key_dir: absolute(&options.key_dir),
+        force: options.force,
+        since_last: options.since_last,
+        threads: options.threads,
+        decisions,
+    };
+    let mut run_key = [0u8; 32];
+    getrandom::fill(&mut run_key).map_err(|e| io_failure("randomness", e))?;
+    write_private(&w.path(RUN_KEY), &run_key)?;
+    let json = serde_json::to_vec_pretty(&file).expect("a plan serialises");
+    write_private(&w.path(PLAN), &json)?;
+    Ok(info)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .map_err(|e| io_failure(path.display(), e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_failure(path.display(), e))
+}
+
+/// A stage's view of the planned run: the pipeline as planned and the options.
+pub struct Planned {
+    pub pipeline: Pipeline,
+    pub options: RunOptions,
+    decisions: Decisions,
+    run_key: [u8; 32],
+    work: Work,
+}
+
+impl Planned {
+    pub fn load(work: &Path) -> Result<Planned, Failure> {
+        let w = Work::new(work);
+        let file: PlanFile =
+            serde_json::from_slice(&w.read(PLAN)?).map_err(|_| corrupt("plan.json"))?;
+        let mut pipeline = Pipeline::load(file.pipeline.as_deref())
+            .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+        if pipeline.hash != file.pipeline_blake3 {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "the pipeline {} changed since this run was planned; plan it again",
+                    pipeline.origin
+                ),
+            ));
+        }
+        pipeline.buckets = file.buckets;
+        let options = RunOptions {
+            inputs: file.decisions.files.clone(),
+            output: file.output,
+            key_file: file.key_file,
+            key_dir: file.key_dir,
+            date: None,
+            threads: file.threads,
+            progress: None,
+            force: file.force,
+            since_last: file.since_last,
+        };
+        Ok(Planned {
+            pipeline,
+            options,
+            decisions: file.decisions,
+            run_key: w.run_key()?,
+            work: w,
+        })
+    }
+
+    /// The plan; `with_costs` for the merge, the only stage that reads the ad-spend file.
+    fn plan(&self, with_costs: bool) -> Result<Plan<'_>, Failure> {
+        Plan::new(&self.pipeline, &self.options, self.decisions.clone(), with_costs)
+    }
+
+    fn shard_dirs(&self) -> Result<Vec<PathBuf>, Failure> {
+        let root = self.work.path("shard");
+        let mut dirs = Vec::new();
+        if let Ok(entries) = fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        dirs.sort();
+        Ok(dirs)
+    }
+
+    /// Every shard task's summary, checked to cover each planned input exactly once.
+    fn summaries(&self) -> Result<(Vec<FileResult>, BTreeMap<Day, String>, Identities), Failure> {
+        let mut results: BTreeMap<u32, FileResult> = BTreeMap::new();
+        let mut epoch_ids = BTreeMap::new();
+        let mut identities = Identities::default();
+        for dir in self.shard_dirs()? {
+            let task = dir.file_name().expect("a name").to_string_lossy().into_owned();
+            let role = format!("shard {task} summary");
+            let sealed = fs::read(dir.join("summary.bin")).map_err(|e| {
+                io_failure(
+                    format!("shard task {task} did not finish ({})", dir.display()),
+                    e,
+                )
+            })?;
+            let plain = open(&self.run_key, &role, sealed)?;
+            let parts = split_parts(&plain).ok_or_else(|| corrupt(&role))?;
+            let [json, ids] = parts[..] else {
+                return Err(corrupt(&role));
+            };
+            let (rs, epochs): (Vec<FileResult>, BTreeMap<Day, String>) =
+                serde_json::from_slice(json).map_err(|_| corrupt(&role))?;
+            for r in rs {
+                let index = r.index();
+                if results.insert(index, r).is_some() {
+                    return Err(Failure::new(
+                        exit::FAILED,
+                        format!(
+                            "input {} was sharded by two tasks; give each input to one task",
+                            self.decisions.files[index as usize].display()
+                        ),
+                    ));
+                }
+            }
+            epoch_ids.extend(epochs);
+            identities.absorb(Identities::from_bytes(ids).ok_or_else(|| corrupt(&role))?);
+        }
+        for (i, f) in self.decisions.files.iter().enumerate() {
+            if !results.contains_key(&(i as u32)) {
+                return Err(Failure::new(
+                    exit::FAILED,
+                    format!(
+                        "input {} (number {i}) was not sharded: every planned input must go to one shard task",
+                        f.display()
+                    ),
+                ));
+            }
+        }
+        Ok((results.into_values().collect(), epoch_ids, identities))
+    }
+
+    fn gathered(&self) -> Result<GatherFile, Failure> {
+        serde_json::from_slice(&self.work.read(GATHER)?).map_err(|_| corrupt(GATHER))
+    }
+}
+
+/// Parses `0,3,5-7` into input numbers.
+pub fn parse_indices(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let bad = || format!("{part:?} is not an input number or a range like 3-7");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                out.extend(a..=b);
+            }
+            None => out.push(part.trim().parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(out)
+}
+
+/// `logveil stage shard`: parses and pseudonymises the inputs `indices` (numbers of the
+/// plan's inputs) into `shard/<task>/`.
+pub fn shard(work: &Path, task: &str, indices: &[u32]) -> Result<(), Failure> {
+    if task.is_empty() || !task.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--task names a directory: letters, digits, - and _ only",
+        ));
+    }
+    let planned = Planned::load(work)?;
+    let n = planned.decisions.files.len() as u32;
+    if let Some(bad) = indices.iter().find(|i| **i >= n) {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("input number {bad} is not planned: the plan has {n} input(s), 0 to {}", n.saturating_sub(1)),
+        ));
+    }
+    let plan = planned.plan(false)?;
+    let dir = planned.work.path("shard").join(task);
+    planned.work.publish_dir(&dir, |tmp| {
+        let out = pipeline::shard(&plan, indices, &plan.keys, tmp, &planned.run_key, None)?;
+        let json = serde_json::to_vec(&(&out.results, &out.epoch_ids)).expect("serialises");
+        let ids = out.identities.to_bytes();
+        let sealed = seal(
+            &planned.run_key,
+            &format!("shard {task} summary"),
+            join_parts(&[&json, &ids]),
+        )?;
+        write_private(&tmp.join("summary.bin"), &sealed)
+    })
+}
+
+/// What `gather` says.
+pub enum Gathered {
+    /// The days to compute (`None`: no pageview; reduce has nothing to do).
+    Days(Option<(Day, Day)>),
+    /// A managed key ring gained masters: run the shard stage again, then gather.
+    Reshard(Vec<String>),
+}
+
+/// `logveil stage gather`: adds up the shard tasks' summaries, updates the input manifest,
+/// reads the visit log, and writes what each bucket's reduce needs.
+pub fn gather(work: &Path) -> Result<Gathered, Failure> {
+    let planned = Planned::load(work)?;
+    let _lock = pipeline::lock_state(&planned.pipeline)?;
+    let mut plan = planned.plan(false)?;
+    let (results, epoch_ids, identities) = planned.summaries()?;
+    let missing: BTreeSet<Day> = results
+        .iter()
+        .flat_map(|r| r.missing_key().iter().copied())
+        .collect();
+    let _ = fs::remove_file(planned.work.path(RESHARD));
+    if !missing.is_empty() {
+        let mut notes = Vec::new();
+        plan.add_missing_masters(&missing, false, &mut notes)?;
+        write_private(&planned.work.path(RESHARD), notes.join("\n").as_bytes())?;
+        let _ = fs::remove_dir_all(planned.work.path("shard"));
+        return Ok(Gathered::Reshard(notes));
+    }
+    let mut notes = Vec::new();
+    pipeline::update_manifest(&plan, &results, &mut notes);
+    let buckets = planned.decisions.buckets;
+    let summary = pipeline::summarize(&plan, &results, &epoch_ids, buckets, Vec::new())?;
+    let mut file = GatherFile {
+        days: summary.days,
+        excluded: summary.excluded.iter().copied().collect(),
+        clients_seen: identities.len(),
+        notes,
+    };
+    let dir = planned.work.path("gather");
+    if let Some(days) = summary.days {
+        let histories =
+            pipeline::load_histories(&plan, days, &identities, buckets, &mut file.notes)?;
+        planned.work.publish_dir(&dir, |tmp| {
+            for (b, history) in histories.iter().enumerate() {
+                let ids = identities.of_bucket(b, buckets).to_bytes();
+                let role = format!("bucket {b} context");
+                let sealed = seal(
+                    &planned.run_key,
+                    &role,
+                    join_parts(&[&ids, &history.to_bytes()]),
+                )?;
+                write_private(&tmp.join(format!("b{b}.bin")), &sealed)?;
+            }
+            Ok(())
+        })?;
+    }
+    let json = serde_json::to_vec_pretty(&file).expect("serialises");
+    write_private(&planned.work.path(GATHER), &json)?;
+    Ok(Gathered::Days(summary.days))
+}
+
+/// `logveil stage reduce`: bucket `b`'s sessions and partial tables into `reduce/<b>/`.
+pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
+    let planned = Planned::load(work)?;
+    let buckets = planned.decisions.buckets;
+    if b >= buckets {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("bucket {b} is not planned: the plan has {buckets} bucket(s), 0 to {}", buckets - 1),
+        ));
+    }
+    let gathered = planned.gathered()?;
+    let plan = planned.plan(false)?;
+    let dir = planned.work.path("reduce").join(b.to_string());
+    let Some(days) = gathered.days else {
+        return planned.work.publish_dir(&dir, |tmp| write_meta(tmp, b, 0, true));
+    };
+    let role = format!("bucket {b} context");
+    let context = open(
+        &planned.run_key,
+        &role,
+        planned.work.read(&format!("gather/b{b}.bin"))?,
+    )?;
+    let parts = split_parts(&context).ok_or_else(|| corrupt(&role))?;
+    let [ids, history] = parts[..] else {
+        return Err(corrupt(&role));
+    };
+    let identities = Identities::from_bytes(ids).ok_or_else(|| corrupt(&role))?;
+    let history = History::from_bytes(history).ok_or_else(|| corrupt(&role))?;
+    let excluded = gathered.excluded.iter().copied().collect();
+    let events = spill::read_bucket(&planned.shard_dirs()?, &planned.run_key, b, &excluded)
+        .map_err(|e| io_failure(format!("cannot read the shard tasks' bucket {b}"), e))?;
+    let reducer = Reducer::new(&plan, days, &identities);
+    let output = reducer.reduce(b, events, &history)?;
+    planned.work.publish_dir(&dir, |tmp| {
+        let Some(output) = output else {
+            return write_meta(tmp, b, 0, true);
+        };
+        let mut partials = Vec::new();
+        for mut p in output.partials {
+            partials.push(spill::frame_bytes(&mut p).map_err(|e| io_failure("a partial", e))?);
+        }
+        let refs: Vec<&[u8]> = partials.iter().map(Vec::as_slice).collect();
+        let sealed = seal(&planned.run_key, &format!("bucket {b} partials"), join_parts(&refs))?;
+        write_private(&tmp.join("partials.bin"), &sealed)?;
+        for (t, frame) in output.frames.into_iter().enumerate() {
+            if let Some(mut frame) = frame {
+                spill::write_frame(tmp, &planned.run_key, b, t as u64, &mut frame)
+                    .map_err(|e| io_failure("a row-visitor frame", e))?;
+            }
+        }
+        let records = visitors::records_to_bytes(&output.records);
+        let sealed = seal(&planned.run_key, &format!("bucket {b} visits"), records)?;
+        write_private(&tmp.join("visits.bin"), &sealed)?;
+        write_meta(tmp, b, output.visits, false)
+    })
+}
+
+fn write_meta(dir: &Path, bucket: usize, visits: u64, empty: bool) -> Result<(), Failure> {
+    let meta = ReduceMeta {
+        bucket,
+        visits,
+        empty,
+    };
+    write_private(
+        &dir.join("meta.json"),
+        &serde_json::to_vec(&meta).expect("serialises"),
+    )
+}
+
+/// `logveil stage merge`: sums the partials, applies the privacy rules once and publishes,
+/// as `logveil run` does; then removes the work directory.
+pub fn merge(work: &Path) -> Result<RunReport, Failure> {
+    let planned = Planned::load(work)?;
+    let report = pipeline::publish_with(&planned.pipeline, &planned.options, |out| {
+        merge_into(&planned, out)
+    })?;
+    let _ = fs::remove_dir_all(work);
+    Ok(report)
+}
+
+fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
+    let (_lock, notes) = pipeline::open_output(&planned.pipeline, &out)?;
+    let plan = planned.plan(true)?;
+    let phase = Phases::start();
+    let gathered = planned.gathered()?;
+    let (results, epoch_ids, _) = planned.summaries()?;
+    let buckets = planned.decisions.buckets;
+    let mut notes = notes;
+    notes.extend(gathered.notes.iter().cloned());
+    let summary = pipeline::summarize(&plan, &results, &epoch_ids, buckets, notes)?;
+    let Some(days) = summary.days else {
+        return pipeline::publish_nothing(summary, out);
+    };
+    let mut merger = Merger::new(plan.tables());
+    let mut visits = 0u64;
+    let mut visit_records: BTreeMap<Day, Vec<visitors::VisitRecord>> = BTreeMap::new();
+    let reduce_dir = |b: usize| planned.work.path("reduce").join(b.to_string());
+    for b in 0..buckets {
+        let meta: ReduceMeta = serde_json::from_slice(
+            &planned
+                .work
+                .read(&format!("reduce/{b}/meta.json"))?,
+        )
+        .map_err(|_| corrupt("a reduce task's meta.json"))?;
+        if meta.bucket != b {
+            return Err(corrupt("a reduce task's meta.json"));
+        }
+        if meta.empty {
+            continue;
+        }
+        visits += meta.visits;
+        let role = format!("bucket {b} partials");
+        let plain = open(
+            &planned.run_key,
+            &role,
+            planned.work.read(&format!("reduce/{b}/partials.bin"))?,
+        )?;
+        let mut partials = Vec::new();
+        for part in split_parts(&plain).ok_or_else(|| corrupt(&role))? {
+            partials.push(spill::frame_of(part).map_err(|_| corrupt(&role))?);
+        }
+        merger.add(partials)?;
+        let role = format!("bucket {b} visits");
+        let plain = open(
+            &planned.run_key,
+            &role,
+            planned.work.read(&format!("reduce/{b}/visits.bin"))?,
+        )?;
+        for r in visitors::records_from_bytes(&plain).ok_or_else(|| corrupt(&role))? {
+            visit_records.entry(Day(r.day)).or_default().push(r);
+        }
+    }
+    let totals = merger.finish()?;
+    phase.mark("merge (partials read and summed)");
+    let reduced = Reduced {
+        days,
+        totals,
+        visits,
+        visit_records,
+        clients_seen: gathered.clients_seen,
+        buckets,
+        notes: Vec::new(),
+    };
+    let read_frame = |b: usize, t: u64| spill::read_frame(&reduce_dir(b), &planned.run_key, b, t);
+    pipeline::finish(&plan, summary, reduced, &read_frame, out, &phase)
+}
