@@ -15,3 +15,4 @@ mod report;
 mod returning;
 mod s3;
 mod small;
+mod stages;
