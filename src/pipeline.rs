@@ -563,6 +563,26 @@ impl<'a> Plan<'a> {
         decisions: Decisions,
         with_costs: bool,
     ) -> Result<Plan<'a>, Failure> {
+        Plan::build(pipeline, options, decisions, with_costs, None)
+    }
+
+    /// A shard task's plan: only the keys derived for its days, never a master.
+    pub fn with_derived_keys(
+        pipeline: &'a Pipeline,
+        options: &'a RunOptions,
+        decisions: Decisions,
+        keys: pseudonymise::keyring::DerivedKeys,
+    ) -> Result<Plan<'a>, Failure> {
+        Plan::build(pipeline, options, decisions, false, Some(keys))
+    }
+
+    fn build(
+        pipeline: &'a Pipeline,
+        options: &'a RunOptions,
+        decisions: Decisions,
+        with_costs: bool,
+        derived: Option<pseudonymise::keyring::DerivedKeys>,
+    ) -> Result<Plan<'a>, Failure> {
         let usage = |e: pseudonymise::keys::KeyError| Failure::new(exit::USAGE, e.to_string());
         let source = match (&options.key_file, &options.key_dir) {
             (Some(path), _) => KeySource::File(path.clone()),
@@ -587,17 +607,20 @@ impl<'a> Plan<'a> {
             ),
             _ => None,
         };
-        let (keys, key_mode) = match &source {
-            KeySource::File(path) => (
+        let (keys, key_mode) = match (&source, derived) {
+            (_, Some(keys)) => (KeySet::Derived(keys), "derived"),
+            (KeySource::File(path), None) => (
                 KeySet::Single(MasterKey::read(path).map_err(usage)?),
                 "key_file",
             ),
-            KeySource::Ring(dir) if managed_ring => (
+            (KeySource::Ring(dir), None) if managed_ring => (
                 KeySet::Ring(KeyRing::open_managed(dir).map_err(usage)?),
                 "key_ring_managed",
             ),
-            KeySource::Ring(dir) => (KeySet::Ring(KeyRing::open(dir).map_err(usage)?), "key_ring"),
-            KeySource::Ephemeral => (
+            (KeySource::Ring(dir), None) => {
+                (KeySet::Ring(KeyRing::open(dir).map_err(usage)?), "key_ring")
+            }
+            (KeySource::Ephemeral, None) => (
                 KeySet::Single(MasterKey::generate().map_err(failed)?),
                 "ephemeral",
             ),
@@ -663,6 +686,61 @@ impl<'a> Plan<'a> {
 
     fn epoch_of(&self, d: Day) -> Day {
         self.keys.epoch_start(d, self.lookback).unwrap_or(d)
+    }
+
+    /// The days a shard task needs keys for when it reads events of `days`: each day, the
+    /// day before (a visit crossing midnight is linked under both), and the last day of the
+    /// epoch before (returning visitors look a client up under the previous epoch too).
+    pub fn key_days(&self, days: impl IntoIterator<Item = Day>) -> BTreeSet<Day> {
+        let mut out = BTreeSet::new();
+        for d in days {
+            out.insert(d);
+            out.insert(d.prev());
+            if let Some(epoch) = self.keys.epoch_start(d, self.lookback) {
+                out.insert(epoch.prev());
+            }
+        }
+        out
+    }
+
+    /// Which of `days` no master covers (a managed ring may add them).
+    pub fn uncovered(&self, days: &BTreeSet<Day>) -> BTreeSet<Day> {
+        days.iter()
+            .copied()
+            .filter(|d| {
+                self.keys
+                    .pseudonym_epoch(*d, self.lookback, self.managed_ring)
+                    .is_none()
+            })
+            .collect()
+    }
+
+    /// Keys derived from the masters for a shard task to read events of `days` (decision 7).
+    pub fn derive_keys(
+        &self,
+        days: impl IntoIterator<Item = Day>,
+    ) -> pseudonymise::keyring::DerivedKeys {
+        self.keys
+            .derive_for(self.key_days(days), self.lookback, self.managed_ring)
+    }
+
+    /// The local days `--date`'s window reaches, or without a date the month up to tomorrow
+    /// (days outside it get their keys when the shard stage reports them).
+    pub fn likely_days(&self) -> BTreeSet<Day> {
+        let tz = &self.pipeline.time_zone;
+        match self.decisions.target {
+            Some(d) => {
+                let d = Day(d);
+                let first = local_time(tz, day_start(tz, d) - self.reach).0;
+                let last = local_time(tz, day_start(tz, d.next()) + self.reach).0;
+                (first.0..=last.0).map(Day).collect()
+            }
+            None => {
+                let now = jiff::Timestamp::now().as_second();
+                let today = local_time(tz, now).0;
+                (today.0 - 31..=today.0 + 1).map(Day).collect()
+            }
+        }
     }
 
     fn reads_stdin(&self) -> bool {

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::spill;
 use crate::config::{KeySource, Pipeline};
 use crate::day::Day;
+use crate::pseudonymise::keyring::DerivedKeys;
 use crate::pipeline::{
     self, Decisions, Failure, FileResult, Merger, Phases, Plan, Reduced, Reducer, RunOptions,
     RunReport, exit,
@@ -41,6 +42,8 @@ use crate::visitors::{self, History, Identities};
 const PLAN: &str = "plan.json";
 const RUN_KEY: &str = "run.key";
 const EPHEMERAL_KEY: &str = "ephemeral.key";
+/// The keys derived for the shard tasks (0600): never a master.
+const DERIVED_KEYS: &str = "keys.derived";
 const GATHER: &str = "gather.json";
 /// Written by `gather` when a managed key ring gained masters: the shard stage runs again.
 pub const RESHARD: &str = "reshard";
@@ -290,6 +293,8 @@ pub fn plan(
         files: decisions.files.clone(),
         buckets: decisions.buckets,
     };
+    let derived = plan.derive_keys(plan.likely_days());
+    write_private(&w.path(DERIVED_KEYS), derived.to_text().as_bytes())?;
     drop(plan);
     let absolute = |p: &Option<PathBuf>| {
         p.as_ref()
@@ -378,6 +383,14 @@ impl Planned {
     /// The plan; `with_costs` for the merge, the only stage that reads the ad-spend file.
     fn plan(&self, with_costs: bool) -> Result<Plan<'_>, Failure> {
         Plan::new(&self.pipeline, &self.options, self.decisions.clone(), with_costs)
+    }
+
+    /// A shard task's keys: derived for the run's days, never a master.
+    fn derived_keys(&self) -> Result<DerivedKeys, Failure> {
+        let text = String::from_utf8(self.work.read(DERIVED_KEYS)?)
+            .map_err(|_| corrupt(DERIVED_KEYS))?;
+        let text = zeroize::Zeroizing::new(text);
+        DerivedKeys::from_text(&text).ok_or_else(|| corrupt(DERIVED_KEYS))
     }
 
     fn shard_dirs(&self) -> Result<Vec<PathBuf>, Failure> {
@@ -486,7 +499,13 @@ pub fn shard(work: &Path, task: &str, indices: &[u32]) -> Result<(), Failure> {
             format!("input number {bad} is not planned: the plan has {n} input(s), 0 to {}", n.saturating_sub(1)),
         ));
     }
-    let plan = planned.plan(false)?;
+    crate::store::configure(planned.pipeline.s3.clone());
+    let plan = Plan::with_derived_keys(
+        &planned.pipeline,
+        &planned.options,
+        planned.decisions.clone(),
+        planned.derived_keys()?,
+    )?;
     let dir = planned.work.path("shard").join(task);
     planned.work.publish_dir(&dir, |tmp| {
         let out = pipeline::shard(&plan, indices, &plan.keys, tmp, &planned.run_key, None)?;
@@ -520,10 +539,30 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
         .iter()
         .flat_map(|r| r.missing_key().iter().copied())
         .collect();
-    let _ = fs::remove_file(planned.work.path(RESHARD));
+    let resharded = fs::remove_file(planned.work.path(RESHARD)).is_ok();
     if !missing.is_empty() {
+        // Days outside the keys derived so far: derive theirs (a managed ring first gains
+        // the masters it lacks; any other source without a master fails as a run does), and
+        // the shard stage runs again.
         let mut notes = Vec::new();
-        plan.add_missing_masters(&missing, false, &mut notes)?;
+        let uncovered = plan.uncovered(&missing);
+        plan.add_missing_masters(&uncovered, resharded, &mut notes)?;
+        if resharded {
+            return Err(Failure::new(
+                exit::FAILED,
+                "the shard stage still reports days without keys after running again; plan the run again",
+            ));
+        }
+        let mut days: BTreeSet<Day> = planned.derived_keys()?.days().collect();
+        days.extend(missing.iter().copied());
+        let derived = plan.derive_keys(days);
+        write_private(&planned.work.path(DERIVED_KEYS), derived.to_text().as_bytes())?;
+        notes.push(format!(
+            "keys derived for {} more day(s) the inputs reach ({} to {}); the shard stage runs again",
+            missing.len(),
+            missing.first().expect("not empty"),
+            missing.last().expect("not empty"),
+        ));
         write_private(&planned.work.path(RESHARD), notes.join("\n").as_bytes())?;
         let _ = fs::remove_dir_all(planned.work.path("shard"));
         return Ok(Gathered::Reshard(notes));

@@ -12,38 +12,102 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use super::keys::{EpochKey, KeyError, MasterKey};
 use crate::day::Day;
 
 const LOG: &str = "key-log.jsonl";
 
-/// The masters a run may use: one for every date, or a ring of periods.
+/// The masters a run may use: one for every date, or a ring of periods; or, in a staged
+/// run's shard tasks, only the keys derived from them for the days the run reads.
 pub enum KeySet {
     Single(MasterKey),
     Ring(KeyRing),
+    Derived(DerivedKeys),
 }
 
 impl KeySet {
-    /// The master in force on `day`, if any.
+    /// The master in force on `day`, if any (never in a shard task's derived keys).
     pub fn master_for(&self, day: Day) -> Option<&MasterKey> {
         match self {
             KeySet::Single(m) => Some(m),
             KeySet::Ring(r) => r.master_for(day),
+            KeySet::Derived(_) => None,
         }
     }
 
     pub fn epoch_key(&self, day: Day) -> Option<EpochKey> {
-        self.master_for(day).map(|m| m.epoch_key(day))
+        match self {
+            KeySet::Derived(d) => d
+                .epochs
+                .get(&day)
+                .map(|(k, _)| EpochKey::from_bytes(*k)),
+            _ => self.master_for(day).map(|m| m.epoch_key(day)),
+        }
     }
 
     pub fn epoch_id(&self, day: Day) -> Option<String> {
-        self.master_for(day).map(|m| m.epoch_id(day))
+        match self {
+            KeySet::Derived(d) => d.epochs.get(&day).map(|(_, id)| id.clone()),
+            _ => self.master_for(day).map(|m| m.epoch_id(day)),
+        }
+    }
+
+    /// The pseudonym epoch of `day` and its visitor key; `None` when no master covers the
+    /// day, or when a managed ring (one master per epoch) lacks the epoch's own master.
+    pub fn pseudonym_epoch(
+        &self,
+        day: Day,
+        lookback: Option<u32>,
+        managed: bool,
+    ) -> Option<(Day, EpochKey)> {
+        if let KeySet::Derived(d) = self {
+            let epoch = *d.days.get(&day)?;
+            return Some((epoch, self.epoch_key(epoch)?));
+        }
+        let epoch = self.epoch_start(day, lookback)?;
+        let period = self.period_of(day).map(|(start, _)| start);
+        if managed && period != Some(crate::visitors::grid_epoch(day, lookback.unwrap_or(1))) {
+            return None;
+        }
+        Some((epoch, self.epoch_key(epoch)?))
+    }
+
+    /// What a shard task needs of these keys for `days`, and nothing more: the bucket key,
+    /// each day's pseudonym epoch, and each epoch's visitor key and public id. Days without
+    /// a key are left out (the task reports them, as with the masters). Release, ledger and
+    /// state keys are not derived: they stay with the masters.
+    pub fn derive_for(
+        &self,
+        days: impl IntoIterator<Item = Day>,
+        lookback: Option<u32>,
+        managed: bool,
+    ) -> DerivedKeys {
+        let mut out = match self {
+            KeySet::Derived(d) => d.clone(),
+            _ => DerivedKeys {
+                bucket_key: self.run_bucket_key(),
+                days: BTreeMap::new(),
+                epochs: BTreeMap::new(),
+            },
+        };
+        for day in days {
+            let Some((epoch, key)) = self.pseudonym_epoch(day, lookback, managed) else {
+                continue;
+            };
+            let id = self.epoch_id(epoch).unwrap_or_default();
+            out.days.insert(day, epoch);
+            out.epochs.insert(epoch, (*key.bytes(), id));
+        }
+        out
     }
 
     /// The period in force on `day` (its start) and its master. A single key is one period.
     pub fn period_of(&self, day: Day) -> Option<(Day, &MasterKey)> {
         match self {
             KeySet::Single(m) => Some((Day(0), m)),
+            KeySet::Derived(_) => None,
             KeySet::Ring(r) => r
                 .masters
                 .iter()
@@ -57,6 +121,9 @@ impl KeySet {
     /// every day), or with `lookback` days, the period's start plus whole lookbacks
     /// (decision 2). `None` when no master covers the day.
     pub fn epoch_start(&self, day: Day, lookback: Option<u32>) -> Option<Day> {
+        if let KeySet::Derived(d) = self {
+            return d.days.get(&day).copied();
+        }
         let (period, _) = self.period_of(day)?;
         Some(match lookback {
             None => day,
@@ -73,11 +140,91 @@ impl KeySet {
     pub fn run_bucket_key(&self) -> [u8; 32] {
         match self {
             KeySet::Single(m) => *m.bucket_key(Day(0)),
+            KeySet::Derived(d) => d.bucket_key,
             // An empty (managed, new) ring pseudonymises nothing: every day misses its key.
             KeySet::Ring(r) => match r.masters.last() {
                 Some((start, m)) => *m.bucket_key(*start),
                 None => [0; 32],
             },
+        }
+    }
+}
+
+/// Keys derived from the masters for a staged run's shard tasks (decision 7): they can
+/// pseudonymise the days listed, and nothing else; the masters never leave the driver.
+#[derive(Clone)]
+pub struct DerivedKeys {
+    bucket_key: [u8; 32],
+    /// Each day's pseudonym epoch.
+    days: BTreeMap<Day, Day>,
+    /// Each epoch's visitor key and public id.
+    epochs: BTreeMap<Day, ([u8; 32], String)>,
+}
+
+impl DerivedKeys {
+    /// As text, for a 0600 file: one line per item, keys in hex.
+    pub fn to_text(&self) -> zeroize::Zeroizing<String> {
+        let hex = |b: &[u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut s = zeroize::Zeroizing::new(String::from("logveil derived keys v1\n"));
+        s.push_str(&format!("bucket {}\n", hex(&self.bucket_key)));
+        for (day, epoch) in &self.days {
+            s.push_str(&format!("day {day} {epoch}\n"));
+        }
+        for (epoch, (key, id)) in &self.epochs {
+            s.push_str(&format!("epoch {epoch} {} {id}\n", hex(key)));
+        }
+        s
+    }
+
+    /// The keys [`Self::to_text`] wrote.
+    pub fn from_text(text: &str) -> Option<DerivedKeys> {
+        let unhex = |s: &str| -> Option<[u8; 32]> {
+            let mut out = [0u8; 32];
+            if s.len() != 64 {
+                return None;
+            }
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(out)
+        };
+        let mut lines = text.lines();
+        if lines.next()? != "logveil derived keys v1" {
+            return None;
+        }
+        let mut keys = DerivedKeys {
+            bucket_key: [0; 32],
+            days: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+        };
+        for line in lines {
+            let f: Vec<&str> = line.split(' ').collect();
+            match f[..] {
+                ["bucket", k] => keys.bucket_key = unhex(k)?,
+                ["day", d, e] => {
+                    keys.days.insert(Day::parse(d)?, Day::parse(e)?);
+                }
+                ["epoch", e, k, id] => {
+                    keys.epochs.insert(Day::parse(e)?, (unhex(k)?, id.to_string()));
+                }
+                _ => return None,
+            }
+        }
+        Some(keys)
+    }
+
+    /// The days these keys pseudonymise.
+    pub fn days(&self) -> impl Iterator<Item = Day> + '_ {
+        self.days.keys().copied()
+    }
+}
+
+impl Drop for DerivedKeys {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.bucket_key.zeroize();
+        for (k, _) in self.epochs.values_mut() {
+            k.zeroize();
         }
     }
 }

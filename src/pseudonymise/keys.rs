@@ -250,6 +250,17 @@ fn hex_value(c: u8) -> Option<u8> {
 /// The key of one epoch.
 pub struct EpochKey(Zeroizing<[u8; 32]>);
 
+impl EpochKey {
+    /// The key's bytes, for a staged run's derived-key file (never logged).
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> EpochKey {
+        EpochKey(Zeroizing::new(bytes))
+    }
+}
+
 impl fmt::Debug for EpochKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("EpochKey(<redacted>)")

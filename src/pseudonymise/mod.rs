@@ -450,18 +450,7 @@ impl Pseudonymiser {
         let managed = self.settings.managed_keys;
         self.epoch_keys
             .entry(day)
-            .or_insert_with(|| {
-                let epoch = keys.epoch_start(day, lookback)?;
-                // A managed ring has one master per epoch: an epoch inside an older master's
-                // period lacks its own.
-                let period = keys.period_of(day).map(|(start, _)| start);
-                if managed
-                    && period != Some(crate::visitors::grid_epoch(day, lookback.unwrap_or(1)))
-                {
-                    return None;
-                }
-                Some((epoch, keys.epoch_key(epoch)?))
-            })
+            .or_insert_with(|| keys.pseudonym_epoch(day, lookback, managed))
             .as_ref()
             .map(|(e, k)| (e, k))
     }
