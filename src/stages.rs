@@ -51,10 +51,12 @@ pub const RESHARD: &str = "reshard";
 /// `plan.json`: what every later stage rebuilds its [`Plan`] from.
 #[derive(Debug, Serialize, Deserialize)]
 struct PlanFile {
-    /// The pipeline file (absolute), `None` for the embedded demo.
-    pipeline: Option<PathBuf>,
-    /// BLAKE3 of its text: a stage refuses a pipeline changed since the plan.
-    pipeline_blake3: String,
+    /// The pipeline as planned: its text, where it came from, the directory its relative
+    /// paths resolve against (absolute), and its default name. Tasks need no pipeline file.
+    pipeline_text: String,
+    pipeline_origin: String,
+    pipeline_base: PathBuf,
+    pipeline_name: Option<String>,
     buckets: u16,
     output: Option<PathBuf>,
     key_file: Option<PathBuf>,
@@ -300,9 +302,29 @@ pub fn plan(
         p.as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
     };
+    let (pipeline_text, pipeline_base, pipeline_name) = match pipeline_path {
+        Some(p) => (
+            fs::read_to_string(p).map_err(|e| io_failure(p.display(), e))?,
+            p.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            p.file_stem().map(|s| s.to_string_lossy().into_owned()),
+        ),
+        None => (
+            crate::config::DEMO_PIPELINE.to_string(),
+            PathBuf::from("pipelines"),
+            Some("demo".to_string()),
+        ),
+    };
+    if blake3::hash(pipeline_text.as_bytes()).to_hex().as_str() != pipeline.hash {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("the pipeline {} changed while it was planned", pipeline.origin),
+        ));
+    }
     let file = PlanFile {
-        pipeline: absolute(&pipeline_path.map(Path::to_path_buf)),
-        pipeline_blake3: pipeline.hash.clone(),
+        pipeline_text,
+        pipeline_origin: pipeline.origin.clone(),
+        pipeline_base: std::path::absolute(&pipeline_base).unwrap_or(pipeline_base),
+        pipeline_name,
         buckets: pipeline.buckets,
         output: options.output.clone(),
         key_file: absolute(&options.key_file),
@@ -348,17 +370,13 @@ impl Planned {
         let w = Work::new(work);
         let file: PlanFile =
             serde_json::from_slice(&w.read(PLAN)?).map_err(|_| corrupt("plan.json"))?;
-        let mut pipeline = Pipeline::load(file.pipeline.as_deref())
-            .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
-        if pipeline.hash != file.pipeline_blake3 {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!(
-                    "the pipeline {} changed since this run was planned; plan it again",
-                    pipeline.origin
-                ),
-            ));
-        }
+        let mut pipeline = Pipeline::parse(
+            &file.pipeline_text,
+            &file.pipeline_origin,
+            &file.pipeline_base,
+            file.pipeline_name.clone(),
+        )
+        .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
         pipeline.buckets = file.buckets;
         let options = RunOptions {
             inputs: file.decisions.files.clone(),
@@ -611,7 +629,13 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
         ));
     }
     let gathered = planned.gathered()?;
-    let plan = planned.plan(false)?;
+    // Like a shard task, a reduce task holds derived keys only (for the epochs of its days).
+    let plan = Plan::with_derived_keys(
+        &planned.pipeline,
+        &planned.options,
+        planned.decisions.clone(),
+        planned.derived_keys()?,
+    )?;
     let dir = planned.work.path("reduce").join(b.to_string());
     let Some(days) = gathered.days else {
         return planned.work.publish_dir(&dir, |tmp| write_meta(tmp, b, 0, true));

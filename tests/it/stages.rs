@@ -305,3 +305,70 @@ fn retried_tasks_change_nothing_and_the_work_directory_holds_nothing_raw() {
     assert_eq!(parquet_hashes(&out), parquet_hashes(&out_single));
     assert!(!work.exists());
 }
+
+/// Shard and reduce tasks never read a master key: they run with the key file gone, and
+/// what they get (`keys.derived`) does not hold it.
+#[test]
+fn tasks_run_without_the_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    keygen(&key);
+    let hidden = dir.path().join("elsewhere.key");
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "site = \"example.ru\"\nsite_hosts = [\"example.ru\", \"www.example.ru\", \"shop.example.ru\"]\n\
+             inputs = [\"{}/sample-data/realistic/*.log.gz\"]\ntime_zone = \"Europe/Moscow\"\n\
+             key = \"{}\"\nk = 5\noutput = \"out\"\nstate_dir = \"state\"\n",
+            repo().display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let single = dir.path().join("single");
+    ok(&run(&p, &single, &[]));
+    let (out, work) = (dir.path().join("staged"), dir.path().join("work"));
+    let bin = env!("CARGO_BIN_EXE_logveil");
+    let stage = |args: &[&str]| {
+        let o = Command::new(bin)
+            .arg("stage")
+            .args(args)
+            .arg("--work")
+            .arg(&work)
+            .output()
+            .unwrap();
+        ok(&o);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let plan = stage(&[
+        "plan",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--buckets",
+        "2",
+    ]);
+    assert!(plan.contains("files=3\n"), "{plan}");
+    let master = std::fs::read_to_string(&key).unwrap();
+    let derived = std::fs::read_to_string(work.join("keys.derived")).unwrap();
+    assert!(!derived.contains(master.trim()));
+    std::fs::rename(&key, &hidden).unwrap();
+    stage(&["shard", "--task", "all", "--inputs", "0-2"]);
+    std::fs::rename(&hidden, &key).unwrap();
+    let mut gathered = stage(&["gather"]);
+    if gathered.trim() == "reshard" {
+        std::fs::rename(&key, &hidden).unwrap();
+        stage(&["shard", "--task", "all", "--inputs", "0-2"]);
+        std::fs::rename(&hidden, &key).unwrap();
+        gathered = stage(&["gather"]);
+    }
+    assert!(gathered.starts_with("days="), "{gathered}");
+    std::fs::rename(&key, &hidden).unwrap();
+    stage(&["reduce", "--bucket", "0"]);
+    stage(&["reduce", "--bucket", "1"]);
+    std::fs::rename(&hidden, &key).unwrap();
+    stage(&["merge"]);
+    assert_eq!(parquet_hashes(&out), parquet_hashes(&single));
+}
