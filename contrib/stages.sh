@@ -26,11 +26,15 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ -z "$work" ]]; then
-  work="$(mktemp -d "${TMPDIR:-/tmp}/logveil-work.XXXXXX")"
-  rmdir "$work"
+  # `stage plan` makes the work directory itself, inside a private one of ours.
+  parent="$(mktemp -d "${TMPDIR:-/tmp}/logveil-work.XXXXXX")"
+  work="$parent/work"
+  # Pseudonymous intermediates never outlive the job, whatever happens to it.
+  trap 'rm -rf "$parent"' EXIT
+else
+  [[ ! -e "$work" ]] || { echo "stages.sh: --work $work exists; give a new path (it is removed when the job ends)" >&2; exit 2; }
+  trap 'rm -rf "$work"' EXIT
 fi
-# Pseudonymous intermediates never outlive the job, whatever happens to it.
-trap 'rm -rf "$work"' EXIT
 
 plan="$("$logveil" stage plan --work "$work" "$@")"
 files="$(sed -n 's/^files=//p' <<<"$plan")"

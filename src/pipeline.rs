@@ -344,7 +344,13 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     let (spill, shard) = shard_with_keys(&mut plan, &mut notes)?;
     phase.mark("shard (read, parse, pseudonymise, spill)");
     update_manifest(&plan, &shard.results, &mut notes);
-    let summary = summarize(&plan, &shard.results, &shard.epoch_ids, spill.buckets, notes)?;
+    let summary = summarize(
+        &plan,
+        &shard.results,
+        &shard.epoch_ids,
+        spill.buckets,
+        notes,
+    )?;
     let Some(days) = summary.days else {
         return publish_nothing(summary, out);
     };
@@ -359,7 +365,9 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     for (b, history) in histories.iter().enumerate() {
         let events = spill
             .read_bucket(b, plan.workers, &summary.excluded)
-            .map_err(|e| Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}")))?;
+            .map_err(|e| {
+                Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
+            })?;
         let Some(output) = reducer.reduce(b, events, history)? else {
             continue;
         };
@@ -688,21 +696,6 @@ impl<'a> Plan<'a> {
         self.keys.epoch_start(d, self.lookback).unwrap_or(d)
     }
 
-    /// The days a shard task needs keys for when it reads events of `days`: each day, the
-    /// day before (a visit crossing midnight is linked under both), and the last day of the
-    /// epoch before (returning visitors look a client up under the previous epoch too).
-    pub fn key_days(&self, days: impl IntoIterator<Item = Day>) -> BTreeSet<Day> {
-        let mut out = BTreeSet::new();
-        for d in days {
-            out.insert(d);
-            out.insert(d.prev());
-            if let Some(epoch) = self.keys.epoch_start(d, self.lookback) {
-                out.insert(epoch.prev());
-            }
-        }
-        out
-    }
-
     /// Which of `days` no master covers (a managed ring may add them).
     pub fn uncovered(&self, days: &BTreeSet<Day>) -> BTreeSet<Day> {
         days.iter()
@@ -715,13 +708,27 @@ impl<'a> Plan<'a> {
             .collect()
     }
 
+    /// The pseudonym epoch of each of the run's days, and two days on either side (what a
+    /// reduce task gets instead of keys).
+    pub fn epochs_of(&self, days: (Day, Day)) -> BTreeMap<Day, Day> {
+        (days.0.0 - 2..=days.1.0 + 2)
+            .map(Day)
+            .map(|d| (d, self.epoch_of(d)))
+            .collect()
+    }
+
+    /// Overrides the key mode the run record shows (a staged run's ephemeral key is a file
+    /// in its work directory).
+    pub fn set_key_mode(&mut self, mode: &'static str) {
+        self.key_mode = mode;
+    }
+
     /// Keys derived from the masters for a shard task to read events of `days` (decision 7).
     pub fn derive_keys(
         &self,
         days: impl IntoIterator<Item = Day>,
     ) -> pseudonymise::keyring::DerivedKeys {
-        self.keys
-            .derive_for(self.key_days(days), self.lookback, self.managed_ring)
+        self.keys.derive_for(days, self.lookback, self.managed_ring)
     }
 
     /// The local days `--date`'s window reaches, or without a date the month up to tomorrow
@@ -809,8 +816,8 @@ fn shard_with_keys(
     loop {
         attempt += 1;
         let spill_attempt = format!("{}-{attempt}", plan.decisions.run_id);
-        let spill = SpillDir::create(state_dir, &spill_attempt, plan.decisions.buckets)
-            .map_err(|e| {
+        let spill =
+            SpillDir::create(state_dir, &spill_attempt, plan.decisions.buckets).map_err(|e| {
                 Failure::new(
                     exit::FAILED,
                     format!(
@@ -1160,7 +1167,8 @@ impl<'p, 'a> Reducer<'p, 'a> {
         if lookback.is_none() {
             records.clear();
         }
-        self.in_sessions.set(self.in_sessions.get() + clock.elapsed());
+        self.in_sessions
+            .set(self.in_sessions.get() + clock.elapsed());
         let clock = std::time::Instant::now();
         let row_bound = pipeline.dp.as_ref().map(|dp| dp.bounds.max_rows_per_table);
         let frames = aggregate::bucket_tables(&sessions, &self.tables, row_bound, b as u32)
@@ -1217,8 +1225,7 @@ impl Merger {
         let mut parts = std::mem::take(&mut self.pending[i]);
         parts.extend(self.totals[i].take());
         let table = self.tables[i];
-        self.totals[i] =
-            Some(aggregate::merge(table, parts).map_err(polars_err(table.as_str()))?);
+        self.totals[i] = Some(aggregate::merge(table, parts).map_err(polars_err(table.as_str()))?);
         Ok(())
     }
 
@@ -1401,8 +1408,14 @@ pub fn finish(
     }
     // Stage, audit the staged files independently, and only then publish.
     phase.mark("disclose (unions from the row-visitor frames)");
-    let staging = output::stage(&out, &release, &to_publish, plan.costs.as_ref(), &mut record)
-        .map_err(failed)?;
+    let staging = output::stage(
+        &out,
+        &release,
+        &to_publish,
+        plan.costs.as_ref(),
+        &mut record,
+    )
+    .map_err(failed)?;
     phase.mark("write Parquet");
     let audit = crate::audit::audit_staged(&staging, &record).map_err(failed)?;
     if !audit.passed() {

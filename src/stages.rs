@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::spill;
 use crate::config::{KeySource, Pipeline};
 use crate::day::Day;
-use crate::pseudonymise::keyring::DerivedKeys;
 use crate::pipeline::{
     self, Decisions, Failure, FileResult, Merger, Phases, Plan, Reduced, Reducer, RunOptions,
     RunReport, exit,
 };
+use crate::pseudonymise::keyring::DerivedKeys;
 use crate::visitors::{self, History, Identities};
 
 const PLAN: &str = "plan.json";
@@ -64,6 +64,8 @@ struct PlanFile {
     force: bool,
     since_last: bool,
     threads: Option<usize>,
+    /// The key is an ephemeral one made by `plan` (`ephemeral.key` in the work directory).
+    ephemeral: bool,
     decisions: Decisions,
 }
 
@@ -74,7 +76,15 @@ struct GatherFile {
     excluded: BTreeSet<u32>,
     clients_seen: usize,
     notes: Vec<String>,
+    /// Each day's pseudonym epoch: all a reduce task knows of the keys.
+    epochs: BTreeMap<Day, Day>,
+    /// The state dir as gather left it (visit log, ledger, key ring): merge publishes only if
+    /// no other run changed it in between.
+    state: String,
 }
+
+/// Notes of a gather that asked for the shard stage again, for the run record.
+const RESHARD_NOTES: &str = "reshard-notes.json";
 
 /// A reduce task's `meta.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -275,14 +285,22 @@ pub fn plan(
         (None, Some(d)) => KeySource::Ring(d.clone()),
         (None, None) => pipeline.key.clone(),
     };
-    if source == KeySource::Ephemeral && pipeline.returning.is_none() {
+    let ephemeral = source == KeySource::Ephemeral && pipeline.returning.is_none();
+    if ephemeral {
         let path = std::path::absolute(w.path(EPHEMERAL_KEY)).unwrap_or(w.path(EPHEMERAL_KEY));
         crate::pseudonymise::keys::MasterKey::write_new(&path)
             .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
         options.key_file = Some(path);
     }
+    // The manifest is read under the state dir's lock, as a run reads it.
+    let state_lock = pipeline::lock_state(pipeline)?;
     let decisions = pipeline::decide(pipeline, &options)?;
-    if decisions.files.iter().any(|f| f.as_os_str() == crate::ingest::reader::STDIN) {
+    drop(state_lock);
+    if decisions
+        .files
+        .iter()
+        .any(|f| f.as_os_str() == crate::ingest::reader::STDIN)
+    {
         return Err(Failure::new(
             exit::USAGE,
             "a staged run reads files or objects that every task can open, not standard input",
@@ -305,7 +323,8 @@ pub fn plan(
     let (pipeline_text, pipeline_base, pipeline_name) = match pipeline_path {
         Some(p) => (
             fs::read_to_string(p).map_err(|e| io_failure(p.display(), e))?,
-            p.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            p.parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
             p.file_stem().map(|s| s.to_string_lossy().into_owned()),
         ),
         None => (
@@ -317,7 +336,10 @@ pub fn plan(
     if blake3::hash(pipeline_text.as_bytes()).to_hex().as_str() != pipeline.hash {
         return Err(Failure::new(
             exit::USAGE,
-            format!("the pipeline {} changed while it was planned", pipeline.origin),
+            format!(
+                "the pipeline {} changed while it was planned",
+                pipeline.origin
+            ),
         ));
     }
     let file = PlanFile {
@@ -326,12 +348,13 @@ pub fn plan(
         pipeline_base: std::path::absolute(&pipeline_base).unwrap_or(pipeline_base),
         pipeline_name,
         buckets: pipeline.buckets,
-        output: options.output.clone(),
+        output: absolute(&options.output),
         key_file: absolute(&options.key_file),
         key_dir: absolute(&options.key_dir),
         force: options.force,
         since_last: options.since_last,
         threads: options.threads,
+        ephemeral,
         decisions,
     };
     let mut run_key = [0u8; 32];
@@ -342,24 +365,31 @@ pub fn plan(
     Ok(info)
 }
 
+/// Writes a 0600 file through a fresh sibling and a rename: a reader never sees half of it.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     use std::io::Write;
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}", random_hex()?));
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options
-        .open(path)
-        .map_err(|e| io_failure(path.display(), e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io_failure(path.display(), e))
+    let written = options.open(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_failure(path.display(), e));
+    }
+    Ok(())
 }
 
 /// A stage's view of the planned run: the pipeline as planned and the options.
 pub struct Planned {
     pub pipeline: Pipeline,
     pub options: RunOptions,
+    ephemeral: bool,
     decisions: Decisions,
     run_key: [u8; 32],
     work: Work,
@@ -392,6 +422,7 @@ impl Planned {
         Ok(Planned {
             pipeline,
             options,
+            ephemeral: file.ephemeral,
             decisions: file.decisions,
             run_key: w.run_key()?,
             work: w,
@@ -400,13 +431,40 @@ impl Planned {
 
     /// The plan; `with_costs` for the merge, the only stage that reads the ad-spend file.
     fn plan(&self, with_costs: bool) -> Result<Plan<'_>, Failure> {
-        Plan::new(&self.pipeline, &self.options, self.decisions.clone(), with_costs)
+        let mut plan = Plan::new(
+            &self.pipeline,
+            &self.options,
+            self.decisions.clone(),
+            with_costs,
+        )?;
+        if self.ephemeral {
+            plan.set_key_mode("ephemeral");
+        }
+        Ok(plan)
+    }
+
+    /// Object-store inputs are listed again in this process: their sizes and versions (for
+    /// the run record and the manifest) come from the listing.
+    fn list_objects(&self) -> Result<(), Failure> {
+        let objects: Vec<PathBuf> = self
+            .decisions
+            .files
+            .iter()
+            .filter(|f| f.to_string_lossy().starts_with("s3://"))
+            .cloned()
+            .collect();
+        if !objects.is_empty() {
+            crate::store::configure(self.pipeline.s3.clone());
+            crate::ingest::reader::expand_inputs(&objects)
+                .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// A shard task's keys: derived for the run's days, never a master.
     fn derived_keys(&self) -> Result<DerivedKeys, Failure> {
-        let text = String::from_utf8(self.work.read(DERIVED_KEYS)?)
-            .map_err(|_| corrupt(DERIVED_KEYS))?;
+        let text =
+            String::from_utf8(self.work.read(DERIVED_KEYS)?).map_err(|_| corrupt(DERIVED_KEYS))?;
         let text = zeroize::Zeroizing::new(text);
         DerivedKeys::from_text(&text).ok_or_else(|| corrupt(DERIVED_KEYS))
     }
@@ -427,12 +485,17 @@ impl Planned {
     }
 
     /// Every shard task's summary, checked to cover each planned input exactly once.
-    fn summaries(&self) -> Result<(Vec<FileResult>, BTreeMap<Day, String>, Identities), Failure> {
+    fn summaries(&self) -> Result<Summaries, Failure> {
+        let mut spilled: Vec<(String, String, u64)> = Vec::new();
         let mut results: BTreeMap<u32, FileResult> = BTreeMap::new();
         let mut epoch_ids = BTreeMap::new();
         let mut identities = Identities::default();
         for dir in self.shard_dirs()? {
-            let task = dir.file_name().expect("a name").to_string_lossy().into_owned();
+            let task = dir
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned();
             let role = format!("shard {task} summary");
             let sealed = fs::read(dir.join("summary.bin")).map_err(|e| {
                 io_failure(
@@ -445,8 +508,13 @@ impl Planned {
             let [json, ids] = parts[..] else {
                 return Err(corrupt(&role));
             };
-            let (rs, epochs): (Vec<FileResult>, BTreeMap<Day, String>) =
+            let (rs, epochs, files): ShardSummary =
                 serde_json::from_slice(json).map_err(|_| corrupt(&role))?;
+            spilled.extend(
+                files
+                    .into_iter()
+                    .map(|(name, size)| (task.clone(), name, size)),
+            );
             for r in rs {
                 let index = r.index();
                 if results.insert(index, r).is_some() {
@@ -473,12 +541,63 @@ impl Planned {
                 ));
             }
         }
-        Ok((results.into_values().collect(), epoch_ids, identities))
+        Ok(Summaries {
+            results: results.into_values().collect(),
+            epoch_ids,
+            identities,
+            spilled,
+        })
     }
 
     fn gathered(&self) -> Result<GatherFile, Failure> {
         serde_json::from_slice(&self.work.read(GATHER)?).map_err(|_| corrupt(GATHER))
     }
+}
+
+/// A shard task's summary: per input, its counts; the key epochs used; its bucket files
+/// (name, size), so a reduce task knows it has every one of them, whole.
+type ShardSummary = (Vec<FileResult>, BTreeMap<Day, String>, Vec<(String, u64)>);
+
+/// Every shard task's summary, added up.
+struct Summaries {
+    results: Vec<FileResult>,
+    epoch_ids: BTreeMap<Day, String>,
+    identities: Identities,
+    /// (task, file name, size) of every bucket file.
+    spilled: Vec<(String, String, u64)>,
+}
+
+/// A fingerprint of the state a run reads and rewrites (visit log, ledger, a key ring kept in
+/// the state dir): names, sizes and modification times.
+fn state_fingerprint(state_dir: &Path) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut stack: Vec<PathBuf> = ["visitors", "ledger.json", "keys"]
+        .iter()
+        .map(|n| state_dir.join(n))
+        .collect();
+    let mut seen = Vec::new();
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+            continue;
+        }
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        seen.push((p.display().to_string(), meta.len(), modified));
+    }
+    seen.sort();
+    for (p, len, modified) in seen {
+        h.update(format!("{p}\0{len}\0{modified}\n").as_bytes());
+    }
+    h.finalize().to_hex().to_string()
 }
 
 /// Parses `0,3,5-7` into input numbers.
@@ -503,7 +622,11 @@ pub fn parse_indices(s: &str) -> Result<Vec<u32>, String> {
 /// `logveil stage shard`: parses and pseudonymises the inputs `indices` (numbers of the
 /// plan's inputs) into `shard/<task>/`.
 pub fn shard(work: &Path, task: &str, indices: &[u32]) -> Result<(), Failure> {
-    if task.is_empty() || !task.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if task.is_empty()
+        || !task
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(Failure::new(
             exit::USAGE,
             "--task names a directory: letters, digits, - and _ only",
@@ -514,10 +637,13 @@ pub fn shard(work: &Path, task: &str, indices: &[u32]) -> Result<(), Failure> {
     if let Some(bad) = indices.iter().find(|i| **i >= n) {
         return Err(Failure::new(
             exit::USAGE,
-            format!("input number {bad} is not planned: the plan has {n} input(s), 0 to {}", n.saturating_sub(1)),
+            format!(
+                "input number {bad} is not planned: the plan has {n} input(s), 0 to {}",
+                n.saturating_sub(1)
+            ),
         ));
     }
-    crate::store::configure(planned.pipeline.s3.clone());
+    planned.list_objects()?;
     let plan = Plan::with_derived_keys(
         &planned.pipeline,
         &planned.options,
@@ -527,7 +653,15 @@ pub fn shard(work: &Path, task: &str, indices: &[u32]) -> Result<(), Failure> {
     let dir = planned.work.path("shard").join(task);
     planned.work.publish_dir(&dir, |tmp| {
         let out = pipeline::shard(&plan, indices, &plan.keys, tmp, &planned.run_key, None)?;
-        let json = serde_json::to_vec(&(&out.results, &out.epoch_ids)).expect("serialises");
+        let mut files = Vec::new();
+        for entry in fs::read_dir(tmp).map_err(|e| io_failure(tmp.display(), e))? {
+            let entry = entry.map_err(|e| io_failure(tmp.display(), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let size = entry.metadata().map_err(|e| io_failure(&name, e))?.len();
+            files.push((name, size));
+        }
+        files.sort();
+        let json = serde_json::to_vec(&(&out.results, &out.epoch_ids, &files)).expect("serialises");
         let ids = out.identities.to_bytes();
         let sealed = seal(
             &planned.run_key,
@@ -552,7 +686,13 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
     let planned = Planned::load(work)?;
     let _lock = pipeline::lock_state(&planned.pipeline)?;
     let mut plan = planned.plan(false)?;
-    let (results, epoch_ids, identities) = planned.summaries()?;
+    planned.list_objects()?;
+    let Summaries {
+        results,
+        epoch_ids,
+        identities,
+        spilled,
+    } = planned.summaries()?;
     let missing: BTreeSet<Day> = results
         .iter()
         .flat_map(|r| r.missing_key().iter().copied())
@@ -574,18 +714,29 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
         let mut days: BTreeSet<Day> = planned.derived_keys()?.days().collect();
         days.extend(missing.iter().copied());
         let derived = plan.derive_keys(days);
-        write_private(&planned.work.path(DERIVED_KEYS), derived.to_text().as_bytes())?;
+        // Killed from here on, the gather is run again after the shard stage, from the start.
+        let _ = fs::remove_dir_all(planned.work.path("shard"));
+        write_private(
+            &planned.work.path(DERIVED_KEYS),
+            derived.to_text().as_bytes(),
+        )?;
         notes.push(format!(
             "keys derived for {} more day(s) the inputs reach ({} to {}); the shard stage runs again",
             missing.len(),
             missing.first().expect("not empty"),
             missing.last().expect("not empty"),
         ));
-        write_private(&planned.work.path(RESHARD), notes.join("\n").as_bytes())?;
-        let _ = fs::remove_dir_all(planned.work.path("shard"));
+        write_private(
+            &planned.work.path(RESHARD_NOTES),
+            &serde_json::to_vec(&notes).expect("serialises"),
+        )?;
+        write_private(&planned.work.path(RESHARD), b"")?;
         return Ok(Gathered::Reshard(notes));
     }
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = fs::read(planned.work.path(RESHARD_NOTES))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     pipeline::update_manifest(&plan, &results, &mut notes);
     let buckets = planned.decisions.buckets;
     let summary = pipeline::summarize(&plan, &results, &epoch_ids, buckets, Vec::new())?;
@@ -594,6 +745,8 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
         excluded: summary.excluded.iter().copied().collect(),
         clients_seen: identities.len(),
         notes,
+        epochs: summary.days.map(|d| plan.epochs_of(d)).unwrap_or_default(),
+        state: String::new(),
     };
     let dir = planned.work.path("gather");
     if let Some(days) = summary.days {
@@ -602,17 +755,24 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
         planned.work.publish_dir(&dir, |tmp| {
             for (b, history) in histories.iter().enumerate() {
                 let ids = identities.of_bucket(b, buckets).to_bytes();
+                let suffix = format!("-b{b}.bin");
+                let files: Vec<&(String, String, u64)> = spilled
+                    .iter()
+                    .filter(|(_, n, _)| n.ends_with(&suffix))
+                    .collect();
+                let files = serde_json::to_vec(&files).expect("serialises");
                 let role = format!("bucket {b} context");
                 let sealed = seal(
                     &planned.run_key,
                     &role,
-                    join_parts(&[&ids, &history.to_bytes()]),
+                    join_parts(&[&ids, &history.to_bytes(), &files]),
                 )?;
                 write_private(&tmp.join(format!("b{b}.bin")), &sealed)?;
             }
             Ok(())
         })?;
     }
+    file.state = state_fingerprint(&planned.pipeline.state_dir);
     let json = serde_json::to_vec_pretty(&file).expect("serialises");
     write_private(&planned.work.path(GATHER), &json)?;
     Ok(Gathered::Days(summary.days))
@@ -625,20 +785,25 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
     if b >= buckets {
         return Err(Failure::new(
             exit::USAGE,
-            format!("bucket {b} is not planned: the plan has {buckets} bucket(s), 0 to {}", buckets - 1),
+            format!(
+                "bucket {b} is not planned: the plan has {buckets} bucket(s), 0 to {}",
+                buckets - 1
+            ),
         ));
     }
     let gathered = planned.gathered()?;
-    // Like a shard task, a reduce task holds derived keys only (for the epochs of its days).
+    // A reduce task holds no key at all: only each day's pseudonym epoch.
     let plan = Plan::with_derived_keys(
         &planned.pipeline,
         &planned.options,
         planned.decisions.clone(),
-        planned.derived_keys()?,
+        DerivedKeys::epochs_only(gathered.epochs.clone()),
     )?;
     let dir = planned.work.path("reduce").join(b.to_string());
     let Some(days) = gathered.days else {
-        return planned.work.publish_dir(&dir, |tmp| write_meta(tmp, b, 0, true));
+        return planned
+            .work
+            .publish_dir(&dir, |tmp| write_meta(tmp, b, 0, true));
     };
     let role = format!("bucket {b} context");
     let context = open(
@@ -647,11 +812,45 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
         planned.work.read(&format!("gather/b{b}.bin"))?,
     )?;
     let parts = split_parts(&context).ok_or_else(|| corrupt(&role))?;
-    let [ids, history] = parts[..] else {
+    let [ids, history, files] = parts[..] else {
         return Err(corrupt(&role));
     };
     let identities = Identities::from_bytes(ids).ok_or_else(|| corrupt(&role))?;
     let history = History::from_bytes(history).ok_or_else(|| corrupt(&role))?;
+    // Every bucket file the shard tasks wrote, whole, and no other.
+    let expected: BTreeSet<(String, String, u64)> = serde_json::from_slice::<Vec<_>>(files)
+        .map_err(|_| corrupt(&role))?
+        .into_iter()
+        .collect();
+    let suffix = format!("-b{b}.bin");
+    let mut found = BTreeSet::new();
+    for dir in planned.shard_dirs()? {
+        let task = dir
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        for entry in fs::read_dir(&dir)
+            .map_err(|e| io_failure(dir.display(), e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("w-") && name.ends_with(&suffix) {
+                let size = entry.metadata().map_err(|e| io_failure(&name, e))?.len();
+                found.insert((task.clone(), name, size));
+            }
+        }
+    }
+    if found != expected {
+        let missing = expected.difference(&found).count();
+        let unexpected = found.difference(&expected).count();
+        return Err(Failure::new(
+            exit::FAILED,
+            format!(
+                "bucket {b}: {missing} of the shard tasks' files are missing or cut short and {unexpected} are not theirs; run the shard stage again"
+            ),
+        ));
+    }
     let excluded = gathered.excluded.iter().copied().collect();
     let events = spill::read_bucket(&planned.shard_dirs()?, &planned.run_key, b, &excluded)
         .map_err(|e| io_failure(format!("cannot read the shard tasks' bucket {b}"), e))?;
@@ -666,12 +865,18 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
             partials.push(spill::frame_bytes(&mut p).map_err(|e| io_failure("a partial", e))?);
         }
         let refs: Vec<&[u8]> = partials.iter().map(Vec::as_slice).collect();
-        let sealed = seal(&planned.run_key, &format!("bucket {b} partials"), join_parts(&refs))?;
+        let sealed = seal(
+            &planned.run_key,
+            &format!("bucket {b} partials"),
+            join_parts(&refs),
+        )?;
         write_private(&tmp.join("partials.bin"), &sealed)?;
         for (t, frame) in output.frames.into_iter().enumerate() {
             if let Some(mut frame) = frame {
-                spill::write_frame(tmp, &planned.run_key, b, t as u64, &mut frame)
+                let bytes = spill::frame_bytes(&mut frame)
                     .map_err(|e| io_failure("a row-visitor frame", e))?;
+                let sealed = seal(&planned.run_key, &format!("bucket {b} frame {t}"), bytes)?;
+                write_private(&tmp.join(format!("f{t}.bin")), &sealed)?;
             }
         }
         let records = visitors::records_to_bytes(&output.records);
@@ -705,11 +910,23 @@ pub fn merge(work: &Path) -> Result<RunReport, Failure> {
 }
 
 fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
+    let gathered = planned.gathered()?;
+    if state_fingerprint(&planned.pipeline.state_dir) != gathered.state {
+        return Err(Failure::new(
+            exit::LOCKED,
+            format!(
+                "another run changed the state dir {} after this run's gather (its visit log, ledger or keys); nothing was published: run the job again",
+                planned.pipeline.state_dir.display()
+            ),
+        ));
+    }
     let (_lock, notes) = pipeline::open_output(&planned.pipeline, &out)?;
     let plan = planned.plan(true)?;
     let phase = Phases::start();
-    let gathered = planned.gathered()?;
-    let (results, epoch_ids, _) = planned.summaries()?;
+    planned.list_objects()?;
+    let Summaries {
+        results, epoch_ids, ..
+    } = planned.summaries()?;
     let buckets = planned.decisions.buckets;
     let mut notes = notes;
     notes.extend(gathered.notes.iter().cloned());
@@ -722,12 +939,9 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
     let mut visit_records: BTreeMap<Day, Vec<visitors::VisitRecord>> = BTreeMap::new();
     let reduce_dir = |b: usize| planned.work.path("reduce").join(b.to_string());
     for b in 0..buckets {
-        let meta: ReduceMeta = serde_json::from_slice(
-            &planned
-                .work
-                .read(&format!("reduce/{b}/meta.json"))?,
-        )
-        .map_err(|_| corrupt("a reduce task's meta.json"))?;
+        let meta: ReduceMeta =
+            serde_json::from_slice(&planned.work.read(&format!("reduce/{b}/meta.json"))?)
+                .map_err(|_| corrupt("a reduce task's meta.json"))?;
         if meta.bucket != b {
             return Err(corrupt("a reduce task's meta.json"));
         }
@@ -767,6 +981,16 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
         buckets,
         notes: Vec::new(),
     };
-    let read_frame = |b: usize, t: u64| spill::read_frame(&reduce_dir(b), &planned.run_key, b, t);
+    let read_frame = |b: usize, t: u64| -> std::io::Result<Option<polars::prelude::DataFrame>> {
+        let role = format!("bucket {b} frame {t}");
+        let sealed = match fs::read(reduce_dir(b).join(format!("f{t}.bin"))) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let plain =
+            open(&planned.run_key, &role, sealed).map_err(|f| std::io::Error::other(f.message))?;
+        spill::frame_of(&plain).map(Some)
+    };
     pipeline::finish(&plan, summary, reduced, &read_frame, out, &phase)
 }

@@ -78,11 +78,16 @@ def run_stage(logveil, args, what):
     return done.stdout
 
 
-def private_dir(prefix):
-    """A new 0700 directory. In a Spark task it is under the executor's local dirs, which Spark
-    removes when the application ends even if the task's worker was killed."""
-    local = os.environ.get("SPARK_LOCAL_DIRS", "").split(",")[0]
-    return tempfile.mkdtemp(prefix=prefix, dir=local or None)
+def private_dir(prefix, in_task=False):
+    """A new 0700 directory. In a Spark task it is under the executor's own temporary
+    directory (SparkFiles' root), which the executor removes when it stops, even if the task's
+    worker was killed before its own clean-up."""
+    parent = None
+    if in_task:
+        from pyspark import SparkFiles
+
+        parent = SparkFiles.getRootDirectory()
+    return tempfile.mkdtemp(prefix=prefix, dir=parent)
 
 
 def write_private(path, data):
@@ -101,7 +106,7 @@ def executable(path):
         return found
     if os.access(path, os.X_OK):
         return path
-    copy = os.path.join(private_dir("logveil-bin-"), "logveil")
+    copy = os.path.join(private_dir("logveil-bin-", in_task=True), "logveil")
     shutil.copyfile(path, copy)
     os.chmod(copy, stat.S_IRWXU)
     return copy
@@ -160,7 +165,7 @@ def shard_task(shipped_bc, logveil):
         logveil_bin = executable(logveil)
         for b in batches:
             for task, inputs in zip(b.column("task").to_pylist(), b.column("inputs").to_pylist()):
-                work = private_dir("logveil-shard-")
+                work = private_dir("logveil-shard-", in_task=True)
                 try:
                     write_task_work(work, shipped_bc.value)
                     args = ["shard", "--work", work, "--task", f"t{task}", "--inputs", inputs]
@@ -196,7 +201,7 @@ def reduce_task(shipped_bc, logveil):
         logveil_bin = executable(logveil)
         buckets = set(table.column("bucket").to_pylist())
         (bucket,) = buckets
-        work = private_dir("logveil-reduce-")
+        work = private_dir("logveil-reduce-", in_task=True)
         try:
             write_task_work(work, shipped_bc.value)
             assemble(work, table.to_pylist())
@@ -264,7 +269,8 @@ def spark_session(master):
 def main(argv):
     a = parse_args(argv)
     logveil = a.logveil
-    work = private_dir("logveil-work-")
+    parent = private_dir("logveil-work-")
+    work = os.path.join(parent, "work")  # made by `stage plan`, inside our private directory
     spark = None
     stage = "plan"
     try:
@@ -283,7 +289,6 @@ def main(argv):
             plan_args += ["--input", i]
         if a.force:
             plan_args.append("--force")
-        os.rmdir(work)  # `stage plan` makes it, private
         planned = run_stage(logveil, plan_args, "plan")
         info = dict(line.split("=", 1) for line in planned.splitlines() if "=" in line and not line.startswith("input="))
         n_files, buckets = int(info["files"]), int(info["buckets"])
@@ -329,7 +334,8 @@ def main(argv):
                 with open(os.path.join(gather_dir, f"b{b}.bin"), "rb") as f:
                     context.extend(pieces(b, f"gather/b{b}.bin", f.read()))
             context_df = spark.createDataFrame(context, SCHEMA)
-            ship_reduce = sc.broadcast(shipped(["plan.json", "run.key", "keys.derived", "gather.json"]))
+            # Reduce tasks get no key: gather.json gives each day's pseudonym epoch.
+            ship_reduce = sc.broadcast(shipped(["plan.json", "run.key", "gather.json"]))
             events = sharded.filter("bucket >= 0")
             stage = "reduce"
             reduced = (
@@ -353,7 +359,7 @@ def main(argv):
     finally:
         if spark is not None:
             spark.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

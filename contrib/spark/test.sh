@@ -80,7 +80,12 @@ elif grep -q 'nothing was published' "$tmp/c.err" && [[ ! -d "$tmp/out-c/_runs" 
 else
   echo "FAIL: run c did not fail cleanly" >&2; fail=1
 fi
-if ls -d "${TMPDIR:-/tmp}"/logveil-work-* "${TMPDIR:-/tmp}"/logveil-shard-* "${TMPDIR:-/tmp}"/logveil-reduce-* 2>/dev/null; then
-  echo "FAIL: work directories outlived the jobs" >&2; fail=1
+# No work directory, and no task directory (they hold the run key and derived keys), is left
+# anywhere under the temporary directory, not even by the tasks that were killed.
+left="$(find "${TMPDIR:-/tmp}" \( -name 'logveil-work-*' -o -name 'logveil-shard-*' -o -name 'logveil-reduce-*' \) 2>/dev/null | head -5)"
+if [[ -n "$left" ]]; then
+  echo "FAIL: directories outlived the jobs: $left" >&2; fail=1
+else
+  echo "ok: no work or task directory is left" >&2
 fi
 exit $fail

@@ -69,11 +69,7 @@ pub fn stage(command: StageCommand) -> Result<String, Failure> {
                 let _ = writeln!(out, "input={}", f.display());
             }
         }
-        StageCommand::Shard {
-            work,
-            task,
-            inputs,
-        } => stages::shard(&work, &task, &inputs)?,
+        StageCommand::Shard { work, task, inputs } => stages::shard(&work, &task, &inputs)?,
         StageCommand::Gather { work } => match stages::gather(&work)? {
             stages::Gathered::Days(days) => {
                 let _ = match days {

@@ -218,7 +218,9 @@ pub(crate) fn status_code(s: &[u8]) -> Option<u16> {
 }
 
 /// Why a line could not be placed. The names are written to the run record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Reject {
     BlankLine,
     Truncated,

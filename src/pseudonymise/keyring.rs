@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::keys::{EpochKey, KeyError, MasterKey};
 use crate::day::Day;
@@ -39,10 +39,7 @@ impl KeySet {
 
     pub fn epoch_key(&self, day: Day) -> Option<EpochKey> {
         match self {
-            KeySet::Derived(d) => d
-                .epochs
-                .get(&day)
-                .map(|(k, _)| EpochKey::from_bytes(*k)),
+            KeySet::Derived(d) => d.epochs.get(&day).map(|(k, _)| EpochKey::from_bytes(*k)),
             _ => self.master_for(day).map(|m| m.epoch_key(day)),
         }
     }
@@ -74,33 +71,49 @@ impl KeySet {
         Some((epoch, self.epoch_key(epoch)?))
     }
 
-    /// What a shard task needs of these keys for `days`, and nothing more: the bucket key,
-    /// each day's pseudonym epoch, and each epoch's visitor key and public id. Days without
-    /// a key are left out (the task reports them, as with the masters). Release, ledger and
-    /// state keys are not derived: they stay with the masters.
+    /// What a shard task needs of these keys to pseudonymise events of `days` (its primary
+    /// days), and nothing more: the bucket key, the pseudonym epoch of each primary day, of the
+    /// day before it (a visit crossing midnight is linked under both) and of the last day of
+    /// the epoch before (returning visitors look a client up there too), and each of those
+    /// epochs' visitor key and public id. Primary days without a master are left out (the
+    /// task reports them, as with the masters). Release, ledger and state keys are not
+    /// derived: they stay with the masters.
     pub fn derive_for(
         &self,
         days: impl IntoIterator<Item = Day>,
         lookback: Option<u32>,
         managed: bool,
     ) -> DerivedKeys {
-        let mut out = match self {
-            KeySet::Derived(d) => d.clone(),
-            _ => DerivedKeys {
-                bucket_key: self.run_bucket_key(),
-                days: BTreeMap::new(),
-                epochs: BTreeMap::new(),
-            },
+        let mut out = DerivedKeys {
+            bucket_key: self.run_bucket_key(),
+            primary: BTreeSet::new(),
+            days: BTreeMap::new(),
+            epochs: BTreeMap::new(),
         };
         for day in days {
-            let Some((epoch, key)) = self.pseudonym_epoch(day, lookback, managed) else {
+            let Some((epoch, _)) = self.pseudonym_epoch(day, lookback, managed) else {
                 continue;
             };
-            let id = self.epoch_id(epoch).unwrap_or_default();
-            out.days.insert(day, epoch);
-            out.epochs.insert(epoch, (*key.bytes(), id));
+            out.primary.insert(day);
+            for d in [day, day.prev(), epoch.prev()] {
+                let Some((epoch, key)) = self.pseudonym_epoch(d, lookback, managed) else {
+                    continue;
+                };
+                let id = self.epoch_id(epoch).unwrap_or_default();
+                out.days.insert(d, epoch);
+                out.epochs.insert(epoch, (*key.bytes(), id));
+            }
         }
         out
+    }
+
+    /// Whether events of `day` can be pseudonymised here with everything they need: always
+    /// with masters; with derived keys, only on the primary days they were derived for.
+    pub fn covers(&self, day: Day) -> bool {
+        match self {
+            KeySet::Derived(d) => d.primary.contains(&day),
+            _ => true,
+        }
     }
 
     /// The period in force on `day` (its start) and its master. A single key is one period.
@@ -155,6 +168,8 @@ impl KeySet {
 #[derive(Clone)]
 pub struct DerivedKeys {
     bucket_key: [u8; 32],
+    /// The days whose events these keys pseudonymise (with their neighbours' keys).
+    primary: BTreeSet<Day>,
     /// Each day's pseudonym epoch.
     days: BTreeMap<Day, Day>,
     /// Each epoch's visitor key and public id.
@@ -167,6 +182,9 @@ impl DerivedKeys {
         let hex = |b: &[u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let mut s = zeroize::Zeroizing::new(String::from("logveil derived keys v1\n"));
         s.push_str(&format!("bucket {}\n", hex(&self.bucket_key)));
+        for day in &self.primary {
+            s.push_str(&format!("primary {day}\n"));
+        }
         for (day, epoch) in &self.days {
             s.push_str(&format!("day {day} {epoch}\n"));
         }
@@ -194,6 +212,7 @@ impl DerivedKeys {
         }
         let mut keys = DerivedKeys {
             bucket_key: [0; 32],
+            primary: BTreeSet::new(),
             days: BTreeMap::new(),
             epochs: BTreeMap::new(),
         };
@@ -201,11 +220,15 @@ impl DerivedKeys {
             let f: Vec<&str> = line.split(' ').collect();
             match f[..] {
                 ["bucket", k] => keys.bucket_key = unhex(k)?,
+                ["primary", d] => {
+                    keys.primary.insert(Day::parse(d)?);
+                }
                 ["day", d, e] => {
                     keys.days.insert(Day::parse(d)?, Day::parse(e)?);
                 }
                 ["epoch", e, k, id] => {
-                    keys.epochs.insert(Day::parse(e)?, (unhex(k)?, id.to_string()));
+                    keys.epochs
+                        .insert(Day::parse(e)?, (unhex(k)?, id.to_string()));
                 }
                 _ => return None,
             }
@@ -215,7 +238,18 @@ impl DerivedKeys {
 
     /// The days these keys pseudonymise.
     pub fn days(&self) -> impl Iterator<Item = Day> + '_ {
-        self.days.keys().copied()
+        self.primary.iter().copied()
+    }
+
+    /// Only the pseudonym epoch of each day: no key at all. What a reduce task needs (visits
+    /// are grouped by epoch there) and all it gets.
+    pub fn epochs_only(days: BTreeMap<Day, Day>) -> DerivedKeys {
+        DerivedKeys {
+            bucket_key: [0; 32],
+            primary: BTreeSet::new(),
+            days,
+            epochs: BTreeMap::new(),
+        }
     }
 }
 

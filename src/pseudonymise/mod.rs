@@ -115,7 +115,9 @@ impl Event {
 }
 
 /// The filter rules, in the order they are tried. Their names go into the run record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum FilterRule {
     /// A directive line (W3C `#Fields:` …), not a request.
     Directive,
@@ -390,6 +392,9 @@ impl Pseudonymiser {
         };
         // Canonicalised once (an address parsed, no allocation for an IP) for every hash.
         let canonical = keys::canonical_client(rec.client);
+        if !self.keys.covers(day) {
+            return Outcome::MissingKey(day);
+        }
         let (epoch, visitor) = match self.epoch_key(day) {
             Some((epoch, key)) => (*epoch, key.visitor_of_canonical(&canonical, user_agent)),
             None => return Outcome::MissingKey(day),

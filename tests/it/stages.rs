@@ -172,7 +172,9 @@ fn a_staged_nightly_run_reads_the_visit_log_as_logveil_run_does() {
         .iter()
         .zip(strs(&loyalty, "bucket"))
         .zip(ints(&loyalty, "visitors"))
-        .find(|((d, b), _)| d.as_deref() == Some("visitor_type") && b.as_deref() == Some("returning"))
+        .find(|((d, b), _)| {
+            d.as_deref() == Some("visitor_type") && b.as_deref() == Some("returning")
+        })
         .and_then(|(_, v)| v);
     assert!(returning.is_some_and(|v| v > 0), "{loyalty:?}");
 }
@@ -214,7 +216,10 @@ fn retried_tasks_change_nothing_and_the_work_directory_holds_nothing_raw() {
     ]);
     ok(&o);
     let plan = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(plan.contains("files=7\n") && plan.contains("buckets=3\n"), "{plan}");
+    assert!(
+        plan.contains("files=7\n") && plan.contains("buckets=3\n"),
+        "{plan}"
+    );
     // A second plan into the same work directory is refused.
     let again = stage(&["plan", "--pipeline", staged.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(2));
@@ -261,6 +266,21 @@ fn retried_tasks_change_nothing_and_the_work_directory_holds_nothing_raw() {
     let o = stage(&["merge"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("did the stage before this one finish"));
+    // A bucket file lost or cut short in transit is found before anything is computed.
+    let file = files_under(&work.join("shard/b"))
+        .into_iter()
+        .find(|f| f.to_string_lossy().ends_with("-b0.bin"))
+        .unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
+    let o = stage(&["reduce", "--bucket", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("missing or cut short"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(&file, &bytes).unwrap();
     for b in ["0", "1", "2", "1"] {
         ok(&stage(&["reduce", "--bucket", b]));
     }
@@ -283,11 +303,7 @@ fn retried_tasks_change_nothing_and_the_work_directory_holds_nothing_raw() {
         let bytes = std::fs::read(&f).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         for needle in [ip, ua, "Mozilla/5.0", "GET /", "utm_source"] {
-            assert!(
-                !text.contains(needle),
-                "{} holds {needle:?}",
-                f.display()
-            );
+            assert!(!text.contains(needle), "{} holds {needle:?}", f.display());
         }
         files += 1;
     }
@@ -371,4 +387,146 @@ fn tasks_run_without_the_master_key() {
     std::fs::rename(&hidden, &key).unwrap();
     stage(&["merge"]);
     assert_eq!(parquet_hashes(&out), parquet_hashes(&single));
+}
+
+/// A pipeline with its key in `dir` and `extra` settings, over the sample days.
+fn keyed_pipeline(dir: &Path, name: &str, key: &str, extra: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\nsite = \"example.ru\"\nsite_hosts = [\"example.ru\", \"www.example.ru\", \"shop.example.ru\"]\n\
+             inputs = [\"{}/sample-data/realistic/*.log.gz\"]\ntime_zone = \"Europe/Moscow\"\n\
+             key = \"{key}\"\nk = 5\nstate_dir = \"state-{name}\"\n{extra}",
+            repo().display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// With differential privacy the noise is drawn once, at merge, from the same key and the
+/// same totals: a staged run releases the same noisy files and charges the same ε.
+#[test]
+fn a_staged_run_with_differential_privacy_releases_the_same_noisy_files() {
+    let dir = tempfile::tempdir().unwrap();
+    keygen(&dir.path().join("master.key"));
+    let dp = "[differential_privacy]\nepsilon_budget = 10.0\ndp_window_days = 3\nepsilon = 1.0\n";
+    let single = keyed_pipeline(dir.path(), "single", "master.key", dp);
+    let staged = keyed_pipeline(dir.path(), "staged", "master.key", dp);
+    let (o1, o2) = (dir.path().join("o1"), dir.path().join("o2"));
+    ok(&run(&single, &o1, &[]));
+    let o = stages_sh(
+        &dir.path().join("xdg"),
+        &dir.path().join("work"),
+        2,
+        &[
+            "--pipeline",
+            staged.to_str().unwrap(),
+            "--output",
+            o2.to_str().unwrap(),
+            "--buckets",
+            "5",
+        ],
+    );
+    ok(&o);
+    let (a, b) = (parquet_hashes(&o1), parquet_hashes(&o2));
+    assert_eq!(a.len(), 44, "11 tables × 4 days");
+    assert_eq!(a, b);
+    let ledger = |name: &str| -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(dir.path().join(format!("state-{name}/ledger.json"))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::json!([e["table"], e["date"], e["epsilon"], e["digest"]]))
+            .collect()
+    };
+    assert_eq!(ledger("single"), ledger("staged"));
+}
+
+/// An ephemeral key is one key for the whole staged run (made by `plan`, kept in the work
+/// directory, gone with it): the tables equal a single run's.
+#[test]
+fn a_staged_run_with_an_ephemeral_key_keeps_one_key_for_every_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = keyed_pipeline(dir.path(), "single", "ephemeral", "");
+    let staged = keyed_pipeline(dir.path(), "staged", "ephemeral", "");
+    let (o1, o2) = (dir.path().join("o1"), dir.path().join("o2"));
+    ok(&run(&single, &o1, &[]));
+    let work = dir.path().join("work");
+    let o = stages_sh(
+        &dir.path().join("xdg"),
+        &work,
+        3,
+        &[
+            "--pipeline",
+            staged.to_str().unwrap(),
+            "--output",
+            o2.to_str().unwrap(),
+        ],
+    );
+    ok(&o);
+    assert_eq!(parquet_hashes(&o1), parquet_hashes(&o2));
+    assert!(!work.exists());
+}
+
+/// A run that changes the state dir (visit log, keys) between a staged run's gather and its
+/// merge makes the merge refuse to publish (exit 3), rather than overwrite its visit log.
+#[test]
+fn a_merge_refuses_when_another_run_changed_the_state_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let glob = format!("{}/sample-data/realistic/*.log.gz", repo().display());
+    let p = pipeline(dir.path(), "shared", &glob);
+    let work = dir.path().join("work");
+    let out = dir.path().join("out");
+    let stage = |args: &[&str]| {
+        logveil()
+            .arg("stage")
+            .args(args)
+            .arg("--work")
+            .arg(&work)
+            .output()
+            .unwrap()
+    };
+    // A first run makes the managed ring's masters, so the staged run needs no reshard.
+    ok(&run(
+        &p,
+        &dir.path().join("first"),
+        &["--date", "2026-11-02"],
+    ));
+    ok(&stage(&[
+        "plan",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--date",
+        "2026-11-03",
+        "--buckets",
+        "2",
+    ]));
+    ok(&stage(&["shard", "--task", "all", "--inputs", "0-2"]));
+    let gathered = stage(&["gather"]);
+    ok(&gathered);
+    assert!(String::from_utf8_lossy(&gathered.stdout).starts_with("days="));
+    ok(&stage(&["reduce", "--bucket", "0"]));
+    ok(&stage(&["reduce", "--bucket", "1"]));
+    // Meanwhile, a run of the same pipeline rewrites a day of the visit log.
+    ok(&run(
+        &p,
+        &dir.path().join("other"),
+        &["--date", "2026-11-02"],
+    ));
+    let o = stage(&["merge"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("changed the state dir"));
+    assert!(!out.exists(), "nothing was written to the output");
 }
