@@ -7,7 +7,8 @@
 # Environment:
 #   LOGVEIL_BENCH_DIR   cache for the generated logs (default ~/.cache/logveil-bench)
 #   LOGVEIL_BIN         the logveil binary (default target/release/logveil, built if missing)
-#   LOGVEIL_BUCKETS     buckets of the staged run (default 8)
+#   LOGVEIL_BUCKETS     buckets of both runs, at least (default 8; logveil takes one per 32 MiB
+#                       of input if that is more)
 #
 # The logs (7 days, one plain file a day, from sample-data/generate.py) are made once and
 # cached. Every stage command runs alone with `--threads 1`, timed with /usr/bin/time: CPU
@@ -45,11 +46,12 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/logveil-stages-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export XDG_STATE_HOME=$work/state
 
-# timed NAME CMD...: appends "NAME cpu_seconds peak_kib wall_seconds" to $work/times.
+# timed NAME CMD...: appends "NAME cpu_seconds peak_kib wall_seconds" to $work/times; the
+# command's output goes to $work/stdout.
 timed() {
   local name=$1
   shift
-  /usr/bin/time -f "%U %S %M %e" -o "$work/t" "$@" > /dev/null
+  /usr/bin/time -f "%U %S %M %e" -o "$work/t" "$@" > "$work/stdout"
   read -r user sys rss wall < "$work/t"
   echo "$name $(python3 -c "print($user + $sys)") $rss $wall" >> "$work/times"
 }
@@ -62,6 +64,8 @@ timed "run(1-thread)" "$logveil" run --pipeline pipelines/demo.toml --input "$lo
 w=$work/w
 timed plan "$logveil" stage plan --work "$w" --pipeline pipelines/demo.toml --input "$logs/access-*.log" \
   --output "$work/out-staged" --threads 1 --buckets "$buckets"
+# At least one bucket per 32 MiB of input: the plan may choose more than asked.
+buckets=$(sed -n 's/^buckets=//p' "$work/stdout")
 for ((i = 0; i < files; i++)); do
   timed shard "$logveil" stage shard --work "$w" --task "t$i" --inputs "$i"
 done

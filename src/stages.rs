@@ -469,14 +469,15 @@ impl Planned {
         DerivedKeys::from_text(&text).ok_or_else(|| corrupt(DERIVED_KEYS))
     }
 
-    fn shard_dirs(&self) -> Result<Vec<PathBuf>, Failure> {
+    /// Each finished shard task's name and directory, by name.
+    fn shard_dirs(&self) -> Result<Vec<(String, PathBuf)>, Failure> {
         let root = self.work.path("shard");
         let mut dirs = Vec::new();
         if let Ok(entries) = fs::read_dir(&root) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !name.starts_with('.') {
-                    dirs.push(entry.path());
+                    dirs.push((name, entry.path()));
                 }
             }
         }
@@ -490,12 +491,7 @@ impl Planned {
         let mut results: BTreeMap<u32, FileResult> = BTreeMap::new();
         let mut epoch_ids = BTreeMap::new();
         let mut identities = Identities::default();
-        for dir in self.shard_dirs()? {
-            let task = dir
-                .file_name()
-                .expect("a name")
-                .to_string_lossy()
-                .into_owned();
+        for (task, dir) in self.shard_dirs()? {
             let role = format!("shard {task} summary");
             let sealed = fs::read(dir.join("summary.bin")).map_err(|e| {
                 io_failure(
@@ -824,12 +820,7 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
         .collect();
     let suffix = format!("-b{b}.bin");
     let mut found = BTreeSet::new();
-    for dir in planned.shard_dirs()? {
-        let task = dir
-            .file_name()
-            .expect("a name")
-            .to_string_lossy()
-            .into_owned();
+    for (task, dir) in planned.shard_dirs()? {
         for entry in fs::read_dir(&dir)
             .map_err(|e| io_failure(dir.display(), e))?
             .flatten()
@@ -852,7 +843,8 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
         ));
     }
     let excluded = gathered.excluded.iter().copied().collect();
-    let events = spill::read_bucket(&planned.shard_dirs()?, &planned.run_key, b, &excluded)
+    let dirs: Vec<PathBuf> = planned.shard_dirs()?.into_iter().map(|(_, d)| d).collect();
+    let events = spill::read_bucket(&dirs, &planned.run_key, b, &excluded)
         .map_err(|e| io_failure(format!("cannot read the shard tasks' bucket {b}"), e))?;
     let reducer = Reducer::new(&plan, days, &identities);
     let output = reducer.reduce(b, events, &history)?;

@@ -15,11 +15,11 @@ moves each stage's sealed files through Spark:
    key and the derived keys into its own private directory, runs `logveil stage shard`, and
    hands Spark the sealed events of every bucket and its sealed summary. Spark is given input
    names; raw lines, addresses and user agents never leave the task.
-3. gather (driver): the summaries (small) are collected; `logveil stage gather` updates the
+3. gather (driver): the summaries come to the driver; `logveil stage gather` updates the
    state dir and writes each bucket's sealed context.
 4. reduce (`groupBy(bucket).applyInArrow`, one task per bucket): Spark's shuffle brings a
    bucket's events and context together; `logveil stage reduce` makes its partial tables.
-5. merge (driver): the partials (small) are collected; `logveil stage merge` applies k or the
+5. merge (driver): the partials come to the driver, a partition at a time; `logveil stage merge` applies k or the
    noise once, globally, and publishes exactly as `logveil run` does.
 
 Keys reach the tasks in a broadcast variable, never in a command line, the Spark UI, the event
@@ -219,13 +219,36 @@ def reduce_task(shipped_bc, logveil):
 
 
 def assemble(work, rows):
-    """Writes rows of (bucket, name, part, payload) back into files under `work`."""
-    files = {}
+    """Writes rows of (bucket, name, part, payload) back into files under `work`, a row at a
+    time (rows may come from `toLocalIterator`: the driver never holds them all)."""
+    parts = {}
     for r in rows:
-        files.setdefault(r["name"], []).append((r["part"], r["payload"]))
-    for name, parts in files.items():
-        parts.sort(key=lambda p: p[0])
-        write_private(os.path.join(work, name), b"".join(p for _, p in parts))
+        r = r if isinstance(r, dict) else r.asDict()
+        name, part = r["name"], r["part"]
+        write_private(os.path.join(work, f"{name}.part{part:08d}"), r["payload"])
+        parts.setdefault(name, []).append(part)
+    for name, numbers in parts.items():
+        path = os.path.join(work, name)
+        fd = os.open(path + ".whole", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            for n in sorted(numbers):
+                piece = f"{path}.part{n:08d}"
+                with open(piece, "rb") as f:
+                    shutil.copyfileobj(f, out)
+                os.remove(piece)
+        os.replace(path + ".whole", path)
+
+
+class Phases:
+    """Each phase's wall time on stderr (names and seconds only)."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def mark(self, name):
+        now = time.monotonic()
+        print(f"logveil-spark: {name}: {now - self.last:.1f} s", file=sys.stderr)
+        self.last = now
 
 
 def spark_failure(e):
@@ -238,7 +261,9 @@ def spark_failure(e):
     if ours:
         return ours.group(0).strip()
     times = re.search(r"Task \S+ in stage \S+ failed \d+ times", text)
-    reason = re.search(r"(Python worker exited unexpectedly[^\n]*|\w+(Exception|Error): [^\n]*)", text)
+    reason = re.search(r"Python worker exited unexpectedly[^\n]*", text) or re.search(
+        r"\w+(Exception|Error): (?!Job aborted)[^\n]*", text
+    )
     parts = [p.group(0).strip() for p in (times, reason) if p]
     return "; ".join(parts) or type(e).__name__
 
@@ -273,6 +298,7 @@ def main(argv):
     work = os.path.join(parent, "work")  # made by `stage plan`, inside our private directory
     spark = None
     stage = "plan"
+    phases = Phases()
     try:
         plan_args = ["plan", "--work", work]
         for flag, value in [
@@ -293,8 +319,10 @@ def main(argv):
         info = dict(line.split("=", 1) for line in planned.splitlines() if "=" in line and not line.startswith("input="))
         n_files, buckets = int(info["files"]), int(info["buckets"])
 
+        phases.mark("plan")
         spark = spark_session(a.master)
         sc = spark.sparkContext
+        phases.mark("Spark session")
         tasks = a.shard_tasks or min(n_files, 4 * sc.defaultParallelism)
         tasks = max(1, min(tasks, n_files))
         groups = [",".join(str(i) for i in range(t, n_files, tasks)) for t in range(tasks)]
@@ -313,20 +341,23 @@ def main(argv):
             rdd = sc.parallelize([(t, g) for t, g in enumerate(groups)], len(groups))
             df = spark.createDataFrame(rdd, "task int, inputs string")
             out = df.mapInArrow(shard_task(ship, logveil), SCHEMA).persist(StorageLevel.DISK_ONLY)
-            summaries = out.filter("bucket < 0").collect()
+            out.count()  # every shard task, in parallel; then read back a partition at a time
+            summaries = out.filter("bucket < 0").toLocalIterator()
             return out, ship, summaries
 
         stage = "shard"
         sharded, ship, summaries = shard_stage()
-        assemble(work, [r.asDict() for r in summaries])
+        assemble(work, summaries)
+        phases.mark("shard")
         gathered = run_stage(logveil, ["gather", "--work", work], "gather").strip()
         if gathered == "reshard":
             # The keys grew (days outside the derived ones, or a managed ring's new masters).
             sharded.unpersist()
             ship.unpersist()
             sharded, ship, summaries = shard_stage()
-            assemble(work, [r.asDict() for r in summaries])
+            assemble(work, summaries)
             gathered = run_stage(logveil, ["gather", "--work", work], "gather").strip()
+        phases.mark("gather")
         if gathered != "days=none":
             context = []
             gather_dir = os.path.join(work, "gather")
@@ -337,17 +368,23 @@ def main(argv):
             # Reduce tasks get no key: gather.json gives each day's pseudonym epoch.
             ship_reduce = sc.broadcast(shipped(["plan.json", "run.key", "gather.json"]))
             events = sharded.filter("bucket >= 0")
+            # One shuffle partition per bucket (Spark's default is 200, mostly empty).
+            spark.conf.set("spark.sql.shuffle.partitions", str(buckets))
             stage = "reduce"
             reduced = (
                 events.unionByName(context_df)
                 .groupBy("bucket")
                 .applyInArrow(reduce_task(ship_reduce, logveil), SCHEMA)
-                .collect()
+                .persist(StorageLevel.DISK_ONLY)
             )
+            reduced.count()  # every reduce task, in parallel
             # Every bucket has its context row, so every bucket had its reduce task.
-            assemble(work, [r.asDict() for r in reduced])
+            assemble(work, reduced.toLocalIterator())
+            reduced.unpersist()
+            phases.mark("reduce")
         sharded.unpersist()
         summary = run_stage(logveil, ["merge", "--work", work], "merge")
+        phases.mark("merge")
         sys.stdout.write(summary)
         return 0
     except StageFailed as e:

@@ -76,13 +76,13 @@ echo "spark: shard task 0 killed at every attempt" >&2
 if LOGVEIL_SPARK_FAULT=shard:0:always spark c --buckets 3 >"$tmp/c.log" 2>"$tmp/c.err"; then
   echo "FAIL: run c succeeded" >&2; fail=1
 elif grep -q 'nothing was published' "$tmp/c.err" && [[ ! -d "$tmp/out-c/_runs" || -z "$(ls "$tmp/out-c/_runs")" ]]; then
-  echo "ok: failed with: $(grep 'logveil-spark:' "$tmp/c.err" | cut -c1-160)" >&2
+  echo "ok: failed with: $(grep 'failed for good' "$tmp/c.err" | cut -c1-200)" >&2
 else
   echo "FAIL: run c did not fail cleanly" >&2; fail=1
 fi
 # No work directory, and no task directory (they hold the run key and derived keys), is left
 # anywhere under the temporary directory, not even by the tasks that were killed.
-left="$(find "${TMPDIR:-/tmp}" \( -name 'logveil-work-*' -o -name 'logveil-shard-*' -o -name 'logveil-reduce-*' \) 2>/dev/null | head -5)"
+left="$(find "${TMPDIR:-/tmp}" \( -name 'logveil-work-*' -o -name 'logveil-shard-*' -o -name 'logveil-reduce-*' \) 2>/dev/null | head -5 || true)"
 if [[ -n "$left" ]]; then
   echo "FAIL: directories outlived the jobs: $left" >&2; fail=1
 else

@@ -61,19 +61,25 @@ fn split_inputs(dir: &Path) -> PathBuf {
     parts
 }
 
+/// `contrib/stages.sh` with `tasks` shard tasks, 2 at a time, over `pipeline` into `out`.
 fn stages_sh(
-    state_home: &Path,
+    dir: &Path,
     work: &Path,
     tasks: usize,
-    run_args: &[&str],
+    pipeline: &Path,
+    out: &Path,
+    extra: &[&str],
 ) -> std::process::Output {
     Command::new(repo().join("contrib/stages.sh"))
-        .env("XDG_STATE_HOME", state_home)
+        .env("XDG_STATE_HOME", dir.join("xdg"))
         .args(["--logveil", env!("CARGO_BIN_EXE_logveil")])
         .args(["--tasks", &tasks.to_string(), "--parallel", "2", "--work"])
         .arg(work)
-        .arg("--")
-        .args(run_args)
+        .args(["--", "--pipeline"])
+        .arg(pipeline)
+        .arg("--output")
+        .arg(out)
+        .args(extra)
         .output()
         .unwrap()
 }
@@ -106,17 +112,12 @@ fn staged_runs_are_byte_identical_to_logveil_run_for_any_buckets_and_split() {
         let out = dir.path().join(format!("out-{name}"));
         let work = dir.path().join(format!("work-{name}"));
         let o = stages_sh(
-            &dir.path().join("xdg"),
+            dir.path(),
             &work,
             tasks,
-            &[
-                "--pipeline",
-                p.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--buckets",
-                &buckets.to_string(),
-            ],
+            &p,
+            &out,
+            &["--buckets", &buckets.to_string()],
         );
         ok(&o);
         let printed = String::from_utf8_lossy(&o.stdout);
@@ -147,19 +148,12 @@ fn a_staged_nightly_run_reads_the_visit_log_as_logveil_run_does() {
     for date in ["2026-11-02", "2026-11-03"] {
         ok(&run(&single, &out_single, &["--date", date]));
         let o = stages_sh(
-            &dir.path().join("xdg"),
+            dir.path(),
             &dir.path().join("work"),
             2,
-            &[
-                "--pipeline",
-                staged.to_str().unwrap(),
-                "--output",
-                out_staged.to_str().unwrap(),
-                "--date",
-                date,
-                "--buckets",
-                "4",
-            ],
+            &staged,
+            &out_staged,
+            &["--date", date, "--buckets", "4"],
         );
         ok(&o);
     }
@@ -417,17 +411,12 @@ fn a_staged_run_with_differential_privacy_releases_the_same_noisy_files() {
     let (o1, o2) = (dir.path().join("o1"), dir.path().join("o2"));
     ok(&run(&single, &o1, &[]));
     let o = stages_sh(
-        &dir.path().join("xdg"),
+        dir.path(),
         &dir.path().join("work"),
         2,
-        &[
-            "--pipeline",
-            staged.to_str().unwrap(),
-            "--output",
-            o2.to_str().unwrap(),
-            "--buckets",
-            "5",
-        ],
+        &staged,
+        &o2,
+        &["--buckets", "5"],
     );
     ok(&o);
     let (a, b) = (parquet_hashes(&o1), parquet_hashes(&o2));
@@ -457,17 +446,7 @@ fn a_staged_run_with_an_ephemeral_key_keeps_one_key_for_every_task() {
     let (o1, o2) = (dir.path().join("o1"), dir.path().join("o2"));
     ok(&run(&single, &o1, &[]));
     let work = dir.path().join("work");
-    let o = stages_sh(
-        &dir.path().join("xdg"),
-        &work,
-        3,
-        &[
-            "--pipeline",
-            staged.to_str().unwrap(),
-            "--output",
-            o2.to_str().unwrap(),
-        ],
-    );
+    let o = stages_sh(dir.path(), &work, 3, &staged, &o2, &[]);
     ok(&o);
     assert_eq!(parquet_hashes(&o1), parquet_hashes(&o2));
     assert!(!work.exists());
