@@ -23,8 +23,9 @@ moves each stage's sealed files through Spark:
    noise once, globally, and publishes exactly as `logveil run` does.
 
 Keys reach the tasks in a broadcast variable, never in a command line, the Spark UI, the event
-log or an executor log, and are written there only to 0600 files in the task's 0700 directory,
-removed when the task ends. Intermediates are sealed by logveil (ChaCha20-Poly1305) and, in
+log or an executor log, and are written there only to 0600 files in the task's 0700 directory
+under the application's local directories, removed when the task ends (and by Spark when the
+application ends, if the task was killed). Intermediates are sealed by logveil (ChaCha20-Poly1305) and, in
 Spark, travel over an authenticated, encrypted network and are encrypted on local disk
 (`spark.authenticate`, `spark.network.crypto.enabled`, `spark.io.encryption.enabled`, set here);
 the work directory and Spark's local files are gone when the job ends. A task that fails is
@@ -79,14 +80,16 @@ def run_stage(logveil, args, what):
 
 
 def private_dir(prefix, in_task=False):
-    """A new 0700 directory. In a Spark task it is under the executor's own temporary
-    directory (SparkFiles' root), which the executor removes when it stops, even if the task's
-    worker was killed before its own clean-up."""
+    """A new 0700 directory. In a Spark task it is under the executor's local directories
+    (SPARK_LOCAL_DIRS: the application's own, which Spark removes when the application ends,
+    even after a task's worker was killed before its own clean-up), never in the executor's
+    working directory, which standalone workers keep for days."""
     parent = None
     if in_task:
-        from pyspark import SparkFiles
-
-        parent = SparkFiles.getRootDirectory()
+        local = [d for d in os.environ.get("SPARK_LOCAL_DIRS", "").split(",") if d]
+        if not local:
+            raise StageFailed("this executor has no SPARK_LOCAL_DIRS for the task's private files")
+        parent = local[0]
     return tempfile.mkdtemp(prefix=prefix, dir=parent)
 
 

@@ -81,8 +81,10 @@ else
   echo "FAIL: run c did not fail cleanly" >&2; fail=1
 fi
 # No work directory, and no task directory (they hold the run key and derived keys), is left
-# anywhere under the temporary directory, not even by the tasks that were killed.
-left="$(find "${TMPDIR:-/tmp}" \( -name 'logveil-work-*' -o -name 'logveil-shard-*' -o -name 'logveil-reduce-*' \) 2>/dev/null | head -5 || true)"
+# anywhere: not under the temporary directory, not in the workers' work directories (kept for
+# days by standalone workers), not even by the tasks that were killed.
+left="$(find "${TMPDIR:-/tmp}" "$SPARK_HOME/work" \( -name 'logveil-work-*' -o -name 'logveil-shard-*' -o -name 'logveil-reduce-*' \) 2>/dev/null | head -5 || true)"
+if grep -rqs 'logveil derived keys' "$SPARK_HOME/work"; then left="$left derived keys in $SPARK_HOME/work"; fi
 if [[ -n "$left" ]]; then
   echo "FAIL: directories outlived the jobs: $left" >&2; fail=1
 else
