@@ -316,9 +316,15 @@ pub fn plan(
     let derived = plan.derive_keys(plan.likely_days());
     write_private(&w.path(DERIVED_KEYS), derived.to_text().as_bytes())?;
     drop(plan);
+    // Local paths become absolute (tasks run elsewhere); store URLs stay as they are.
     let absolute = |p: &Option<PathBuf>| {
-        p.as_ref()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        p.as_ref().map(|p| {
+            if p.to_string_lossy().starts_with("s3://") {
+                p.clone()
+            } else {
+                std::path::absolute(p).unwrap_or_else(|_| p.clone())
+            }
+        })
     };
     let (pipeline_text, pipeline_base, pipeline_name) = match pipeline_path {
         Some(p) => (
