@@ -4,9 +4,13 @@
 //!
 //! Every event of one client lands in one bucket (across midnight too), so sessions and
 //! distinct counts are exact per bucket and the buckets' partial tables add up to the totals.
-//! Files live in `<state dir>/spill/<run id>/` (0700), one per writer and bucket, as a sequence
-//! of ChaCha20-Poly1305 chunks under a random key that exists only in this process's memory:
-//! a killed run leaves nothing readable, and the directory is removed when the run ends.
+//! Files live in `<state dir>/spill/<run id>/` (0700), one per writer and bucket
+//! (`w-<salt>-b<bucket>.bin`), as a sequence of ChaCha20-Poly1305 chunks under a key derived
+//! from a random run key and the writer's salt. In `logveil run` the run key exists only in the
+//! process's memory: a killed run leaves nothing readable, and the directory is removed when
+//! the run ends. A staged run (`src/stages.rs`) keeps its run key in its work directory and its
+//! shard tasks write the same files into it; the salt keeps every writer (and every
+//! retry of a task) in a nonce space of its own.
 
 use std::collections::HashSet;
 
