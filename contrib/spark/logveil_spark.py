@@ -64,6 +64,12 @@ def parse_args(argv):
     p.add_argument("--shard-tasks", type=int, help="shard tasks (default: one per input, at most 4 per core)")
     p.add_argument("--logveil", default="logveil", help="the logveil binary, on every executor (default: on the PATH)")
     p.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
+    p.add_argument(
+        "--task-threads",
+        type=int,
+        default=1,
+        help="threads of each shard task (default 1: Spark gives a task one core, spark.task.cpus)",
+    )
     return p.parse_args(argv)
 
 
@@ -303,7 +309,7 @@ def main(argv):
     stage = "plan"
     phases = Phases()
     try:
-        plan_args = ["plan", "--work", work]
+        plan_args = ["plan", "--work", work, "--threads", str(a.task_threads)]
         for flag, value in [
             ("--pipeline", a.pipeline),
             ("--output", a.output),
