@@ -84,6 +84,17 @@ fn stages_sh(
         .unwrap()
 }
 
+/// `logveil stage ARGS --work WORK`.
+fn stage(work: &Path, args: &[&str]) -> std::process::Output {
+    logveil()
+        .arg("stage")
+        .args(args)
+        .arg("--work")
+        .arg(work)
+        .output()
+        .unwrap()
+}
+
 fn ok(o: &std::process::Output) {
     assert!(
         o.status.success(),
@@ -188,17 +199,7 @@ fn retried_tasks_change_nothing_and_the_work_directory_holds_nothing_raw() {
     let out = dir.path().join("o2");
     let work = dir.path().join("work");
     let bin = env!("CARGO_BIN_EXE_logveil");
-    let xdg = dir.path().join("xdg");
-    let stage = |args: &[&str]| {
-        Command::new(bin)
-            .env("XDG_STATE_HOME", &xdg)
-            .arg("stage")
-            .args(args)
-            .arg("--work")
-            .arg(&work)
-            .output()
-            .unwrap()
-    };
+    let stage = |args: &[&str]| stage(&work, args);
     let o = stage(&[
         "plan",
         "--pipeline",
@@ -225,7 +226,6 @@ fn retried_tasks_change_nothing_and_the_work_directory_holds_nothing_raw() {
 
     // Task a: killed while it works, then run again to the end.
     let mut child = Command::new(bin)
-        .env("XDG_STATE_HOME", &xdg)
         .args(["stage", "shard", "--task", "a", "--inputs", "0-3", "--work"])
         .arg(&work)
         .spawn()
@@ -263,7 +263,10 @@ fn retried_tasks_change_nothing_and_the_work_directory_holds_nothing_raw() {
     // A bucket file lost or cut short in transit is found before anything is computed.
     let file = files_under(&work.join("shard/b"))
         .into_iter()
-        .find(|f| f.to_string_lossy().ends_with("-b0.bin"))
+        .find(|f| {
+            f.to_string_lossy().ends_with("-b0.bin")
+                && std::fs::metadata(f).is_ok_and(|m| m.len() > 0)
+        })
         .unwrap();
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
@@ -324,30 +327,12 @@ fn tasks_run_without_the_master_key() {
     let key = dir.path().join("master.key");
     keygen(&key);
     let hidden = dir.path().join("elsewhere.key");
-    let p = dir.path().join("p.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "site = \"example.ru\"\nsite_hosts = [\"example.ru\", \"www.example.ru\", \"shop.example.ru\"]\n\
-             inputs = [\"{}/sample-data/realistic/*.log.gz\"]\ntime_zone = \"Europe/Moscow\"\n\
-             key = \"{}\"\nk = 5\noutput = \"out\"\nstate_dir = \"state\"\n",
-            repo().display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    let p = keyed_pipeline(dir.path(), "p", key.to_str().unwrap(), "");
     let single = dir.path().join("single");
     ok(&run(&p, &single, &[]));
     let (out, work) = (dir.path().join("staged"), dir.path().join("work"));
-    let bin = env!("CARGO_BIN_EXE_logveil");
     let stage = |args: &[&str]| {
-        let o = Command::new(bin)
-            .arg("stage")
-            .args(args)
-            .arg("--work")
-            .arg(&work)
-            .output()
-            .unwrap();
+        let o = stage(&work, args);
         ok(&o);
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
@@ -461,15 +446,7 @@ fn a_merge_refuses_when_another_run_changed_the_state_between() {
     let p = pipeline(dir.path(), "shared", &glob);
     let work = dir.path().join("work");
     let out = dir.path().join("out");
-    let stage = |args: &[&str]| {
-        logveil()
-            .arg("stage")
-            .args(args)
-            .arg("--work")
-            .arg(&work)
-            .output()
-            .unwrap()
-    };
+    let stage = |args: &[&str]| stage(&work, args);
     // A first run makes the managed ring's masters, so the staged run needs no reshard.
     ok(&run(
         &p,
