@@ -15,7 +15,7 @@ moves each stage's sealed files through Spark:
    key and the derived keys into its own private directory, runs `logveil stage shard`, and
    hands Spark the sealed events of every bucket and its sealed summary. Spark is given input
    names; raw lines, addresses and user agents never leave the task.
-3. gather (driver): the summaries come to the driver; `logveil stage gather` updates the
+3. gather (driver): the summaries (small) are collected; `logveil stage gather` updates the
    state dir and writes each bucket's sealed context.
 4. reduce (`groupBy(bucket).applyInArrow`, one task per bucket): Spark's shuffle brings a
    bucket's events and context together; `logveil stage reduce` makes its partial tables.
@@ -350,8 +350,9 @@ def main(argv):
             rdd = sc.parallelize([(t, g) for t, g in enumerate(groups)], len(groups))
             df = spark.createDataFrame(rdd, "task int, inputs string")
             out = df.mapInArrow(shard_task(ship, logveil), SCHEMA).persist(StorageLevel.DISK_ONLY)
-            out.count()  # every shard task, in parallel; then read back a partition at a time
-            summaries = out.filter("bucket < 0").toLocalIterator()
+            out.count()  # every shard task, in parallel
+            # Summaries are small (counts and the clients seen): one job brings them all.
+            summaries = out.filter("bucket < 0").collect()
             return out, ship, summaries
 
         stage = "shard"
@@ -388,7 +389,7 @@ def main(argv):
             )
             reduced.count()  # every reduce task, in parallel
             # Every bucket has its context row, so every bucket had its reduce task.
-            assemble(work, reduced.toLocalIterator())
+            assemble(work, reduced.toLocalIterator(prefetchPartitions=True))
             reduced.unpersist()
             phases.mark("reduce")
         sharded.unpersist()
