@@ -275,6 +275,23 @@ pub fn plan(
             ),
         ));
     }
+    // Pseudonymous intermediates never sit with published outputs or in the state dir.
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let out = options.output.as_ref().unwrap_or(&pipeline.output);
+    for (other, what) in [(out, "output"), (&pipeline.state_dir, "state dir")] {
+        if !other.to_string_lossy().starts_with("s3://")
+            && absolute(work).starts_with(absolute(other))
+        {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "the work directory {} is inside the {what} {}; give one outside it",
+                    work.display(),
+                    other.display()
+                ),
+            ));
+        }
+    }
     crate::state::private_dir(work).map_err(|e| io_failure(work.display(), e))?;
     let w = Work::new(work);
     let mut options = options.clone();

@@ -74,14 +74,18 @@ def parse_args(argv):
 
 
 class StageFailed(Exception):
-    pass
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
 
 
 def run_stage(logveil, args, what):
-    """Runs `logveil stage …`; its stderr never holds a raw value (logveil's rule), so it is shown."""
+    """Runs `logveil stage …`; its stderr never holds a raw value (logveil's rule), so it is shown.
+    The job exits with logveil's own code when a driver stage fails (decision 17)."""
     done = subprocess.run([logveil, "stage", *args], capture_output=True, text=True)
     if done.returncode != 0:
-        raise StageFailed(f"logveil stage {what} failed (exit {done.returncode}): {done.stderr.strip()}")
+        code = done.returncode if 0 < done.returncode < 128 else 1
+        raise StageFailed(f"logveil stage {what} failed (exit {done.returncode}): {done.stderr.strip()}", code)
     return done.stdout
 
 
@@ -203,26 +207,44 @@ def shard_task(shipped_bc, logveil):
     return run
 
 
+def reduce_rows(shipped, logveil, rows):
+    """One bucket's rows (its events and context) in, the rows of its reduce output out."""
+    logveil_bin = executable(logveil)
+    (bucket,) = {r["bucket"] for r in rows}
+    work = private_dir("logveil-reduce-", in_task=True)
+    try:
+        write_task_work(work, shipped)
+        assemble(work, rows)
+        run_stage(logveil_bin, ["reduce", "--work", work, "--bucket", str(bucket)], f"reduce (bucket {bucket})")
+        out_rows = []
+        out = os.path.join(work, "reduce", str(bucket))
+        for rel, path in files_under(out):
+            with open(path, "rb") as f:
+                out_rows.extend(pieces(bucket, f"reduce/{bucket}/{rel}", f.read()))
+        return out_rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def reduce_task(shipped_bc, logveil):
+    """For `applyInArrow` (Spark 4)."""
+
     def run(table):
         import pyarrow as pa
 
-        logveil_bin = executable(logveil)
-        buckets = set(table.column("bucket").to_pylist())
-        (bucket,) = buckets
-        work = private_dir("logveil-reduce-", in_task=True)
-        try:
-            write_task_work(work, shipped_bc.value)
-            assemble(work, table.to_pylist())
-            run_stage(logveil_bin, ["reduce", "--work", work, "--bucket", str(bucket)], f"reduce (bucket {bucket})")
-            rows = []
-            out = os.path.join(work, "reduce", str(bucket))
-            for rel, path in files_under(out):
-                with open(path, "rb") as f:
-                    rows.extend(pieces(bucket, f"reduce/{bucket}/{rel}", f.read()))
-            return pa.Table.from_batches([batch(rows)])
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        return pa.Table.from_batches([batch(reduce_rows(shipped_bc.value, logveil, table.to_pylist()))])
+
+    return run
+
+
+def reduce_task_pandas(shipped_bc, logveil):
+    """For `applyInPandas` (Spark 3.3 to 3.5, which have no `applyInArrow`)."""
+
+    def run(frame):
+        import pandas as pd
+
+        rows = reduce_rows(shipped_bc.value, logveil, frame.to_dict("records"))
+        return pd.DataFrame(rows, columns=["bucket", "name", "part", "payload"])
 
     return run
 
@@ -280,19 +302,29 @@ def spark_failure(e):
 def spark_session(master):
     from pyspark.sql import SparkSession
 
+    from pyspark import SparkConf
+
     builder = SparkSession.builder.appName("logveil")
+    conf = SparkConf()  # under spark-submit: its settings
     if master:
         builder = builder.master(master)
     elif "PYSPARK_GATEWAY_PORT" not in os.environ:
-        # Not under spark-submit (which sets the master): plain `python3`, this machine.
-        builder = builder.master("local[*]")
+        # Not under spark-submit (which sets the master): plain `python3`, this machine, with
+        # failed tasks retried (plain `local[*]` never retries).
+        master = "local[*,4]"
+        builder = builder.master(master)
+    master = master or conf.get("spark.master", "")
+    # On YARN and Kubernetes Spark makes the authentication secret itself; a standalone
+    # cluster needs the secret its master and workers were given (pass it with --conf). Only a
+    # Spark this job starts itself (local, local-cluster) gets a secret made for this job.
+    if master.startswith("local") and not conf.contains("spark.authenticate.secret"):
+        builder = builder.config("spark.authenticate.secret", secrets.token_hex(32))
     if os.environ.get("LOGVEIL_SPARK_FAULT"):
         builder = builder.config("spark.executorEnv.LOGVEIL_SPARK_FAULT", os.environ["LOGVEIL_SPARK_FAULT"])
     # Decision 7: authenticated, encrypted traffic and encrypted local disk (shuffle, spills,
-    # persisted and broadcast blocks), with a secret made for this job alone.
+    # persisted and broadcast blocks).
     return (
         builder.config("spark.authenticate", "true")
-        .config("spark.authenticate.secret", secrets.token_hex(32))
         .config("spark.network.crypto.enabled", "true")
         .config("spark.io.encryption.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
@@ -381,12 +413,12 @@ def main(argv):
             # One shuffle partition per bucket (Spark's default is 200, mostly empty).
             spark.conf.set("spark.sql.shuffle.partitions", str(buckets))
             stage = "reduce"
-            reduced = (
-                events.unionByName(context_df)
-                .groupBy("bucket")
-                .applyInArrow(reduce_task(ship_reduce, logveil), SCHEMA)
-                .persist(StorageLevel.DISK_ONLY)
-            )
+            grouped = events.unionByName(context_df).groupBy("bucket")
+            if hasattr(grouped, "applyInArrow") and not os.environ.get("LOGVEIL_SPARK_PANDAS"):
+                reduced = grouped.applyInArrow(reduce_task(ship_reduce, logveil), SCHEMA)
+            else:
+                reduced = grouped.applyInPandas(reduce_task_pandas(ship_reduce, logveil), SCHEMA)
+            reduced = reduced.persist(StorageLevel.DISK_ONLY)
             reduced.count()  # every reduce task, in parallel
             # Every bucket has its context row, so every bucket had its reduce task.
             assemble(work, reduced.toLocalIterator(prefetchPartitions=True))
@@ -399,7 +431,7 @@ def main(argv):
         return 0
     except StageFailed as e:
         print(f"logveil-spark: {e}; nothing was published", file=sys.stderr)
-        return 1
+        return e.code
     except Exception as e:  # a stage that failed for good inside Spark
         print(f"logveil-spark: the {stage} stage failed for good: {spark_failure(e)}; nothing was published", file=sys.stderr)
         return 1

@@ -215,6 +215,19 @@ fn retried_tasks_change_nothing_and_the_work_directory_holds_nothing_raw() {
         plan.contains("files=7\n") && plan.contains("buckets=3\n"),
         "{plan}"
     );
+    // A work directory inside the output is refused.
+    let inside = self::stage(
+        &out.join("work"),
+        &[
+            "plan",
+            "--pipeline",
+            staged.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(inside.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&inside.stderr).contains("inside the output"));
     // A second plan into the same work directory is refused.
     let again = stage(&["plan", "--pipeline", staged.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(2));
