@@ -51,10 +51,13 @@ shard_all() {
 
 shard_all
 gathered="$("$logveil" stage gather --work "$work")"
-if [[ "$gathered" == reshard ]]; then
-  # A managed key ring gained masters for days the inputs reach: once more with them.
+for _ in 1 2; do
+  [[ "$gathered" == reshard ]] || break
+  # The keys grew (days the inputs reach beyond those derived, or a managed key ring's new
+  # masters): the shard stage once more with them.
   shard_all
   gathered="$("$logveil" stage gather --work "$work")"
-fi
+done
+[[ "$gathered" != reshard ]] || { echo "stages.sh: gather asked for the shard stage a third time" >&2; exit 1; }
 seq 0 $((buckets - 1)) | xargs -P "$parallel" -I{} "$logveil" stage reduce --work "$work" --bucket {}
 "$logveil" stage merge --work "$work"

@@ -45,8 +45,6 @@ const EPHEMERAL_KEY: &str = "ephemeral.key";
 /// The keys derived for the shard tasks (0600): never a master.
 const DERIVED_KEYS: &str = "keys.derived";
 const GATHER: &str = "gather.json";
-/// Written by `gather` when a managed key ring gained masters: the shard stage runs again.
-pub const RESHARD: &str = "reshard";
 
 /// `plan.json`: what every later stage rebuilds its [`Plan`] from.
 #[derive(Debug, Serialize, Deserialize)]
@@ -511,6 +509,7 @@ impl Planned {
     /// Every shard task's summary, checked to cover each planned input exactly once.
     fn summaries(&self) -> Result<Summaries, Failure> {
         let mut spilled: Vec<(String, String, u64)> = Vec::new();
+        let mut generations = BTreeSet::new();
         let mut results: BTreeMap<u32, FileResult> = BTreeMap::new();
         let mut epoch_ids = BTreeMap::new();
         let mut identities = Identities::default();
@@ -527,8 +526,9 @@ impl Planned {
             let [json, ids] = parts[..] else {
                 return Err(corrupt(&role));
             };
-            let (rs, epochs, files): ShardSummary =
+            let (rs, epochs, files, generation): ShardSummary =
                 serde_json::from_slice(json).map_err(|_| corrupt(&role))?;
+            generations.insert(generation);
             spilled.extend(
                 files
                     .into_iter()
@@ -565,6 +565,7 @@ impl Planned {
             epoch_ids,
             identities,
             spilled,
+            generations,
         })
     }
 
@@ -575,7 +576,13 @@ impl Planned {
 
 /// A shard task's summary: per input, its counts; the key epochs used; its bucket files
 /// (name, size), so a reduce task knows it has every one of them, whole.
-type ShardSummary = (Vec<FileResult>, BTreeMap<Day, String>, Vec<(String, u64)>);
+/// And the generation of the derived keys it used.
+type ShardSummary = (
+    Vec<FileResult>,
+    BTreeMap<Day, String>,
+    Vec<(String, u64)>,
+    u32,
+);
 
 /// Every shard task's summary, added up.
 struct Summaries {
@@ -584,6 +591,8 @@ struct Summaries {
     identities: Identities,
     /// (task, file name, size) of every bucket file.
     spilled: Vec<(String, String, u64)>,
+    /// The generations of the derived keys the tasks used.
+    generations: BTreeSet<u32>,
 }
 
 /// A fingerprint of the state a run reads and rewrites (visit log, ledger, a key ring kept in
@@ -663,11 +672,13 @@ pub fn shard(work: &Path, task: &str, indices: &[u32]) -> Result<(), Failure> {
         ));
     }
     planned.list_objects()?;
+    let keys = planned.derived_keys()?;
+    let generation = keys.generation();
     let plan = Plan::with_derived_keys(
         &planned.pipeline,
         &planned.options,
         planned.decisions.clone(),
-        planned.derived_keys()?,
+        keys,
     )?;
     let dir = planned.work.path("shard").join(task);
     planned.work.publish_dir(&dir, |tmp| {
@@ -680,7 +691,8 @@ pub fn shard(work: &Path, task: &str, indices: &[u32]) -> Result<(), Failure> {
             files.push((name, size));
         }
         files.sort();
-        let json = serde_json::to_vec(&(&out.results, &out.epoch_ids, &files)).expect("serialises");
+        let json = serde_json::to_vec(&(&out.results, &out.epoch_ids, &files, generation))
+            .expect("serialises");
         let ids = out.identities.to_bytes();
         let sealed = seal(
             &planned.run_key,
@@ -711,20 +723,42 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
         epoch_ids,
         identities,
         spilled,
+        generations,
     } = planned.summaries()?;
+    let current = planned.derived_keys()?.generation();
+    let reshard = |notes: Vec<String>| -> Result<Gathered, Failure> {
+        write_private(
+            &planned.work.path(RESHARD_NOTES),
+            &serde_json::to_vec(&notes).expect("serialises"),
+        )?;
+        let _ = fs::remove_dir_all(planned.work.path("shard"));
+        Ok(Gathered::Reshard(notes))
+    };
+    if generations.iter().any(|g| *g != current) {
+        // Outputs of shard tasks that ran before the keys were last derived (a gather killed
+        // before it removed them, or tasks run too early): the shard stage runs again.
+        let mut notes: Vec<String> = fs::read(planned.work.path(RESHARD_NOTES))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        notes.push(
+            "shard outputs from before the keys were last derived were dropped; the shard stage runs again".into(),
+        );
+        return reshard(notes);
+    }
     let missing: BTreeSet<Day> = results
         .iter()
         .flat_map(|r| r.missing_key().iter().copied())
         .collect();
-    let resharded = fs::remove_file(planned.work.path(RESHARD)).is_ok();
     if !missing.is_empty() {
         // Days outside the keys derived so far: derive theirs (a managed ring first gains
         // the masters it lacks; any other source without a master fails as a run does), and
-        // the shard stage runs again.
+        // the shard stage runs again. Once only: the same inputs reach the same days.
+        let again = current > 0;
         let mut notes = Vec::new();
         let uncovered = plan.uncovered(&missing);
-        plan.add_missing_masters(&uncovered, resharded, &mut notes)?;
-        if resharded {
+        plan.add_missing_masters(&uncovered, again, &mut notes)?;
+        if again {
             return Err(Failure::new(
                 exit::FAILED,
                 "the shard stage still reports days without keys after running again; plan the run again",
@@ -732,9 +766,9 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
         }
         let mut days: BTreeSet<Day> = planned.derived_keys()?.days().collect();
         days.extend(missing.iter().copied());
-        let derived = plan.derive_keys(days);
-        // Killed from here on, the gather is run again after the shard stage, from the start.
-        let _ = fs::remove_dir_all(planned.work.path("shard"));
+        // The new keys first: killed after this, the next gather finds the shard outputs
+        // stale and asks for the shard stage again.
+        let derived = plan.derive_keys(days).with_generation(current + 1);
         write_private(
             &planned.work.path(DERIVED_KEYS),
             derived.to_text().as_bytes(),
@@ -745,12 +779,7 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
             missing.first().expect("not empty"),
             missing.last().expect("not empty"),
         ));
-        write_private(
-            &planned.work.path(RESHARD_NOTES),
-            &serde_json::to_vec(&notes).expect("serialises"),
-        )?;
-        write_private(&planned.work.path(RESHARD), b"")?;
-        return Ok(Gathered::Reshard(notes));
+        return reshard(notes);
     }
     let mut notes: Vec<String> = fs::read(planned.work.path(RESHARD_NOTES))
         .ok()

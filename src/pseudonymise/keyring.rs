@@ -85,6 +85,7 @@ impl KeySet {
         managed: bool,
     ) -> DerivedKeys {
         let mut out = DerivedKeys {
+            generation: 0,
             bucket_key: self.run_bucket_key(),
             primary: BTreeSet::new(),
             days: BTreeMap::new(),
@@ -167,6 +168,9 @@ impl KeySet {
 /// pseudonymise the days listed, and nothing else; the masters never leave the driver.
 #[derive(Clone)]
 pub struct DerivedKeys {
+    /// How many times a staged run derived its keys again (days its inputs reached beyond
+    /// the first derivation): shard outputs made under an older generation are stale.
+    generation: u32,
     bucket_key: [u8; 32],
     /// The days whose events these keys pseudonymise (with their neighbours' keys).
     primary: BTreeSet<Day>,
@@ -181,6 +185,7 @@ impl DerivedKeys {
     pub fn to_text(&self) -> zeroize::Zeroizing<String> {
         let hex = |b: &[u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let mut s = zeroize::Zeroizing::new(String::from("logveil derived keys v1\n"));
+        s.push_str(&format!("generation {}\n", self.generation));
         s.push_str(&format!("bucket {}\n", hex(&self.bucket_key)));
         for day in &self.primary {
             s.push_str(&format!("primary {day}\n"));
@@ -211,6 +216,7 @@ impl DerivedKeys {
             return None;
         }
         let mut keys = DerivedKeys {
+            generation: 0,
             bucket_key: [0; 32],
             primary: BTreeSet::new(),
             days: BTreeMap::new(),
@@ -219,6 +225,7 @@ impl DerivedKeys {
         for line in lines {
             let f: Vec<&str> = line.split(' ').collect();
             match f[..] {
+                ["generation", g] => keys.generation = g.parse().ok()?,
                 ["bucket", k] => keys.bucket_key = unhex(k)?,
                 ["primary", d] => {
                     keys.primary.insert(Day::parse(d)?);
@@ -236,6 +243,16 @@ impl DerivedKeys {
         Some(keys)
     }
 
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// These keys as the given generation.
+    pub fn with_generation(mut self, generation: u32) -> DerivedKeys {
+        self.generation = generation;
+        self
+    }
+
     /// The days these keys pseudonymise.
     pub fn days(&self) -> impl Iterator<Item = Day> + '_ {
         self.primary.iter().copied()
@@ -245,6 +262,7 @@ impl DerivedKeys {
     /// are grouped by epoch there) and all it gets.
     pub fn epochs_only(days: BTreeMap<Day, Day>) -> DerivedKeys {
         DerivedKeys {
+            generation: 0,
             bucket_key: [0; 32],
             primary: BTreeSet::new(),
             days,

@@ -499,3 +499,64 @@ fn a_merge_refuses_when_another_run_changed_the_state_between() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("changed the state dir"));
     assert!(!out.exists(), "nothing was written to the output");
 }
+
+/// A gather that derived more keys and was killed before it removed the shard outputs made
+/// with the old ones: the next gather finds those outputs stale and asks for the shard stage
+/// again, rather than failing or using them.
+#[test]
+fn shard_outputs_made_before_the_keys_were_derived_again_are_never_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let glob = format!("{}/sample-data/realistic/*.log.gz", repo().display());
+    // A new managed key ring: the first gather must add its masters and derive their keys.
+    let p = pipeline(dir.path(), "fresh", &glob);
+    let work = dir.path().join("work");
+    let out = dir.path().join("out");
+    ok(&stage(
+        &work,
+        &[
+            "plan",
+            "--pipeline",
+            p.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--buckets",
+            "2",
+        ],
+    ));
+    let gather = || {
+        let o = stage(&work, &["gather"]);
+        ok(&o);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    ok(&stage(
+        &work,
+        &["shard", "--task", "all", "--inputs", "0-2"],
+    ));
+    let old = dir.path().join("old-shard");
+    std::fs::rename(work.join("shard"), &old).unwrap();
+    ok(&stage(
+        &work,
+        &["shard", "--task", "all", "--inputs", "0-2"],
+    ));
+    assert_eq!(gather(), "reshard");
+    // As if the gather had been killed before removing them: the old outputs are back.
+    std::fs::rename(&old, work.join("shard")).unwrap();
+    assert_eq!(gather(), "reshard");
+    assert!(!work.join("shard").exists());
+    ok(&stage(
+        &work,
+        &["shard", "--task", "all", "--inputs", "0-2"],
+    ));
+    assert_eq!(gather(), "days=2026-11-02..2026-11-05");
+    ok(&stage(&work, &["reduce", "--bucket", "0"]));
+    ok(&stage(&work, &["reduce", "--bucket", "1"]));
+    let o = stage(&work, &["merge"]);
+    ok(&o);
+    let record = run_record(&out);
+    let notes = record["notes"].to_string();
+    assert!(
+        notes.contains("managed key ring: added the master"),
+        "{notes}"
+    );
+    assert!(notes.contains("were dropped"), "{notes}");
+}
