@@ -265,7 +265,7 @@ pub struct Pseudonymiser {
     bucket_key: zeroize::Zeroizing<[u8; 32]>,
     /// Epoch keys derived so far, by day (`None`: no master covers the day), with the
     /// epoch's first day.
-    epoch_keys: HashMap<Day, Option<(Day, EpochKey)>>,
+    epoch_keys: HashMap<Day, Option<(Day, EpochKey, bool)>>,
     identities: crate::visitors::Identities,
     user_agents: UaClassifier,
     referrers: ReferrerClassifier,
@@ -317,7 +317,7 @@ impl Pseudonymiser {
         let mut epochs: Vec<Day> = self
             .epoch_keys
             .values()
-            .filter_map(|k| k.as_ref().map(|(e, _)| *e))
+            .filter_map(|k| k.as_ref().map(|(e, _, _)| *e))
             .collect();
         epochs.sort();
         epochs.dedup();
@@ -392,16 +392,13 @@ impl Pseudonymiser {
         };
         // Canonicalised once (an address parsed, no allocation for an IP) for every hash.
         let canonical = keys::canonical_client(rec.client);
-        if !self.keys.covers(day) {
-            return Outcome::MissingKey(day);
-        }
         let (epoch, visitor) = match self.epoch_key(day) {
-            Some((epoch, key)) => (*epoch, key.visitor_of_canonical(&canonical, user_agent)),
-            None => return Outcome::MissingKey(day),
+            Some((epoch, key, true)) => (*epoch, key.visitor_of_canonical(&canonical, user_agent)),
+            _ => return Outcome::MissingKey(day),
         };
         let link = if since_midnight < self.settings.link_window_s {
             self.epoch_key(day.prev())
-                .map(|(_, key)| key.visitor_of_canonical(&canonical, user_agent))
+                .map(|(_, key, _)| key.visitor_of_canonical(&canonical, user_agent))
         } else {
             None
         };
@@ -415,7 +412,7 @@ impl Pseudonymiser {
             // visits in the visit log (decision 2).
             if let Some((prev_epoch, prev)) = self
                 .epoch_key(epoch.prev())
-                .map(|(e, key)| (*e, key.visitor_of_canonical(&canonical, user_agent)))
+                .map(|(e, key, _)| (*e, key.visitor_of_canonical(&canonical, user_agent)))
             {
                 self.identities
                     .note(prev_epoch, prev, bucket, visitor, epoch);
@@ -449,15 +446,21 @@ impl Pseudonymiser {
         }))
     }
 
-    fn epoch_key(&mut self, day: Day) -> Option<(&Day, &EpochKey)> {
+    /// The pseudonym epoch of `day` and its key, and whether events of `day` itself may be
+    /// pseudonymised with them (derived keys hold some days only as a neighbour's). Cached
+    /// per day: looked up once per pageview.
+    fn epoch_key(&mut self, day: Day) -> Option<(&Day, &EpochKey, bool)> {
         let keys = &self.keys;
         let lookback = self.settings.epoch_days;
         let managed = self.settings.managed_keys;
         self.epoch_keys
             .entry(day)
-            .or_insert_with(|| keys.pseudonym_epoch(day, lookback, managed))
+            .or_insert_with(|| {
+                keys.pseudonym_epoch(day, lookback, managed)
+                    .map(|(e, k)| (e, k, keys.covers(day)))
+            })
             .as_ref()
-            .map(|(e, k)| (e, k))
+            .map(|(e, k, covered)| (e, k, *covered))
     }
 
     fn path(&mut self, raw: &[u8]) -> Option<(Arc<str>, u64)> {
