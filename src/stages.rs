@@ -507,7 +507,8 @@ impl Planned {
     }
 
     /// Every shard task's summary, checked to cover each planned input exactly once.
-    fn summaries(&self) -> Result<Summaries, Failure> {
+    /// `with_clients`: also add up the clients seen (gather needs them, merge does not).
+    fn summaries(&self, with_clients: bool) -> Result<Summaries, Failure> {
         let mut spilled: Vec<(String, String, u64)> = Vec::new();
         let mut generations = BTreeSet::new();
         let mut results: BTreeMap<u32, FileResult> = BTreeMap::new();
@@ -547,7 +548,9 @@ impl Planned {
                 }
             }
             epoch_ids.extend(epochs);
-            identities.absorb(Identities::from_bytes(ids).ok_or_else(|| corrupt(&role))?);
+            if with_clients {
+                identities.absorb(Identities::from_bytes(ids).ok_or_else(|| corrupt(&role))?);
+            }
         }
         for (i, f) in self.decisions.files.iter().enumerate() {
             if !results.contains_key(&(i as u32)) {
@@ -724,8 +727,9 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
         identities,
         spilled,
         generations,
-    } = planned.summaries()?;
-    let current = planned.derived_keys()?.generation();
+    } = planned.summaries(true)?;
+    let derived_now = planned.derived_keys()?;
+    let current = derived_now.generation();
     let reshard = |notes: Vec<String>| -> Result<Gathered, Failure> {
         write_private(
             &planned.work.path(RESHARD_NOTES),
@@ -764,7 +768,7 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
                 "the shard stage still reports days without keys after running again; plan the run again",
             ));
         }
-        let mut days: BTreeSet<Day> = planned.derived_keys()?.days().collect();
+        let mut days: BTreeSet<Day> = derived_now.days().collect();
         days.extend(missing.iter().copied());
         // The new keys first: killed after this, the next gather finds the shard outputs
         // stale and asks for the shard stage again.
@@ -967,10 +971,11 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
     let (_lock, notes) = pipeline::open_output(&planned.pipeline, &out)?;
     let plan = planned.plan(true)?;
     let phase = Phases::start();
-    planned.list_objects()?;
+    // The inputs' sizes and versions are in the summaries already: no listing, and the clients
+    // seen (gather counted them) are not decoded again.
     let Summaries {
         results, epoch_ids, ..
-    } = planned.summaries()?;
+    } = planned.summaries(false)?;
     let buckets = planned.decisions.buckets;
     let mut notes = notes;
     notes.extend(gathered.notes.iter().cloned());
