@@ -363,11 +363,9 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     let mut visit_records: BTreeMap<Day, Vec<VisitRecord>> = BTreeMap::new();
     let (mut frame_bytes, mut frame_time) = (0usize, std::time::Duration::ZERO);
     for (b, history) in histories.iter().enumerate() {
-        let events = spill
-            .read_bucket(b, plan.workers, &summary.excluded)
-            .map_err(|e| {
-                Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
-            })?;
+        let events = spill.read_bucket(b, &summary.excluded).map_err(|e| {
+            Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
+        })?;
         let Some(output) = reducer.reduce(b, events, history)? else {
             continue;
         };

@@ -88,17 +88,12 @@ impl SpillDir {
     }
 
     /// A writer for one ingest worker.
-    pub fn writer(&self, _worker: u16) -> io::Result<SpillWriter> {
+    pub fn writer(&self) -> io::Result<SpillWriter> {
         SpillWriter::create(&self.dir, &self.key, self.buckets)
     }
 
     /// Every event of bucket `b` from all writers, except those of `excluded` inputs.
-    pub fn read_bucket(
-        &self,
-        b: usize,
-        _workers: u16,
-        excluded: &HashSet<u32>,
-    ) -> io::Result<EventColumns> {
+    pub fn read_bucket(&self, b: usize, excluded: &HashSet<u32>) -> io::Result<EventColumns> {
         read_bucket(std::slice::from_ref(&self.dir), &self.key, b, excluded)
     }
 
@@ -137,7 +132,7 @@ pub fn read_bucket(
         let name = path.file_name().expect("a file").to_string_lossy();
         let salt = name
             .get(2..34)
-            .and_then(hex_salt)
+            .and_then(|hex| crate::pseudonymise::keys::parse_hex::<16>(hex.as_bytes()))
             .ok_or_else(|| io::Error::other("a spilled bucket has a malformed name"))?;
         let key = writer_key(run_key, &salt);
         let mut input = BufReader::new(File::open(&path)?);
@@ -159,14 +154,6 @@ pub fn read_bucket(
         }
     }
     Ok(cols)
-}
-
-fn hex_salt(s: &str) -> Option<[u8; 16]> {
-    let mut salt = [0u8; 16];
-    for (i, byte) in salt.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(salt)
 }
 
 /// Each writer seals under its own key, derived from the run's and a random salt named in
@@ -202,10 +189,10 @@ impl SpillDir {
     }
 }
 
-/// Seals `frame` as `dir/f<slot>-b<bucket>.bin` under the run key. Nonces: worker number
-/// `u16::MAX`, never a writer's; a frame's content depends only on the run's inputs, so a
-/// retried task seals the same bytes again.
-pub fn write_frame(
+/// Seals `frame` as `dir/f<slot>-b<bucket>.bin` under the run key (one process's: a staged
+/// run seals its frames with `stages::seal` instead). Nonces: worker number `u16::MAX`, never
+/// a writer's.
+fn write_frame(
     dir: &Path,
     run_key: &[u8; 32],
     bucket: usize,
@@ -221,7 +208,7 @@ pub fn write_frame(
 }
 
 /// The frame [`write_frame`] wrote, `None` when there is none.
-pub fn read_frame(
+fn read_frame(
     dir: &Path,
     run_key: &[u8; 32],
     bucket: usize,
@@ -510,7 +497,7 @@ mod tests {
     fn spill_round_trips_encrypted_and_is_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let spill = SpillDir::create(tmp.path(), "run-1", 3).unwrap();
-        let mut w = spill.writer(0).unwrap();
+        let mut w = spill.writer().unwrap();
         for i in 0..10_000i64 {
             w.push(i as u64, &event(i, (i % 3) as u16, "/secret-path-xyz"))
                 .unwrap();
@@ -524,14 +511,14 @@ mod tests {
             assert!(!bytes.windows(9).any(|x| x == b"yandex.ru"));
         }
         let excluded = HashSet::from([7u32]);
-        let b1 = spill.read_bucket(1, 1, &excluded).unwrap();
+        let b1 = spill.read_bucket(1, &excluded).unwrap();
         assert_eq!(b1.len(), 3333);
         let all: usize = (0..3)
-            .map(|b| spill.read_bucket(b, 1, &excluded).unwrap().len())
+            .map(|b| spill.read_bucket(b, &excluded).unwrap().len())
             .sum();
         assert_eq!(all, 10_000, "the excluded input's event is skipped");
         let df = spill
-            .read_bucket(0, 1, &HashSet::new())
+            .read_bucket(0, &HashSet::new())
             .unwrap()
             .into_frame()
             .unwrap();
@@ -564,7 +551,7 @@ mod tests {
     fn spill_tampering_is_detected() {
         let tmp = tempfile::tempdir().unwrap();
         let spill = SpillDir::create(tmp.path(), "run-2", 1).unwrap();
-        let mut w = spill.writer(0).unwrap();
+        let mut w = spill.writer().unwrap();
         w.push(1, &event(1, 0, "/a")).unwrap();
         w.finish().unwrap();
         let f = std::fs::read_dir(tmp.path().join("spill/run-2"))
@@ -576,7 +563,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&f, bytes).unwrap();
-        assert!(spill.read_bucket(0, 1, &HashSet::new()).is_err());
+        assert!(spill.read_bucket(0, &HashSet::new()).is_err());
     }
 
     /// A row-visitor frame comes back as it was written, sealed (no visitor id in the clear

@@ -201,16 +201,7 @@ impl DerivedKeys {
 
     /// The keys [`Self::to_text`] wrote.
     pub fn from_text(text: &str) -> Option<DerivedKeys> {
-        let unhex = |s: &str| -> Option<[u8; 32]> {
-            let mut out = [0u8; 32];
-            if s.len() != 64 {
-                return None;
-            }
-            for (i, b) in out.iter_mut().enumerate() {
-                *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-            }
-            Some(out)
-        };
+        let unhex = |s: &str| super::keys::parse_hex::<32>(s.as_bytes());
         let mut lines = text.lines();
         if lines.next()? != "logveil derived keys v1" {
             return None;

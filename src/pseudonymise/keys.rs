@@ -238,6 +238,18 @@ pub(crate) fn check_private(
     Ok(())
 }
 
+/// `2·N` hex digits as `N` bytes; `None` for any other text.
+pub(crate) fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (b, pair) in out.iter_mut().zip(s.chunks(2)) {
+        *b = hex_value(pair[0])? << 4 | hex_value(pair[1])?;
+    }
+    Some(out)
+}
+
 fn hex_value(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
