@@ -551,10 +551,6 @@ pub fn visit_plan(events: LazyFrame, timeout_s: i64, max_visit_s: i64) -> Polars
                 .gt(lit(timeout_s))
                 .fill_null(lit(true))))
         .alias("idle_start")])
-        .with_columns([col("idle_start")
-            .cast(DataType::UInt32)
-            .cum_sum(false)
-            .alias("idle_id")])
         // The running campaign: the last tag seen before this pageview in the same stretch
         // of activity (0: none yet). A tagged pageview that differs from it starts a visit.
         // One forward fill over the whole frame, reset where a stretch starts untagged, costs
@@ -572,39 +568,40 @@ pub fn visit_plan(events: LazyFrame, timeout_s: i64, max_visit_s: i64) -> Polars
                     .or(col("_running_tag").neq(col("campaign_tag"))),
             ))
             .alias("gap_start")])
-        .with_columns([col("gap_start")
-            .cast(DataType::UInt32)
-            .cum_sum(false)
-            .alias("gap_id")])
-        .with_columns([(col("ts") - col("ts").min().over([col("gap_id")])?)
+        // Rows are sorted by client and time and a stretch is contiguous, so "the first
+        // value of this stretch (or visit)" is a forward fill from its start rows: one
+        // linear pass instead of a hash-partitioned window.
+        .with_columns([(col("ts") - first_of_run(col("ts"), col("gap_start")))
             .floor_div(lit(max_visit_s))
             .alias("chunk")])
         .with_columns([col("gap_start")
             .or(col("chunk")
                 .neq(col("chunk").shift(lit(1)))
                 .fill_null(lit(true)))
-            .cast(DataType::UInt32)
-            .cum_sum(false)
-            .alias("visit_id")])
+            .alias("is_entry")])
         .with_columns([
-            col("visit_id")
-                .neq(col("visit_id").shift(lit(1)))
-                .fill_null(lit(true))
-                .alias("is_entry"),
-            col("visit_id")
-                .neq(col("visit_id").shift(lit(-1)))
+            col("is_entry")
+                .cast(DataType::UInt32)
+                .cum_sum(false)
+                .alias("visit_id"),
+            col("is_entry")
+                .shift(lit(-1))
                 .fill_null(lit(true))
                 .alias("is_exit"),
-            col("visitor")
-                .first()
-                .over([col("visit_id")])?
-                .alias("visit_visitor"),
-            col("day")
-                .first()
-                .over([col("visit_id")])?
-                .alias("visit_day"),
+            first_of_run(col("visitor"), col("is_entry")).alias("visit_visitor"),
+            first_of_run(col("day"), col("is_entry")).alias("visit_day"),
         ])
         .with_row_index("_row", None))
+}
+
+/// In a frame of contiguous runs (rows sorted so that each run is one block), the value of
+/// `value` at the first row of each row's run; `starts` marks a run's first row and the first
+/// row of the frame is always one. Equal to `value.first().over(run)`, without hashing.
+fn first_of_run(value: Expr, starts: Expr) -> Expr {
+    when(starts)
+        .then(value)
+        .otherwise(lit(NULL))
+        .fill_null_with_strategy(FillNullStrategy::Forward(None))
 }
 
 /// The visits and the frames counted from them, from [`visit_plan`]'s result.
@@ -640,27 +637,59 @@ fn sessions_of(sorted: DataFrame, days: (Day, Day), goals: &Goals) -> PolarsResu
     };
 
     let in_days = |c: &str| col(c).gt_eq(lit(days.0.0)).and(col(c).lt_eq(lit(days.1.0)));
-    let per_visit = vec![
-        col("visitor").first(),
-        col("day").first(),
-        col("hour").first(),
-        col("ts").first().alias("start"),
-        col("ts").last().alias("end"),
-        len().alias("pageviews"),
-        col("channel").first(),
-        col("referrer_host").first(),
-        col("device_type").first(),
-        col("browser").first(),
-        col("os").first(),
-        col("utm_source").first(),
-        col("utm_medium").first(),
-        col("utm_campaign").first(),
-    ];
-    let mut visits = sorted
+    // A visit is a contiguous block of `sorted`: its first row (`is_entry`) carries what the
+    // visit is counted by, its last (`is_exit`) the end. Both filters keep visit order, so the
+    // n-th entry and the n-th exit are one visit's; no group-by is needed.
+    let entries = sorted.clone().lazy().filter(col("is_entry")).select([
+        col("visit_id"),
+        col("visitor"),
+        col("day"),
+        col("hour"),
+        col("ts").alias("start"),
+        col("_row"),
+        col("channel"),
+        col("referrer_host"),
+        col("device_type"),
+        col("browser"),
+        col("os"),
+        col("utm_source"),
+        col("utm_medium"),
+        col("utm_campaign"),
+    ]);
+    let exits = sorted
         .clone()
         .lazy()
-        .group_by_stable([col("visit_id")])
-        .agg(per_visit)
+        .filter(col("is_exit"))
+        .select([col("ts").alias("end"), col("_row").alias("_last")]);
+    let mut ends = LazyFrame::collect_all_with_engine(
+        vec![entries.logical_plan, exits.logical_plan],
+        Engine::InMemory,
+        OptFlags::default(),
+    )?;
+    let exits = ends.pop().expect("two frames");
+    let mut entries = ends.pop().expect("two frames");
+    entries.hstack_mut(exits.columns())?;
+    let mut visits = entries
+        .lazy()
+        .select([
+            col("visit_id"),
+            col("visitor"),
+            col("day"),
+            col("hour"),
+            col("start"),
+            col("end"),
+            (col("_last") - col("_row") + lit(1))
+                .cast(IDX_DTYPE)
+                .alias("pageviews"),
+            col("channel"),
+            col("referrer_host"),
+            col("device_type"),
+            col("browser"),
+            col("os"),
+            col("utm_source"),
+            col("utm_medium"),
+            col("utm_campaign"),
+        ])
         .filter(in_days("day"));
     if let Some(visit_flags) = visit_flags {
         let mut args = JoinArgs::new(JoinType::Left);
