@@ -362,37 +362,31 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     let mut visits = 0u64;
     let mut visit_records: BTreeMap<Day, Vec<VisitRecord>> = BTreeMap::new();
     let (mut frame_bytes, mut frame_time) = (0usize, std::time::Duration::ZERO);
-    for (b, history) in histories.iter().enumerate() {
-        let events = spill.read_bucket(b, &summary.excluded).map_err(|e| {
-            Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
-        })?;
-        let Some(output) = reducer.reduce(b, events, history)? else {
-            continue;
-        };
-        visits += output.visits;
-        for r in output.records {
-            visit_records.entry(Day(r.day)).or_default().push(r);
-        }
-        // Which visitors each row has, for the unions of the k rule: sealed in the spill,
-        // not held, since a frame shares its strings' buffers with the bucket's sessions
-        // and holding it would hold them all (memory stays flat).
-        let t0 = std::time::Instant::now();
-        for (t, frame) in output.frames.into_iter().enumerate() {
-            if let Some(mut frame) = frame {
-                frame_bytes += spill
-                    .write_frame(b, t as u64, &mut frame)
-                    .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
+    reduce_buckets(
+        &reducer,
+        &spill,
+        &summary.excluded,
+        &histories,
+        plan.workers,
+        |_, reduced| {
+            let Some((output, written)) = reduced else {
+                return Ok(());
+            };
+            visits += output.visits;
+            for r in output.records {
+                visit_records.entry(Day(r.day)).or_default().push(r);
             }
-        }
-        frame_time += t0.elapsed();
-        merger.add(output.partials)?;
-    }
+            frame_bytes += written.0;
+            frame_time += written.1;
+            merger.add(output.partials)
+        },
+    )?;
     let totals = merger.finish()?;
     if phase.on {
         eprintln!(
             "profile: reduce: sessions {:.2} s, partial tables {:.2} s; row-visitor frames: {} MiB sealed in the spill in {:.2} s",
-            reducer.in_sessions.get().as_secs_f64(),
-            reducer.in_tables.get().as_secs_f64(),
+            reducer.in_sessions.lock().expect("timer").as_secs_f64(),
+            reducer.in_tables.lock().expect("timer").as_secs_f64(),
             frame_bytes >> 20,
             frame_time.as_secs_f64(),
         );
@@ -1092,8 +1086,8 @@ pub struct Reducer<'p, 'a> {
     identities: &'p Identities,
     tables: Vec<TableName>,
     /// Time in building sessions and in the partial tables (LOGVEIL_PROFILE).
-    pub in_sessions: std::cell::Cell<std::time::Duration>,
-    pub in_tables: std::cell::Cell<std::time::Duration>,
+    pub in_sessions: std::sync::Mutex<std::time::Duration>,
+    pub in_tables: std::sync::Mutex<std::time::Duration>,
 }
 
 impl<'p, 'a> Reducer<'p, 'a> {
@@ -1165,8 +1159,7 @@ impl<'p, 'a> Reducer<'p, 'a> {
         if lookback.is_none() {
             records.clear();
         }
-        self.in_sessions
-            .set(self.in_sessions.get() + clock.elapsed());
+        *self.in_sessions.lock().expect("timer") += clock.elapsed();
         let clock = std::time::Instant::now();
         let row_bound = pipeline.dp.as_ref().map(|dp| dp.bounds.max_rows_per_table);
         let frames = aggregate::bucket_tables(&sessions, &self.tables, row_bound, b as u32)
@@ -1175,7 +1168,7 @@ impl<'p, 'a> Reducer<'p, 'a> {
             .into_iter()
             .map(|(partial, incidence)| (partial, pipeline.dp.is_none().then_some(incidence)))
             .unzip();
-        self.in_tables.set(self.in_tables.get() + clock.elapsed());
+        *self.in_tables.lock().expect("timer") += clock.elapsed();
         Ok(Some(BucketOutput {
             visits: sessions.visits.height() as u64,
             partials,
@@ -1183,6 +1176,85 @@ impl<'p, 'a> Reducer<'p, 'a> {
             records,
         }))
     }
+}
+
+/// Reduces every bucket on `workers` threads (a bucket's Polars queries are small, so
+/// buckets side by side use the cores better than one bucket's queries alone) and hands each
+/// result to `take` in bucket order, so what the merge sees does not depend on the threads.
+/// A bucket's row-visitor frames are sealed in the spill by its worker, not held (a frame
+/// shares its strings' buffers with the bucket's sessions: holding it would hold them all).
+fn reduce_buckets(
+    reducer: &Reducer<'_, '_>,
+    spill: &SpillDir,
+    excluded: &HashSet<u32>,
+    histories: &[visitors::History],
+    workers: u16,
+    mut take: impl FnMut(
+        usize,
+        Option<(BucketOutput, (usize, std::time::Duration))>,
+    ) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    type Reduced = Result<Option<(BucketOutput, (usize, std::time::Duration))>, Failure>;
+    let one = |b: usize| -> Reduced {
+        let events = spill.read_bucket(b, excluded).map_err(|e| {
+            Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
+        })?;
+        let Some(mut output) = reducer.reduce(b, events, &histories[b])? else {
+            return Ok(None);
+        };
+        let t0 = std::time::Instant::now();
+        let mut bytes = 0;
+        for (t, frame) in std::mem::take(&mut output.frames).into_iter().enumerate() {
+            if let Some(mut frame) = frame {
+                bytes += spill
+                    .write_frame(b, t as u64, &mut frame)
+                    .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
+            }
+        }
+        Ok(Some((output, (bytes, t0.elapsed()))))
+    };
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let workers = usize::from(workers).clamp(1, histories.len().max(1));
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Reduced)>(workers);
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, stop, one) = (&next, &stop, &one);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let b = next.fetch_add(1, Ordering::Relaxed);
+                    if b >= histories.len() {
+                        break;
+                    }
+                    if tx.send((b, one(b))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        // Results wait here until every bucket before them has been taken.
+        let mut waiting: BTreeMap<usize, Reduced> = BTreeMap::new();
+        let mut due = 0;
+        let mut first_error = None;
+        for (b, result) in rx {
+            waiting.insert(b, result);
+            while let Some(result) = waiting.remove(&due) {
+                let taken = result.and_then(|r| take(due, r));
+                due += 1;
+                if let Err(e) = taken {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })
 }
 
 fn polars_err(what: &str) -> impl Fn(polars::prelude::PolarsError) -> Failure {
