@@ -577,17 +577,18 @@ fn visit_number_bucket(n: usize) -> &'static str {
     }
 }
 
-fn days_since_bucket(days: i32, lookback: u32) -> String {
+/// The bucket of `days` since the last visit, from [`days_since_buckets`]'s list.
+fn days_since_bucket(days: i32, lookback: u32, buckets: &[String]) -> &str {
     // A local-day difference can exceed the lookback by one around a change of UTC offset:
     // such a visit counts in the last bucket.
-    let days = days.min(lookback as i32);
-    match days {
-        0 => "0".into(),
-        1 => "1".into(),
-        2..=7 => "2-7".into(),
-        8..=30 => format!("8-{}", lookback.min(30)),
-        _ => format!("31-{lookback}"),
-    }
+    let i = match days.min(lookback as i32) {
+        0 => 0,
+        1 => 1,
+        2..=7 => 2,
+        8..=30 => 3,
+        _ => 4,
+    };
+    &buckets[i.min(buckets.len() - 1)]
 }
 
 /// The week (ISO, from Monday) and the month holding `day`, each starting no earlier than
@@ -664,19 +665,20 @@ pub fn model_weights(model: &str, channels: &[&str]) -> Vec<i64> {
 /// Rows of (visitor, day, a public key, another key), column by column: the `loyalty`
 /// (dimension, bucket) and `uniques` (period, period_start) frames.
 #[derive(Default)]
-struct KeyedRows {
+struct KeyedRows<'s> {
     visitor: Vec<u64>,
     day: Vec<i32>,
     first: Vec<&'static str>,
-    second: Vec<String>,
+    /// Borrowed: the values repeat (buckets, period starts), so they are made once per bucket.
+    second: Vec<&'s str>,
 }
 
-impl KeyedRows {
-    fn push(&mut self, visitor: u64, day: i32, first: &'static str, second: impl Into<String>) {
+impl<'s> KeyedRows<'s> {
+    fn push(&mut self, visitor: u64, day: i32, first: &'static str, second: &'s str) {
         self.visitor.push(visitor);
         self.day.push(day);
         self.first.push(first);
-        self.second.push(second.into());
+        self.second.push(second);
     }
 
     fn frame(&self, first: &str, second: &str) -> PolarsResult<DataFrame> {
@@ -686,10 +688,7 @@ impl KeyedRows {
                 Column::new("visitor".into(), &self.visitor),
                 Column::new("day".into(), &self.day),
                 Column::new(first.into(), &self.first),
-                Column::new(
-                    second.into(),
-                    self.second.iter().map(String::as_str).collect::<Vec<_>>(),
-                ),
+                Column::new(second.into(), &self.second),
             ],
         )
     }
@@ -824,6 +823,19 @@ pub fn derive(
     }
     let lookback_s = i64::from(ctx.lookback_days) * 86_400;
 
+    let since_buckets = days_since_buckets(ctx.lookback_days);
+    // Each run day's periods and their starts, made once (not per client).
+    // (day, [(period, first day, first day as text)]).
+    type DayPeriods = Vec<(i32, Vec<(&'static str, i32, String)>)>;
+    let day_periods: DayPeriods = (ctx.days.0.0..=ctx.days.1.0)
+        .map(|d| {
+            let periods = periods(Day(d), (ctx.epoch_of)(Day(d)));
+            let periods = periods
+                .into_iter()
+                .map(|(p, from)| (p, from.0, from.to_string()));
+            (d, periods.collect())
+        })
+        .collect();
     let mut loyalty = KeyedRows::default();
     let mut attribution = AttributionRows::default();
     let mut uniques = KeyedRows::default();
@@ -847,7 +859,8 @@ pub fn derive(
                 let number = window.len() + 1;
                 loyalty.push(id, t.day, "visit_number", visit_number_bucket(number));
                 if let Some(last) = window.last() {
-                    let since = days_since_bucket(t.day - last.day, ctx.lookback_days);
+                    let since =
+                        days_since_bucket(t.day - last.day, ctx.lookback_days, &since_buckets);
                     loyalty.push(id, t.day, "days_since_last_visit", since);
                 }
                 let returning = *returning_on
@@ -897,15 +910,15 @@ pub fn derive(
             let mut touch_days: Vec<i32> = touches.iter().map(|t| t.day).collect();
             touch_days.sort_unstable();
             let (mut next, mut latest) = (0, None);
-            for d in ctx.days.0.0..=ctx.days.1.0 {
-                while next < touch_days.len() && touch_days[next] <= d {
+            for (d, periods) in &day_periods {
+                while next < touch_days.len() && touch_days[next] <= *d {
                     latest = Some(touch_days[next]);
                     next += 1;
                 }
                 let Some(latest) = latest else { continue };
-                for (period, from) in periods(Day(d), (ctx.epoch_of)(Day(d))) {
-                    if latest >= from.0 {
-                        uniques.push(id, d, period, from.to_string());
+                for (period, from, start) in periods {
+                    if latest >= *from {
+                        uniques.push(id, *d, period, start);
                     }
                 }
             }
@@ -914,10 +927,10 @@ pub fn derive(
     if ctx.returning {
         // Clients of the epoch not in this run count in the uniques of the days after theirs.
         for (p, d0) in &history.others {
-            for d in ctx.days.0.0.max(*d0)..=ctx.days.1.0 {
-                for (period, from) in periods(Day(d), (ctx.epoch_of)(Day(d))) {
-                    if *d0 >= from.0 && uniques_seen.insert((*p, d, period)) {
-                        uniques.push(*p, d, period, from.to_string());
+            for (d, periods) in day_periods.iter().filter(|(d, _)| d >= d0) {
+                for (period, from, start) in periods {
+                    if *d0 >= *from && uniques_seen.insert((*p, *d, *period)) {
+                        uniques.push(*p, *d, period, start);
                     }
                 }
             }
