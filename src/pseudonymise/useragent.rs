@@ -39,17 +39,25 @@ struct DeviceRule {
     ua_lacks: Vec<String>,
 }
 
-pub struct UaClassifier {
+/// The compiled matchers: hundreds of regexes, a few hundred milliseconds to build, so built
+/// once per process and shared by every worker (each keeps its own cache).
+struct Matchers {
     uap: ua_parser::Extractor<'static>,
     crawlers: regex::Regex,
     rules: Vec<DeviceRule>,
+}
+
+static MATCHERS: std::sync::LazyLock<Matchers> = std::sync::LazyLock::new(Matchers::new);
+
+pub struct UaClassifier {
+    matchers: &'static Matchers,
     cache: HashMap<Vec<u8>, UaClass>,
 }
 
 const DEVICE_TYPES: [&str; 4] = ["desktop", "mobile", "tablet", "bot"];
 
-impl UaClassifier {
-    pub fn new() -> UaClassifier {
+impl Matchers {
+    fn new() -> Matchers {
         let regexes: ua_parser::Regexes<'static> =
             serde_json::from_str(include_str!("../../data/uap/regexes.json"))
                 .expect("data/uap/regexes.json is valid");
@@ -70,10 +78,18 @@ impl UaClassifier {
                 "unknown device type"
             );
         }
-        UaClassifier {
+        Matchers {
             uap,
             crawlers,
             rules: rules.rule,
+        }
+    }
+}
+
+impl UaClassifier {
+    pub fn new() -> UaClassifier {
+        UaClassifier {
+            matchers: &MATCHERS,
             cache: HashMap::new(),
         }
     }
@@ -92,6 +108,7 @@ impl UaClassifier {
     }
 
     fn classify_uncached(&self, raw: &[u8]) -> UaClass {
+        let m = self.matchers;
         let text = String::from_utf8_lossy(raw);
         let text = text.trim();
         if text.is_empty() {
@@ -102,26 +119,26 @@ impl UaClassifier {
                 is_bot: true,
             };
         }
-        let browser = self
+        let browser = m
             .uap
             .ua
             .extract(text)
             .map_or_else(|| "Other".to_string(), |v| v.family.into_owned());
-        let os = self
+        let os = m
             .uap
             .os
             .extract(text)
             .map_or_else(|| "Other".to_string(), |v| v.os.into_owned());
-        let device = self
+        let device = m
             .uap
             .dev
             .extract(text)
             .map_or_else(|| "Other".to_string(), |v| v.device.into_owned());
-        let is_bot = device == "Spider" || self.crawlers.is_match(text);
+        let is_bot = device == "Spider" || m.crawlers.is_match(text);
         let device_type = if is_bot {
             "bot"
         } else {
-            self.rules
+            m.rules
                 .iter()
                 .find(|r| {
                     (r.device_family.is_empty() || r.device_family.contains(&device))
