@@ -767,6 +767,7 @@ pub fn derive(
 
     // Every touch of each identity, earlier log visits first, in time order.
     struct Touch {
+        identity: u64,
         start: i64,
         day: i32,
         /// Index into the bucket's visits, for visits of this run.
@@ -776,9 +777,12 @@ pub fn derive(
         medium: Option<Arc<str>>,
         campaign: Option<Arc<str>>,
     }
-    let mut by_identity: HashMap<u64, Vec<Touch>> = HashMap::new();
+    // One vector sorted by identity and time, not a vector per identity: a bucket holds tens
+    // of thousands of identities with a few touches each.
+    let mut touches: Vec<Touch> = Vec::with_capacity(history.visits.len() + n);
     for h in &history.visits {
-        by_identity.entry(h.visitor).or_default().push(Touch {
+        touches.push(Touch {
+            identity: h.visitor,
             start: h.start,
             day: h.day,
             visit: None,
@@ -811,7 +815,8 @@ pub fn derive(
             utm_medium: medium.clone(),
             utm_campaign: campaign.clone(),
         });
-        by_identity.entry(id).or_default().push(Touch {
+        touches.push(Touch {
+            identity: id,
             start: start.get(i).unwrap_or(0),
             day: d.0,
             visit: Some(i),
@@ -840,21 +845,16 @@ pub fn derive(
     let mut attribution = AttributionRows::default();
     let mut uniques = KeyedRows::default();
     let mut uniques_seen: HashSet<(u64, i32, &'static str)> = HashSet::new();
-    let mut ids: Vec<&u64> = by_identity.keys().collect();
-    ids.sort_unstable();
-    let ids: Vec<u64> = ids.into_iter().copied().collect();
-    for id in ids {
-        let touches = by_identity.get_mut(&id).expect("present");
-        touches.sort_by_key(|t| (t.start, t.visit.is_some(), t.visit));
-        let touches = &*touches;
+    // Stable: touches equal in all of these stay in the order they were pushed.
+    touches.sort_by_key(|t| (t.identity, t.start, t.visit.is_some(), t.visit));
+    for touches in touches.chunk_by(|a, b| a.identity == b.identity) {
+        let id = touches[0].identity;
         let mut returning_on: BTreeMap<i32, bool> = BTreeMap::new();
         for (k, t) in touches.iter().enumerate() {
             let Some(i) = t.visit else { continue };
             let earlier = &touches[..k];
-            let window: Vec<&Touch> = earlier
-                .iter()
-                .filter(|e| e.start >= t.start - lookback_s)
-                .collect();
+            // Earlier touches are in time order: the window is a suffix of them.
+            let window = &earlier[earlier.partition_point(|e| e.start < t.start - lookback_s)..];
             if ctx.returning {
                 let number = window.len() + 1;
                 loyalty.push(id, t.day, "visit_number", visit_number_bucket(number));
@@ -874,7 +874,7 @@ pub fn derive(
                 if flags.get(i) != Some(true) {
                     continue;
                 }
-                let mut path: Vec<&Touch> = window.iter().copied().chain([t]).collect();
+                let mut path: Vec<&Touch> = window.iter().chain([t]).collect();
                 if let Some(m) = ctx.max_touches {
                     path.drain(..path.len().saturating_sub(m.max(1)));
                 }
