@@ -271,8 +271,16 @@ pub struct Pseudonymiser {
     referrers: ReferrerClassifier,
     /// Raw path → normalised path (`None`: not a page) and its goal matchers.
     paths: HashMap<Vec<u8>, Option<(Arc<str>, u64)>>,
+    /// Clients met lately, as (epoch, pseudonym, bucket), in slots chosen by the pseudonym.
+    /// Within an epoch a pseudonym names one client, so a hit gives its bucket without the
+    /// bucket hash and says its identities are already noted (noting again changes nothing):
+    /// most pageviews of a client follow another of the same day.
+    recent: Vec<(i32, u64, u16)>,
     settings: Settings,
 }
+
+/// Slots of [`Pseudonymiser::recent`] (16 bytes each: 2 MiB per worker).
+const RECENT_SLOTS: usize = 1 << 17;
 
 impl Pseudonymiser {
     pub fn new(keys: Arc<KeySet>, settings: Settings) -> Pseudonymiser {
@@ -284,6 +292,7 @@ impl Pseudonymiser {
             user_agents: UaClassifier::new(),
             referrers: ReferrerClassifier::new(&settings.host_lists, &settings.site_hosts),
             paths: HashMap::new(),
+            recent: vec![(i32::MIN, 0, 0); RECENT_SLOTS],
             settings,
         }
     }
@@ -403,7 +412,25 @@ impl Pseudonymiser {
             None
         };
 
+        let slot = visitor as usize % RECENT_SLOTS;
+        if let (e, v, bucket) = self.recent[slot]
+            && e == epoch.0
+            && v == visitor
+        {
+            return self.event(
+                rec,
+                query,
+                path,
+                steps,
+                ua,
+                (day, hour),
+                visitor,
+                link,
+                bucket,
+            );
+        }
         let bucket = self.bucket_of_canonical(&canonical, user_agent);
+        self.recent[slot] = (epoch.0, visitor, bucket);
         // A client already noted under this epoch's pseudonym has its previous epoch's noted
         // too (the same client gives the same one): its later pageviews skip both, and a hash.
         if self.settings.epoch_days.is_some() && !self.identities.noted(epoch, visitor) {
@@ -418,6 +445,33 @@ impl Pseudonymiser {
                     .note(prev_epoch, prev, bucket, visitor, epoch);
             }
         }
+        self.event(
+            rec,
+            query,
+            path,
+            steps,
+            ua,
+            (day, hour),
+            visitor,
+            link,
+            bucket,
+        )
+    }
+
+    /// The pageview's event, once its client is pseudonymised.
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        rec: &RawRecord<'_>,
+        query: Option<&[u8]>,
+        path: Arc<str>,
+        steps: u64,
+        ua: useragent::UaClass,
+        (day, hour): (Day, u8),
+        visitor: u64,
+        link: Option<u64>,
+        bucket: u16,
+    ) -> Outcome {
         let rules = &self.settings.campaign_rules;
         let campaign = query.map(|q| rules.parse(q)).unwrap_or_default();
         let referrer = rec.referrer.and_then(|r| self.referrers.classify(r));
