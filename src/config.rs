@@ -68,7 +68,7 @@ pub struct PipelineFile {
     pub filters: Option<FiltersFile>,
     pub paths: Option<PathsFile>,
     pub channels: Option<HostLists>,
-    /// Partitions of the clients, processed one at a time (default 8): more buckets, less
+    /// Partitions of the clients, processed a few at a time (one per thread; default 8): more buckets, less
     /// memory. Outputs do not depend on it.
     pub buckets: Option<u16>,
     /// Differential privacy: present = on.
