@@ -604,6 +604,18 @@ fn first_of_run(value: Expr, starts: Expr) -> Expr {
         .fill_null_with_strategy(FillNullStrategy::Forward(None))
 }
 
+/// What a visit takes from its first pageview, beside its visitor, day, hour and start.
+const VISIT_ATTRIBUTES: [&str; 8] = [
+    "channel",
+    "referrer_host",
+    "device_type",
+    "browser",
+    "os",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+];
+
 /// The visits and the frames counted from them, from [`visit_plan`]'s result.
 fn sessions_of(sorted: DataFrame, days: (Day, Day), goals: &Goals) -> PolarsResult<Sessions> {
     // Goals and funnels only look at pageviews whose path some matcher takes: a small share,
@@ -640,22 +652,20 @@ fn sessions_of(sorted: DataFrame, days: (Day, Day), goals: &Goals) -> PolarsResu
     // A visit is a contiguous block of `sorted`: its first row (`is_entry`) carries what the
     // visit is counted by, its last (`is_exit`) the end. Both filters keep visit order, so the
     // n-th entry and the n-th exit are one visit's; no group-by is needed.
-    let entries = sorted.clone().lazy().filter(col("is_entry")).select([
+    let mut entry_columns = vec![
         col("visit_id"),
         col("visitor"),
         col("day"),
         col("hour"),
         col("ts").alias("start"),
         col("_row"),
-        col("channel"),
-        col("referrer_host"),
-        col("device_type"),
-        col("browser"),
-        col("os"),
-        col("utm_source"),
-        col("utm_medium"),
-        col("utm_campaign"),
-    ]);
+    ];
+    entry_columns.extend(VISIT_ATTRIBUTES.map(col));
+    let entries = sorted
+        .clone()
+        .lazy()
+        .filter(col("is_entry"))
+        .select(entry_columns);
     let exits = sorted
         .clone()
         .lazy()
@@ -669,28 +679,19 @@ fn sessions_of(sorted: DataFrame, days: (Day, Day), goals: &Goals) -> PolarsResu
     let exits = ends.pop().expect("two frames");
     let mut entries = ends.pop().expect("two frames");
     entries.hstack_mut(exits.columns())?;
-    let mut visits = entries
-        .lazy()
-        .select([
-            col("visit_id"),
-            col("visitor"),
-            col("day"),
-            col("hour"),
-            col("start"),
-            col("end"),
-            (col("_last") - col("_row") + lit(1))
-                .cast(IDX_DTYPE)
-                .alias("pageviews"),
-            col("channel"),
-            col("referrer_host"),
-            col("device_type"),
-            col("browser"),
-            col("os"),
-            col("utm_source"),
-            col("utm_medium"),
-            col("utm_campaign"),
-        ])
-        .filter(in_days("day"));
+    let mut visit_columns = vec![
+        col("visit_id"),
+        col("visitor"),
+        col("day"),
+        col("hour"),
+        col("start"),
+        col("end"),
+        (col("_last") - col("_row") + lit(1))
+            .cast(IDX_DTYPE)
+            .alias("pageviews"),
+    ];
+    visit_columns.extend(VISIT_ATTRIBUTES.map(col));
+    let mut visits = entries.lazy().select(visit_columns).filter(in_days("day"));
     if let Some(visit_flags) = visit_flags {
         let mut args = JoinArgs::new(JoinType::Left);
         args.maintain_order = MaintainOrderJoin::Left;

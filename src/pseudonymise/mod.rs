@@ -413,38 +413,29 @@ impl Pseudonymiser {
         };
 
         let slot = visitor as usize % RECENT_SLOTS;
-        if let (e, v, bucket) = self.recent[slot]
-            && e == epoch.0
-            && v == visitor
-        {
-            return self.event(
-                rec,
-                query,
-                path,
-                steps,
-                ua,
-                (day, hour),
-                visitor,
-                link,
-                bucket,
-            );
-        }
-        let bucket = self.bucket_of_canonical(&canonical, user_agent);
-        self.recent[slot] = (epoch.0, visitor, bucket);
-        // A client already noted under this epoch's pseudonym has its previous epoch's noted
-        // too (the same client gives the same one): its later pageviews skip both, and a hash.
-        if self.settings.epoch_days.is_some() && !self.identities.noted(epoch, visitor) {
-            self.identities.note(epoch, visitor, bucket, visitor, epoch);
-            // The same client under the previous epoch's pseudonym, to find its earlier
-            // visits in the visit log (decision 2).
-            if let Some((prev_epoch, prev)) = self
-                .epoch_key(epoch.prev())
-                .map(|(e, key, _)| (*e, key.visitor_of_canonical(&canonical, user_agent)))
-            {
-                self.identities
-                    .note(prev_epoch, prev, bucket, visitor, epoch);
+        let bucket = match self.recent[slot] {
+            (e, v, bucket) if e == epoch.0 && v == visitor => bucket,
+            _ => {
+                let bucket = self.bucket_of_canonical(&canonical, user_agent);
+                self.recent[slot] = (epoch.0, visitor, bucket);
+                // A client already noted under this epoch's pseudonym has its previous epoch's
+                // noted too (the same client gives the same one): its later pageviews skip
+                // both, and a hash.
+                if self.settings.epoch_days.is_some() && !self.identities.noted(epoch, visitor) {
+                    self.identities.note(epoch, visitor, bucket, visitor, epoch);
+                    // The same client under the previous epoch's pseudonym, to find its earlier
+                    // visits in the visit log (decision 2).
+                    if let Some((prev_epoch, prev)) = self
+                        .epoch_key(epoch.prev())
+                        .map(|(e, key, _)| (*e, key.visitor_of_canonical(&canonical, user_agent)))
+                    {
+                        self.identities
+                            .note(prev_epoch, prev, bucket, visitor, epoch);
+                    }
+                }
+                bucket
             }
-        }
+        };
         self.event(
             rec,
             query,
