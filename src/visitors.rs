@@ -62,7 +62,13 @@ impl Identities {
             .is_some_and(|(_, id, of)| *id == pseudonym && *of == epoch.0)
     }
 
-    pub fn absorb(&mut self, other: Identities) {
+    pub fn absorb(&mut self, mut other: Identities) {
+        // Noting is order-free (the newest identity wins; equal ones name the same client),
+        // so the smaller map is poured into the larger, into room made once.
+        if other.map.len() > self.map.len() {
+            std::mem::swap(&mut self.map, &mut other.map);
+        }
+        self.map.reserve(other.map.len());
         for ((epoch, p), (b, id, of)) in other.map {
             self.note(Day(epoch), p, b, id, Day(of));
         }
