@@ -84,6 +84,24 @@ fn stages_sh(
         .unwrap()
 }
 
+/// `contrib/stages.sh` over `staged` into `out` must publish what a single run published in
+/// `single_out`, and leave no work directory; returns the published files' hashes.
+fn assert_staged_equals_single(
+    dir: &Path,
+    single_out: &Path,
+    staged: &Path,
+    out: &Path,
+    tasks: usize,
+    extra: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    let work = dir.join("work");
+    ok(&stages_sh(dir, &work, tasks, staged, out, extra));
+    let hashes = parquet_hashes(out);
+    assert_eq!(parquet_hashes(single_out), hashes);
+    assert!(!work.exists(), "the work directory outlived the job");
+    hashes
+}
+
 /// `logveil stage ARGS --work WORK`.
 fn stage(work: &Path, args: &[&str]) -> std::process::Output {
     logveil()
@@ -408,18 +426,9 @@ fn a_staged_run_with_differential_privacy_releases_the_same_noisy_files() {
     let staged = keyed_pipeline(dir.path(), "staged", "master.key", dp);
     let (o1, o2) = (dir.path().join("o1"), dir.path().join("o2"));
     ok(&run(&single, &o1, &[]));
-    let o = stages_sh(
-        dir.path(),
-        &dir.path().join("work"),
-        2,
-        &staged,
-        &o2,
-        &["--buckets", "5"],
-    );
-    ok(&o);
-    let (a, b) = (parquet_hashes(&o1), parquet_hashes(&o2));
-    assert_eq!(a.len(), 44, "11 tables × 4 days");
-    assert_eq!(a, b);
+    let published =
+        assert_staged_equals_single(dir.path(), &o1, &staged, &o2, 2, &["--buckets", "5"]);
+    assert_eq!(published.len(), 44, "11 tables × 4 days");
     let ledger = |name: &str| -> serde_json::Value {
         let text =
             std::fs::read_to_string(dir.path().join(format!("state-{name}/ledger.json"))).unwrap();
@@ -443,11 +452,7 @@ fn a_staged_run_with_an_ephemeral_key_keeps_one_key_for_every_task() {
     let staged = keyed_pipeline(dir.path(), "staged", "ephemeral", "");
     let (o1, o2) = (dir.path().join("o1"), dir.path().join("o2"));
     ok(&run(&single, &o1, &[]));
-    let work = dir.path().join("work");
-    let o = stages_sh(dir.path(), &work, 3, &staged, &o2, &[]);
-    ok(&o);
-    assert_eq!(parquet_hashes(&o1), parquet_hashes(&o2));
-    assert!(!work.exists());
+    assert_staged_equals_single(dir.path(), &o1, &staged, &o2, 3, &[]);
 }
 
 /// A run that changes the state dir (visit log, keys) between a staged run's gather and its
