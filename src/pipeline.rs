@@ -368,16 +368,21 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         &summary.excluded,
         &histories,
         plan.workers,
-        |_, reduced| {
-            let Some((output, written)) = reduced else {
+        |reduced| {
+            let Some(ReducedBucket {
+                output,
+                frame_bytes: bytes,
+                frame_time: time,
+            }) = reduced
+            else {
                 return Ok(());
             };
             visits += output.visits;
             for r in output.records {
                 visit_records.entry(Day(r.day)).or_default().push(r);
             }
-            frame_bytes += written.0;
-            frame_time += written.1;
+            frame_bytes += bytes;
+            frame_time += time;
             merger.add(output.partials)
         },
     )?;
@@ -1178,6 +1183,14 @@ impl<'p, 'a> Reducer<'p, 'a> {
     }
 }
 
+/// A reduced bucket whose row-visitor frames are sealed in the spill: how many bytes they
+/// took and how long (LOGVEIL_PROFILE).
+struct ReducedBucket {
+    output: BucketOutput,
+    frame_bytes: usize,
+    frame_time: std::time::Duration,
+}
+
 /// Reduces every bucket on `workers` threads (a bucket's Polars queries are small, so
 /// buckets side by side use the cores better than one bucket's queries alone) and hands each
 /// result to `take` in bucket order, so what the merge sees does not depend on the threads.
@@ -1189,13 +1202,10 @@ fn reduce_buckets(
     excluded: &HashSet<u32>,
     histories: &[visitors::History],
     workers: u16,
-    mut take: impl FnMut(
-        usize,
-        Option<(BucketOutput, (usize, std::time::Duration))>,
-    ) -> Result<(), Failure>,
+    mut take: impl FnMut(Option<ReducedBucket>) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    type Reduced = Result<Option<(BucketOutput, (usize, std::time::Duration))>, Failure>;
+    type Reduced = Result<Option<ReducedBucket>, Failure>;
     let one = |b: usize| -> Reduced {
         let events = spill.read_bucket(b, excluded).map_err(|e| {
             Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
@@ -1212,7 +1222,11 @@ fn reduce_buckets(
                     .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
             }
         }
-        Ok(Some((output, (bytes, t0.elapsed()))))
+        Ok(Some(ReducedBucket {
+            output,
+            frame_bytes: bytes,
+            frame_time: t0.elapsed(),
+        }))
     };
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -1242,7 +1256,7 @@ fn reduce_buckets(
         for (b, result) in rx {
             waiting.insert(b, result);
             while let Some(result) = waiting.remove(&due) {
-                let taken = result.and_then(|r| take(due, r));
+                let taken = result.and_then(&mut take);
                 due += 1;
                 if let Err(e) = taken {
                     stop.store(true, Ordering::Relaxed);

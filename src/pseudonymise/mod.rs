@@ -436,33 +436,6 @@ impl Pseudonymiser {
                 bucket
             }
         };
-        self.event(
-            rec,
-            query,
-            path,
-            steps,
-            ua,
-            (day, hour),
-            visitor,
-            link,
-            bucket,
-        )
-    }
-
-    /// The pageview's event, once its client is pseudonymised.
-    #[allow(clippy::too_many_arguments)]
-    fn event(
-        &mut self,
-        rec: &RawRecord<'_>,
-        query: Option<&[u8]>,
-        path: Arc<str>,
-        steps: u64,
-        ua: useragent::UaClass,
-        (day, hour): (Day, u8),
-        visitor: u64,
-        link: Option<u64>,
-        bucket: u16,
-    ) -> Outcome {
         let rules = &self.settings.campaign_rules;
         let campaign = query.map(|q| rules.parse(q)).unwrap_or_default();
         let referrer = rec.referrer.and_then(|r| self.referrers.classify(r));
