@@ -107,7 +107,7 @@ fn prepare(log: &str, out: &str) -> Result<usize, Box<dyn std::error::Error>> {
         line.clear();
     }
     let n = cols.len();
-    let mut frame = cols.into_frame()?;
+    let mut frame = cols.into_frame()?.frame;
     ParquetWriter::new(std::fs::File::create(out)?).finish(&mut frame)?;
     Ok(n)
 }

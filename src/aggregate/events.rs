@@ -1,7 +1,11 @@
 //! [`Event`]s → a Polars frame, and the cross-midnight linking of visitors.
 //!
 //! Columns are built directly from the events, one vector per column, so the frame costs
-//! about as much memory as the events themselves.
+//! about as much memory as the events themselves. The many-valued text columns
+//! ([`ID_COLUMNS`]: path, referrer host, browser, OS) are held as ids into the bucket's
+//! [`Dictionary`]: every sort, window and group-by of the sessions and tables then compares
+//! and hashes a `u32` instead of encoding text, and the text comes back only in the tables'
+//! small results ([`Strings::decode`]).
 
 use std::collections::HashMap;
 
@@ -9,25 +13,98 @@ use polars::prelude::*;
 
 use crate::pseudonymise::Event;
 
-/// Column builders for a batch of events.
+/// Event columns held as ids into the bucket's [`Dictionary`], one id space for all of them.
+pub const ID_COLUMNS: [&str; 4] = ["path", "referrer_host", "browser", "os"];
+
+/// The distinct texts of a bucket's [`ID_COLUMNS`], numbered in the order first met.
+#[derive(Default)]
+pub struct Dictionary {
+    ids: foldhash::HashMap<Box<[u8]>, u32>,
+    values: Vec<Box<str>>,
+}
+
+impl Dictionary {
+    /// The id of `text`, numbering it if it is new.
+    pub fn id(&mut self, text: &str) -> u32 {
+        match self.ids.get(text.as_bytes()) {
+            Some(&id) => id,
+            None => self.add(text),
+        }
+    }
+
+    /// The id of UTF-8 `bytes` (checked only when they are new).
+    pub fn id_of_utf8(&mut self, bytes: &[u8]) -> Result<u32, std::str::Utf8Error> {
+        match self.ids.get(bytes) {
+            Some(&id) => Ok(id),
+            None => Ok(self.add(std::str::from_utf8(bytes)?)),
+        }
+    }
+
+    fn add(&mut self, text: &str) -> u32 {
+        let id = u32::try_from(self.values.len()).expect("fewer than 2^32 texts in a bucket");
+        self.values.push(text.into());
+        self.ids.insert(text.as_bytes().into(), id);
+        id
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// A bucket's finished [`Dictionary`] as a Polars column: what turns ids back into text.
+#[derive(Clone, Default)]
+pub struct Strings(StringChunked);
+
+impl Strings {
+    fn new(dictionary: Dictionary) -> Strings {
+        Strings(dictionary.values.iter().map(|s| Some(&**s)).collect())
+    }
+
+    /// `frame` with each of its [`ID_COLUMNS`] (ids, null for none) replaced by the text
+    /// the ids stand for; other columns untouched.
+    pub fn decode(&self, mut frame: DataFrame) -> PolarsResult<DataFrame> {
+        for name in ID_COLUMNS {
+            let Ok(ids) = frame.column(name) else {
+                continue;
+            };
+            let text = self.0.take(ids.idx()?)?.with_name(name.into());
+            frame.replace(name, text.into_column())?;
+        }
+        Ok(frame)
+    }
+}
+
+/// A bucket's event frame and the texts its id columns stand for.
+pub struct EventFrame {
+    pub frame: DataFrame,
+    pub strings: Strings,
+}
+
+/// Column builders for a batch of events. The spill's decoder fills them directly.
 #[derive(Default)]
 pub struct EventColumns {
-    seq: Vec<u64>,
-    ts: Vec<i64>,
-    day: Vec<i32>,
-    hour: Vec<i32>,
-    visitor: Vec<u64>,
-    link: Vec<Option<u64>>,
-    path: Vec<std::sync::Arc<str>>,
-    referrer_host: Vec<Option<std::sync::Arc<str>>>,
-    channel: Vec<&'static str>,
-    device_type: Vec<&'static str>,
-    browser: Vec<std::sync::Arc<str>>,
-    os: Vec<std::sync::Arc<str>>,
-    utm_source: Vec<Option<std::sync::Arc<str>>>,
-    utm_medium: Vec<Option<std::sync::Arc<str>>>,
-    utm_campaign: Vec<Option<std::sync::Arc<str>>>,
-    steps: Vec<u64>,
+    pub(super) seq: Vec<u64>,
+    pub(super) ts: Vec<i64>,
+    pub(super) day: Vec<i32>,
+    pub(super) hour: Vec<i32>,
+    pub(super) visitor: Vec<u64>,
+    pub(super) link: Vec<Option<u64>>,
+    pub(super) path: Vec<u32>,
+    pub(super) referrer_host: Vec<Option<u32>>,
+    pub(super) channel: Vec<&'static str>,
+    pub(super) device_type: Vec<&'static str>,
+    pub(super) browser: Vec<u32>,
+    pub(super) os: Vec<u32>,
+    pub(super) utm_source: Vec<Option<std::sync::Arc<str>>>,
+    pub(super) utm_medium: Vec<Option<std::sync::Arc<str>>>,
+    pub(super) utm_campaign: Vec<Option<std::sync::Arc<str>>>,
+    pub(super) steps: Vec<u64>,
+    pub(super) strings: Dictionary,
 }
 
 impl EventColumns {
@@ -56,44 +133,26 @@ impl EventColumns {
         self.hour.push(i32::from(e.hour));
         self.visitor.push(e.visitor);
         self.link.push(e.link);
-        self.path.push(e.path);
-        self.referrer_host.push(e.referrer_host);
+        self.path.push(self.strings.id(&e.path));
+        let referrer_host = e.referrer_host.map(|h| self.strings.id(&h));
+        self.referrer_host.push(referrer_host);
         self.channel.push(e.channel);
         self.device_type.push(e.device_type);
-        self.browser.push(e.browser);
-        self.os.push(e.os);
+        self.browser.push(self.strings.id(&e.browser));
+        self.os.push(self.strings.id(&e.os));
         self.utm_source.push(e.utm_source);
         self.utm_medium.push(e.utm_medium);
         self.utm_campaign.push(e.utm_campaign);
         self.steps.push(e.steps);
     }
 
-    pub fn append(&mut self, mut other: EventColumns) {
-        self.seq.append(&mut other.seq);
-        self.ts.append(&mut other.ts);
-        self.day.append(&mut other.day);
-        self.hour.append(&mut other.hour);
-        self.visitor.append(&mut other.visitor);
-        self.link.append(&mut other.link);
-        self.path.append(&mut other.path);
-        self.referrer_host.append(&mut other.referrer_host);
-        self.channel.append(&mut other.channel);
-        self.device_type.append(&mut other.device_type);
-        self.browser.append(&mut other.browser);
-        self.os.append(&mut other.os);
-        self.utm_source.append(&mut other.utm_source);
-        self.utm_medium.append(&mut other.utm_medium);
-        self.utm_campaign.append(&mut other.utm_campaign);
-        self.steps.append(&mut other.steps);
-    }
-
     /// The frame the aggregate queries run on. `session_key` links one client's events
     /// across a day boundary (see [`link_sessions`]); `visitor` stays the day's pseudonym.
-    pub fn into_frame(self) -> PolarsResult<DataFrame> {
+    pub fn into_frame(self) -> PolarsResult<EventFrame> {
         let session_key = link_sessions(&self.day, &self.visitor, &self.link);
         let campaign_tag = campaign_tags(&self);
         let height = self.ts.len();
-        DataFrame::new(
+        let frame = DataFrame::new(
             height,
             vec![
                 Column::new("seq".into(), self.seq),
@@ -102,19 +161,23 @@ impl EventColumns {
                 Column::new("hour".into(), self.hour),
                 Column::new("visitor".into(), self.visitor),
                 Column::new("session_key".into(), session_key),
-                Column::new("path".into(), strs(&self.path)),
-                Column::new("referrer_host".into(), opt_strs(&self.referrer_host)),
+                Column::new("path".into(), self.path),
+                Column::new("referrer_host".into(), self.referrer_host),
                 Column::new("channel".into(), self.channel),
                 Column::new("device_type".into(), self.device_type),
-                Column::new("browser".into(), strs(&self.browser)),
-                Column::new("os".into(), strs(&self.os)),
+                Column::new("browser".into(), self.browser),
+                Column::new("os".into(), self.os),
                 Column::new("utm_source".into(), opt_strs(&self.utm_source)),
                 Column::new("utm_medium".into(), opt_strs(&self.utm_medium)),
                 Column::new("utm_campaign".into(), opt_strs(&self.utm_campaign)),
                 Column::new("campaign_tag".into(), campaign_tag),
                 Column::new("steps".into(), self.steps),
             ],
-        )
+        )?;
+        Ok(EventFrame {
+            frame,
+            strings: Strings::new(self.strings),
+        })
     }
 }
 
@@ -141,10 +204,6 @@ pub fn link_sessions(day: &[i32], visitor: &[u64], link: &[Option<u64>]) -> Vec<
         node.1
     };
     (0..day.len()).map(|i| root((day[i], visitor[i]))).collect()
-}
-
-fn strs(v: &[std::sync::Arc<str>]) -> Vec<&str> {
-    v.iter().map(|s| &**s).collect()
 }
 
 fn opt_strs(v: &[Option<std::sync::Arc<str>>]) -> Vec<Option<&str>> {
@@ -176,6 +235,37 @@ fn campaign_tags(c: &EventColumns) -> Vec<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Texts are numbered once, in the order first met, in one id space for every id
+    /// column; decoding gives back the text (Cyrillic included) and keeps nulls null.
+    #[test]
+    fn id_columns_decode_to_their_texts() {
+        let mut d = Dictionary::default();
+        assert_eq!(d.id("/каталог"), 0);
+        assert_eq!(d.id_of_utf8("yandex.ru".as_bytes()).unwrap(), 1);
+        assert_eq!(d.id_of_utf8("/каталог".as_bytes()).unwrap(), 0);
+        assert_eq!(d.id("Chrome"), 2);
+        assert!(d.id_of_utf8(&[0xff, 0xfe]).is_err(), "not UTF-8");
+        assert_eq!(d.len(), 3);
+        let frame = df!(
+            "day" => [1i32, 1, 2],
+            "path" => [0u32, 0, 1],
+            "referrer_host" => [Some(1u32), None, Some(0)],
+            "browser" => [2u32, 2, 2],
+            "channel" => ["direct", "direct", "social"],
+        )
+        .unwrap();
+        let text = Strings::new(d).decode(frame).unwrap();
+        let want = df!(
+            "day" => [1i32, 1, 2],
+            "path" => ["/каталог", "/каталог", "yandex.ru"],
+            "referrer_host" => [Some("yandex.ru"), None, Some("/каталог")],
+            "browser" => ["Chrome", "Chrome", "Chrome"],
+            "channel" => ["direct", "direct", "social"],
+        )
+        .unwrap();
+        assert_eq!(text, want);
+    }
 
     #[test]
     fn link_sessions_joins_days_transitively() {

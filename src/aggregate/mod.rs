@@ -314,11 +314,18 @@ pub struct Sessions {
     pub loyalty: DataFrame,
     /// One row per visitor and period: visitor, day, period, period_start.
     pub uniques: DataFrame,
+    /// What the id columns (`path`, `referrer_host`, `browser`, `os`) stand for.
+    pub strings: events::Strings,
 }
 
 impl Sessions {
     /// Derives the goal frames from `visits` (with its `_g`/`_f` flags).
-    pub fn new(visits: DataFrame, pageviews: DataFrame, goals: &Goals) -> PolarsResult<Sessions> {
+    pub fn new(
+        visits: DataFrame,
+        pageviews: DataFrame,
+        strings: events::Strings,
+        goals: &Goals,
+    ) -> PolarsResult<Sessions> {
         let mut conversions = lit(0i64);
         let mut value = lit(0i64);
         for (i, g) in goals.goals.iter().enumerate() {
@@ -402,6 +409,7 @@ impl Sessions {
                 ("period", DataType::String),
                 ("period_start", DataType::String),
             ])?,
+            strings,
         })
     }
 
@@ -524,14 +532,14 @@ fn ordered_steps(
 /// `timeout_s` without a pageview, is cut at `max_visit_s`, and a pageview carrying a campaign
 /// other than the running visit's starts a new one (decision 9).
 pub fn sessionise(
-    events: DataFrame,
+    events: events::EventFrame,
     timeout_s: i64,
     max_visit_s: i64,
     days: (Day, Day),
     goals: &Goals,
 ) -> PolarsResult<Sessions> {
-    let sorted = visit_plan(events.lazy(), timeout_s, max_visit_s)?.collect()?;
-    sessions_of(sorted, days, goals)
+    let sorted = visit_plan(events.frame.lazy(), timeout_s, max_visit_s)?.collect()?;
+    sessions_of(sorted, events.strings, days, goals)
 }
 
 /// The query that cuts one partition's events into visits: sorted by client and time, each
@@ -617,7 +625,12 @@ const VISIT_ATTRIBUTES: [&str; 8] = [
 ];
 
 /// The visits and the frames counted from them, from [`visit_plan`]'s result.
-fn sessions_of(sorted: DataFrame, days: (Day, Day), goals: &Goals) -> PolarsResult<Sessions> {
+fn sessions_of(
+    sorted: DataFrame,
+    strings: events::Strings,
+    days: (Day, Day),
+    goals: &Goals,
+) -> PolarsResult<Sessions> {
     // Goals and funnels only look at pageviews whose path some matcher takes: a small share,
     // so their per-visit window queries run on that subset and join back per visit.
     let mut flags: Vec<String> = (0..goals.goals.len()).map(goal_column).collect();
@@ -717,7 +730,7 @@ fn sessions_of(sorted: DataFrame, days: (Day, Day), goals: &Goals) -> PolarsResu
             col("is_exit"),
         ])
         .collect()?;
-    Sessions::new(visits, pageviews, goals)
+    Sessions::new(visits, pageviews, strings, goals)
 }
 
 /// One partial table: `day`, the table's keys, its measures (Int64). With `row_bound`
@@ -728,7 +741,9 @@ pub fn partial_table(
     table: TableName,
     row_bound: Option<u32>,
 ) -> PolarsResult<DataFrame> {
-    partial_plan(sessions, table, row_bound)?.collect()
+    sessions
+        .strings
+        .decode(partial_plan(sessions, table, row_bound)?.collect()?)
 }
 
 fn partial_plan(
@@ -749,7 +764,8 @@ fn partial_plan(
 }
 
 /// Every table's partial and row-visitor frame of one bucket, in one Polars query (the plans
-/// run together, so the per-query overhead is paid once): `(partial, row_visitors)` per table.
+/// run together, so the per-query overhead is paid once): `(partial, row_visitors)` per table,
+/// their id columns turned back into text.
 pub fn bucket_tables(
     sessions: &Sessions,
     tables: &[TableName],
@@ -766,7 +782,8 @@ pub fn bucket_tables(
             .into_iter();
     let mut out = Vec::with_capacity(tables.len());
     while let (Some(partial), Some(visitors)) = (frames.next(), frames.next()) {
-        out.push((partial, visitors));
+        let decode = |frame| sessions.strings.decode(frame);
+        out.push((decode(partial)?, decode(visitors)?));
     }
     Ok(out)
 }
@@ -1015,7 +1032,7 @@ pub fn bound_contributions(
         col("is_exit"),
     ])
     .collect()?;
-    Sessions::new(visits, pageviews, goals)
+    Sessions::new(visits, pageviews, s.strings, goals)
 }
 
 #[cfg(test)]
@@ -1072,6 +1089,7 @@ mod tests {
                 .filter(col("visitor").eq(lit(visitor)))
                 .collect()
                 .unwrap();
+            let df = b.strings.decode(df).unwrap();
             df.column("path")
                 .unwrap()
                 .str()

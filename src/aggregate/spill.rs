@@ -22,8 +22,7 @@ use std::sync::Arc;
 
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
-use super::events::EventColumns;
-use crate::day::Day;
+use super::events::{Dictionary, EventColumns};
 use crate::pseudonymise::{Event, channel};
 
 const CHUNK: usize = 64 * 1024;
@@ -398,9 +397,17 @@ impl<'a> Cursor<'a> {
     fn u8(&mut self) -> io::Result<u8> {
         Ok(self.take(1)?[0])
     }
-    fn str(&mut self, strings: &mut HashMap<Vec<u8>, Arc<str>>) -> io::Result<Arc<str>> {
+    fn bytes(&mut self) -> io::Result<&'a [u8]> {
         let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4")) as usize;
-        let bytes = self.take(len)?;
+        self.take(len)
+    }
+    fn id(&mut self, dictionary: &mut Dictionary) -> io::Result<u32> {
+        dictionary
+            .id_of_utf8(self.bytes()?)
+            .map_err(io::Error::other)
+    }
+    fn str(&mut self, strings: &mut HashMap<Vec<u8>, Arc<str>>) -> io::Result<Arc<str>> {
+        let bytes = self.bytes()?;
         if let Some(s) = strings.get(bytes) {
             return Ok(s.clone());
         }
@@ -410,6 +417,9 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Appends the events of one chunk to `cols`, straight into its columns: the texts of the
+/// id columns are looked up in the bucket's dictionary by their bytes, the others interned in
+/// `strings`, so a repeated text costs one lookup and no allocation.
 fn decode(
     plain: &[u8],
     cols: &mut EventColumns,
@@ -427,14 +437,14 @@ fn decode(
         let has_link = c.u8()? == 1;
         let channel = channel::ALL[usize::from(c.u8()?) % channel::ALL.len()];
         let device_type = DEVICE_TYPES[usize::from(c.u8()?) % DEVICE_TYPES.len()];
-        let path = c.str(strings)?;
+        let path = c.id(&mut cols.strings)?;
         let referrer_host = if c.u8()? == 1 {
-            Some(c.str(strings)?)
+            Some(c.id(&mut cols.strings)?)
         } else {
             None
         };
-        let browser = c.str(strings)?;
-        let os = c.str(strings)?;
+        let browser = c.id(&mut cols.strings)?;
+        let os = c.id(&mut cols.strings)?;
         let mut utm: [Option<Arc<str>>; 3] = [None, None, None];
         for slot in &mut utm {
             if c.u8()? == 1 {
@@ -442,34 +452,26 @@ fn decode(
             }
         }
         let steps = c.u64()?;
-        let [utm_source, utm_medium, utm_campaign] = utm;
         if excluded.contains(&((seq >> 40) as u32)) {
             continue;
         }
-        cols.push(
-            seq,
-            Event {
-                ts,
-                day: Day(day),
-                hour,
-                visitor,
-                link: has_link.then_some(link),
-                bucket: 0,
-                path,
-                referrer_host,
-                channel,
-                browser,
-                os,
-                device_type,
-                utm_source,
-                utm_medium,
-                utm_campaign,
-                utm_term: None,
-                utm_content: None,
-                click_id: None,
-                steps,
-            },
-        );
+        let [utm_source, utm_medium, utm_campaign] = utm;
+        cols.seq.push(seq);
+        cols.ts.push(ts);
+        cols.day.push(day);
+        cols.hour.push(i32::from(hour));
+        cols.visitor.push(visitor);
+        cols.link.push(has_link.then_some(link));
+        cols.path.push(path);
+        cols.referrer_host.push(referrer_host);
+        cols.channel.push(channel);
+        cols.device_type.push(device_type);
+        cols.browser.push(browser);
+        cols.os.push(os);
+        cols.utm_source.push(utm_source);
+        cols.utm_medium.push(utm_medium);
+        cols.utm_campaign.push(utm_campaign);
+        cols.steps.push(steps);
     }
     Ok(())
 }
@@ -477,6 +479,7 @@ fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::day::Day;
 
     fn event(ts: i64, bucket: u16, path: &str) -> Event {
         Event {
@@ -517,11 +520,12 @@ mod tests {
             .map(|b| spill.read_bucket(b, &excluded).unwrap().len())
             .sum();
         assert_eq!(all, 10_000, "the excluded input's event is skipped");
-        let df = spill
+        let events = spill
             .read_bucket(0, &HashSet::new())
             .unwrap()
             .into_frame()
             .unwrap();
+        let df = events.strings.decode(events.frame).unwrap();
         let row = |c: &str| df.column(c).unwrap().get(0).unwrap().to_string();
         assert_eq!(row("path"), "\"/secret-path-xyz\"");
         assert_eq!(row("referrer_host"), "\"yandex.ru\"");
