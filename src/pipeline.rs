@@ -1214,14 +1214,13 @@ fn reduce_buckets(
             return Ok(None);
         };
         let t0 = std::time::Instant::now();
-        let mut bytes = 0;
-        for (t, frame) in std::mem::take(&mut output.frames).into_iter().enumerate() {
-            if let Some(mut frame) = frame {
-                bytes += spill
-                    .write_frame(b, t as u64, &mut frame)
-                    .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
-            }
-        }
+        let frames = std::mem::take(&mut output.frames);
+        let bytes = match frames.iter().any(Option::is_some) {
+            true => spill
+                .write_frames(b, frames)
+                .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?,
+            false => 0,
+        };
         Ok(Some(ReducedBucket {
             output,
             frame_bytes: bytes,

@@ -167,18 +167,18 @@ fn writer_key(run_key: &[u8; 32], salt: &[u8; 16]) -> LessSafeKey {
 }
 
 impl SpillDir {
-    /// Seals and writes a bucket's frame (a row-visitor table of [`super::bucket_tables`]) as
-    /// `slot`, for a later stage of the same run.
-    pub fn write_frame(
+    /// Seals and writes a bucket's frames (its row-visitor tables of
+    /// [`super::bucket_tables`], slot = position; `None`: no frame) for a later stage of the
+    /// same run. Returns the bytes written.
+    pub fn write_frames(
         &self,
         bucket: usize,
-        slot: u64,
-        frame: &mut polars::prelude::DataFrame,
+        frames: Vec<Option<polars::prelude::DataFrame>>,
     ) -> io::Result<usize> {
-        write_frame(&self.dir, &self.key, bucket, slot, frame)
+        write_frames(&self.dir, &self.key, bucket, frames)
     }
 
-    /// The frame [`Self::write_frame`] wrote, `None` when there is none.
+    /// The frame of `slot` that [`Self::write_frames`] wrote, `None` when there is none.
     pub fn read_frame(
         &self,
         bucket: usize,
@@ -188,36 +188,75 @@ impl SpillDir {
     }
 }
 
-/// Seals `frame` as `dir/f<slot>-b<bucket>.bin` under the run key (one process's: a staged
-/// run seals its frames with `stages::seal` instead). Nonces: worker number `u16::MAX`, never
-/// a writer's.
-fn write_frame(
+/// Seals a bucket's frames into one file, `dir/f-b<bucket>.bin` (one file, not one per table:
+/// creating hundreds of small files cost more than writing them): the frame count, each sealed
+/// frame's length (0: none), then the sealed frames. Each frame is sealed on its own under the
+/// run key (one process's: a staged run seals its frames with `stages::seal` instead) with a
+/// nonce of its bucket and slot, so a frame read from any other place fails authentication.
+/// Nonces: worker number `u16::MAX`, never a writer's.
+fn write_frames(
     dir: &Path,
     run_key: &[u8; 32],
     bucket: usize,
-    slot: u64,
-    frame: &mut polars::prelude::DataFrame,
+    frames: Vec<Option<polars::prelude::DataFrame>>,
 ) -> io::Result<usize> {
-    let mut plain = frame_bytes(frame)?;
-    sealing_key(run_key)
-        .seal_in_place_append_tag(nonce(FRAMES, bucket, slot), Aad::empty(), &mut plain)
-        .map_err(|_| io::Error::other("sealing a frame failed"))?;
-    std::fs::write(dir.join(format!("f{slot}-b{bucket}.bin")), &plain)?;
-    Ok(plain.len())
+    let key = sealing_key(run_key);
+    let mut sealed = Vec::with_capacity(frames.len());
+    for (slot, frame) in frames.into_iter().enumerate() {
+        let Some(mut frame) = frame else {
+            sealed.push(Vec::new());
+            continue;
+        };
+        let mut plain = frame_bytes(&mut frame)?;
+        key.seal_in_place_append_tag(nonce(FRAMES, bucket, slot as u64), Aad::empty(), &mut plain)
+            .map_err(|_| io::Error::other("sealing a frame failed"))?;
+        sealed.push(plain);
+    }
+    let mut file =
+        Vec::with_capacity(4 + 8 * sealed.len() + sealed.iter().map(Vec::len).sum::<usize>());
+    file.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    for s in &sealed {
+        file.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    }
+    for s in &sealed {
+        file.extend_from_slice(s);
+    }
+    std::fs::write(dir.join(format!("f-b{bucket}.bin")), &file)?;
+    Ok(file.len())
 }
 
-/// The frame [`write_frame`] wrote, `None` when there is none.
+/// The frame of `slot` that [`write_frames`] wrote, `None` when there is none.
 fn read_frame(
     dir: &Path,
     run_key: &[u8; 32],
     bucket: usize,
     slot: u64,
 ) -> io::Result<Option<polars::prelude::DataFrame>> {
-    let mut sealed = match std::fs::read(dir.join(format!("f{slot}-b{bucket}.bin"))) {
-        Ok(b) => b,
+    use std::io::{Seek, SeekFrom};
+    let mut file = match File::open(dir.join(format!("f-b{bucket}.bin"))) {
+        Ok(f) => BufReader::new(f),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    let mut word = [0u8; 4];
+    file.read_exact(&mut word)?;
+    let count = u64::from(u32::from_le_bytes(word));
+    if slot >= count {
+        return Ok(None);
+    }
+    let mut lengths = vec![0u8; 8 * count as usize];
+    file.read_exact(&mut lengths)?;
+    let length = |i: usize| u64::from_le_bytes(lengths[8 * i..8 * i + 8].try_into().expect("8"));
+    let len = length(slot as usize);
+    if len == 0 {
+        return Ok(None);
+    }
+    let skip: u64 = (0..slot as usize).map(length).sum();
+    file.seek(SeekFrom::Current(
+        i64::try_from(skip).map_err(io::Error::other)?,
+    ))?;
+    let mut sealed = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+    file.read_exact(&mut sealed)?;
     let plain = sealing_key(run_key)
         .open_in_place(nonce(FRAMES, bucket, slot), Aad::empty(), &mut sealed)
         .map_err(|_| io::Error::other("a spilled frame failed authentication"))?;
@@ -244,7 +283,7 @@ pub fn frame_of(bytes: &[u8]) -> io::Result<polars::prelude::DataFrame> {
         .map_err(io::Error::other)
 }
 
-/// The nonce space of [`SpillDir::write_frame`].
+/// The nonce space of [`SpillDir::write_frames`].
 const FRAMES: u16 = u16::MAX;
 
 impl Drop for SpillDir {
@@ -578,31 +617,56 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let spill = SpillDir::create(tmp.path(), "run-3", 2).unwrap();
         let visitor: u64 = 0x5EC2_E71D_0123_4567;
-        let mut frame = df!(
+        let frame = df!(
             "day" => [20_760i32, 20_760],
             "path" => ["/каталог", "/a"],
             "visitor" => [visitor, 7],
             "_bucket" => [1u32, 1],
         )
         .unwrap();
-        let want = frame.clone();
-        assert!(spill.write_frame(1, 4, &mut frame).unwrap() > 0);
-        assert_eq!(spill.read_frame(1, 4).unwrap().unwrap(), want);
-        assert!(
-            spill.read_frame(0, 4).unwrap().is_none(),
-            "another bucket's slot is empty"
-        );
-        let f = tmp.path().join("spill/run-3/f4-b1.bin");
+        let other = df!("day" => [20_761i32], "visitor" => [9u64]).unwrap();
+        // Slots 0 and 2 hold nothing; 1 and 3 hold frames of equal size.
+        let frames = vec![
+            None,
+            Some(frame.clone()),
+            None,
+            Some(frame.clone()),
+            Some(other.clone()),
+        ];
+        assert!(spill.write_frames(1, frames).unwrap() > 0);
+        assert_eq!(spill.read_frame(1, 1).unwrap().unwrap(), frame);
+        assert_eq!(spill.read_frame(1, 3).unwrap().unwrap(), frame);
+        assert_eq!(spill.read_frame(1, 4).unwrap().unwrap(), other);
+        for (b, slot) in [(1, 0), (1, 2), (1, 5), (0, 1)] {
+            assert!(
+                spill.read_frame(b, slot).unwrap().is_none(),
+                "bucket {b} slot {slot} holds nothing"
+            );
+        }
+        let f = tmp.path().join("spill/run-3/f-b1.bin");
         let mut bytes = std::fs::read(&f).unwrap();
         assert!(
             !bytes.windows(8).any(|w| w == visitor.to_le_bytes()),
             "the visitor id is not in the clear"
         );
-        // Moved to another slot, it fails authentication; so does a flipped bit.
-        std::fs::write(tmp.path().join("spill/run-3/f5-b1.bin"), &bytes).unwrap();
-        assert!(spill.read_frame(1, 5).is_err());
-        bytes[10] ^= 1;
+        // Slots 1 and 3 swapped (equal lengths), each fails authentication in the other's
+        // place; so does a flipped bit.
+        let header = 4 + 8 * 5;
+        let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize;
+        let (first, third) = (header, header + len);
+        let mut swapped = bytes.clone();
+        swapped[first..first + len].copy_from_slice(&bytes[third..third + len]);
+        swapped[third..third + len].copy_from_slice(&bytes[first..first + len]);
+        std::fs::write(&f, &swapped).unwrap();
+        assert!(spill.read_frame(1, 1).is_err());
+        assert!(spill.read_frame(1, 3).is_err());
+        bytes[header + 10] ^= 1;
         std::fs::write(&f, bytes).unwrap();
-        assert!(spill.read_frame(1, 4).is_err());
+        assert!(spill.read_frame(1, 1).is_err());
+        assert_eq!(
+            spill.read_frame(1, 4).unwrap().unwrap(),
+            other,
+            "other slots unharmed"
+        );
     }
 }
