@@ -406,7 +406,10 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         buckets: spill.buckets,
         notes,
     };
-    let read_frame = |b: usize, t: u64| spill.read_frame(b, t);
+    let texts = plan.tables().len() as u64;
+    let read_frame = |b: usize, t: u64| {
+        aggregate::events::with_text(spill.read_frame(b, t)?, || spill.read_frame(b, texts))
+    };
     finish(&plan, summary, reduced, &read_frame, out, &phase)
 }
 
@@ -1079,8 +1082,10 @@ pub struct BucketOutput {
     pub visits: u64,
     /// One per table of [`Plan::tables`].
     pub partials: Vec<polars::prelude::DataFrame>,
-    /// One per table, `None` under differential privacy.
+    /// One per table, `None` under differential privacy; with the bucket's id columns.
     pub frames: Vec<Option<polars::prelude::DataFrame>>,
+    /// The texts of the frames' ids, stored beside them.
+    pub strings: aggregate::events::Strings,
     pub records: Vec<VisitRecord>,
 }
 
@@ -1178,6 +1183,7 @@ impl<'p, 'a> Reducer<'p, 'a> {
             visits: sessions.visits.height() as u64,
             partials,
             frames,
+            strings: sessions.strings,
             records,
         }))
     }
@@ -1214,11 +1220,15 @@ fn reduce_buckets(
             return Ok(None);
         };
         let t0 = std::time::Instant::now();
-        let frames = std::mem::take(&mut output.frames);
+        let mut frames = std::mem::take(&mut output.frames);
         let bytes = match frames.iter().any(Option::is_some) {
-            true => spill
-                .write_frames(b, frames)
-                .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?,
+            true => {
+                // The texts in the slot after the tables' (see `run_in`'s `read_frame`).
+                frames.push(Some(output.strings.to_frame()));
+                spill
+                    .write_frames(b, frames)
+                    .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?
+            }
             false => 0,
         };
         Ok(Some(ReducedBucket {

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::spill;
+use crate::aggregate::{events, spill};
 use crate::config::{KeySource, Pipeline};
 use crate::day::Day;
 use crate::pipeline::{
@@ -919,13 +919,21 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
             join_parts(&refs),
         )?;
         write_private(&tmp.join("partials.bin"), &sealed)?;
+        let mut any_frame = false;
         for (t, frame) in output.frames.into_iter().enumerate() {
             if let Some(mut frame) = frame {
                 let bytes = spill::frame_bytes(&mut frame)
                     .map_err(|e| io_failure("a row-visitor frame", e))?;
                 let sealed = seal(&planned.run_key, &format!("bucket {b} frame {t}"), bytes)?;
                 write_private(&tmp.join(format!("f{t}.bin")), &sealed)?;
+                any_frame = true;
             }
+        }
+        if any_frame {
+            let bytes = spill::frame_bytes(&mut output.strings.to_frame())
+                .map_err(|e| io_failure("a bucket's texts", e))?;
+            let sealed = seal(&planned.run_key, &format!("bucket {b} texts"), bytes)?;
+            write_private(&tmp.join("texts.bin"), &sealed)?;
         }
         let records = visitors::records_to_bytes(&output.records);
         let sealed = seal(&planned.run_key, &format!("bucket {b} visits"), records)?;
@@ -1030,16 +1038,21 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
         buckets,
         notes: Vec::new(),
     };
-    let read_frame = |b: usize, t: u64| -> std::io::Result<Option<polars::prelude::DataFrame>> {
-        let role = format!("bucket {b} frame {t}");
-        let sealed = match fs::read(reduce_dir(b).join(format!("f{t}.bin"))) {
+    let read_sealed = |b: usize, file: &str, role: &str| -> std::io::Result<Option<_>> {
+        let sealed = match fs::read(reduce_dir(b).join(file)) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let plain =
-            open(&planned.run_key, &role, sealed).map_err(|f| std::io::Error::other(f.message))?;
+            open(&planned.run_key, role, sealed).map_err(|f| std::io::Error::other(f.message))?;
         spill::frame_of(&plain).map(Some)
+    };
+    let read_frame = |b: usize, t: u64| {
+        let frame = read_sealed(b, &format!("f{t}.bin"), &format!("bucket {b} frame {t}"))?;
+        events::with_text(frame, || {
+            read_sealed(b, "texts.bin", &format!("bucket {b} texts"))
+        })
     };
     pipeline::finish(&plan, summary, reduced, &read_frame, out, &phase)
 }

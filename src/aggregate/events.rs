@@ -65,6 +65,21 @@ impl Strings {
         Strings(dictionary.values.iter().map(|s| Some(&**s)).collect())
     }
 
+    /// The texts as a one-column frame (`text`, in id order), to store beside frames that
+    /// keep their ids.
+    pub fn to_frame(&self) -> DataFrame {
+        self.0
+            .clone()
+            .with_name("text".into())
+            .into_series()
+            .into_frame()
+    }
+
+    /// The texts [`Self::to_frame`] stored.
+    pub fn from_frame(frame: &DataFrame) -> PolarsResult<Strings> {
+        Ok(Strings(frame.column("text")?.str()?.clone()))
+    }
+
     /// `frame` with each of its [`ID_COLUMNS`] (ids, null for none) replaced by the text
     /// the ids stand for; other columns untouched.
     pub fn decode(&self, mut frame: DataFrame) -> PolarsResult<DataFrame> {
@@ -77,6 +92,30 @@ impl Strings {
         }
         Ok(frame)
     }
+}
+
+/// Whether `frame` has any of the [`ID_COLUMNS`].
+pub fn has_ids(frame: &DataFrame) -> bool {
+    ID_COLUMNS.iter().any(|c| frame.column(c).is_ok())
+}
+
+/// A stored frame with its text back: `texts` reads the bucket's [`Strings::to_frame`],
+/// only when the frame has id columns.
+pub fn with_text(
+    frame: Option<DataFrame>,
+    texts: impl FnOnce() -> std::io::Result<Option<DataFrame>>,
+) -> std::io::Result<Option<DataFrame>> {
+    let frame = match frame {
+        Some(frame) if has_ids(&frame) => frame,
+        other => return Ok(other),
+    };
+    let texts = texts()?.ok_or_else(|| {
+        std::io::Error::other("a bucket's texts are missing beside its row-visitor frames")
+    })?;
+    Strings::from_frame(&texts)
+        .and_then(|strings| strings.decode(frame))
+        .map(Some)
+        .map_err(std::io::Error::other)
 }
 
 /// A bucket's event frame and the texts its id columns stand for.
@@ -265,6 +304,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(text, want);
+    }
+
+    /// A stored frame gets its text back from the texts stored beside it, read only when the
+    /// frame has ids; texts missing where they are needed are an error.
+    #[test]
+    fn stored_frames_get_their_text_back_from_the_stored_texts() {
+        let mut d = Dictionary::default();
+        d.id("/a");
+        d.id("/б");
+        let stored = Strings::from_frame(&Strings::new(d).to_frame()).unwrap();
+        let frame = df!("day" => [3i32, 3], "path" => [1u32, 0], "visitor" => [7u64, 8]).unwrap();
+        let want = df!("day" => [3i32, 3], "path" => ["/б", "/a"], "visitor" => [7u64, 8]).unwrap();
+        let texts = || Ok(Some(stored.to_frame()));
+        assert_eq!(with_text(Some(frame.clone()), texts).unwrap(), Some(want));
+        let no_ids = df!("day" => [3i32], "channel" => ["direct"], "visitor" => [7u64]).unwrap();
+        let unread = || -> std::io::Result<Option<DataFrame>> { panic!("texts read") };
+        assert_eq!(
+            with_text(Some(no_ids.clone()), unread).unwrap(),
+            Some(no_ids)
+        );
+        assert_eq!(with_text(None, unread).unwrap(), None);
+        assert!(with_text(Some(frame), || Ok(None)).is_err());
     }
 
     #[test]

@@ -764,8 +764,9 @@ fn partial_plan(
 }
 
 /// Every table's partial and row-visitor frame of one bucket, in one Polars query (the plans
-/// run together, so the per-query overhead is paid once): `(partial, row_visitors)` per table,
-/// their id columns turned back into text.
+/// run together, so the per-query overhead is paid once): `(partial, row_visitors)` per table.
+/// The partials get their text back (they are merged across buckets); the row-visitor frames
+/// keep the bucket's ids (see [`events::with_text`]), which makes them cheaper to store.
 pub fn bucket_tables(
     sessions: &Sessions,
     tables: &[TableName],
@@ -782,8 +783,7 @@ pub fn bucket_tables(
             .into_iter();
     let mut out = Vec::with_capacity(tables.len());
     while let (Some(partial), Some(visitors)) = (frames.next(), frames.next()) {
-        let decode = |frame| sessions.strings.decode(frame);
-        out.push((decode(partial)?, decode(visitors)?));
+        out.push((sessions.strings.decode(partial)?, visitors));
     }
     Ok(out)
 }
