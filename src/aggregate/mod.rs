@@ -235,30 +235,27 @@ impl TableName {
         self.source_frame() == Source::Visits && !self.keys().is_empty()
     }
 
-    /// The aggregation of one group of rows: the same expressions give a table's rows and,
-    /// over the folded rows, its `(other)` row.
+    /// The measures except `visitors` over one visitor's rows of a table row (every one a
+    /// sum or count, so the row's measure is the sum over its visitors): what
+    /// [`per_visitor_plan`] aggregates.
     fn measure_exprs(self) -> Vec<Expr> {
         let m = |e: Expr, name: &str| e.cast(DataType::Int64).alias(name);
-        let visitors = m(col("visitor").n_unique(), "visitors");
         let visits = m(len(), "visits");
         match self {
             TableName::Overview => vec![
-                visitors,
                 visits,
                 m(col("pageviews").sum(), "pageviews"),
                 m(col("pageviews").eq(lit(1u32)).sum(), "bounces"),
                 m((col("end") - col("start")).sum(), "duration_s_sum"),
             ],
-            TableName::Hourly => vec![visitors, visits, m(col("pageviews").sum(), "pageviews")],
+            TableName::Hourly => vec![visits, m(col("pageviews").sum(), "pageviews")],
             TableName::Pages => vec![
-                visitors,
                 m(len(), "pageviews"),
                 m(col("is_entry").sum(), "entries"),
                 m(col("is_exit").sum(), "exits"),
             ],
-            TableName::Referrers | TableName::Devices => vec![visitors, visits],
+            TableName::Referrers | TableName::Devices => vec![visits],
             TableName::Channels | TableName::Campaigns => vec![
-                visitors,
                 visits,
                 m(col("pageviews").sum(), "pageviews"),
                 m(col("pageviews").eq(lit(1u32)).sum(), "bounces"),
@@ -266,18 +263,15 @@ impl TableName {
                 m(col("conversions").gt(lit(0i64)).sum(), "converting_visits"),
                 m(col("value").sum(), "value"),
             ],
-            TableName::CampaignGoals | TableName::Goals => vec![
-                visitors,
-                m(len(), "conversions"),
-                m(col("value").sum(), "value"),
-            ],
-            TableName::Funnels | TableName::Loyalty => vec![visitors, visits],
+            TableName::CampaignGoals | TableName::Goals => {
+                vec![m(len(), "conversions"), m(col("value").sum(), "value")]
+            }
+            TableName::Funnels | TableName::Loyalty => vec![visits],
             TableName::Attribution => vec![
-                visitors,
                 m(col("credit").sum(), "conversions_micro"),
                 m(col("value").sum(), "value"),
             ],
-            TableName::Uniques => vec![visitors],
+            TableName::Uniques => vec![],
         }
     }
 }
@@ -489,42 +483,72 @@ fn funnel_column(f: usize, j: usize) -> String {
     format!("_f{f}_{j}")
 }
 
-/// Whether the pageview's path satisfies matcher `m`.
-fn matches(m: usize) -> Expr {
-    col("steps").floor_div(lit(1u64 << m)) % lit(2u64)
-}
-
-/// Adds to `frame` (rows in visit order, with `_row`) one boolean column per visit, `name`:
-/// whether `steps` (matcher indices) are reached in that order within the visit, with one
-/// column per step prefix when `every_step` (funnels) or only the last (goals).
-fn ordered_steps(
-    mut frame: LazyFrame,
-    steps: &[usize],
-    name: &dyn Fn(usize) -> String,
-    every_step: bool,
-) -> PolarsResult<LazyFrame> {
-    let mut previous: Option<Expr> = None;
-    let mut tmp = Vec::new();
-    for (j, m) in steps.iter().enumerate() {
-        let hit = matches(*m).eq(lit(1u64));
-        let cond = match previous {
-            None => hit,
-            Some(p) => hit.and(col("_row").gt(p)),
-        };
-        let t = format!("_t{j}");
-        frame = frame.with_columns([when(cond)
-            .then(col("_row"))
-            .otherwise(lit(NULL).cast(DataType::UInt32))
-            .min()
-            .over([col("visit_id")])?
-            .alias(&t)]);
-        if every_step || j + 1 == steps.len() {
-            frame = frame.with_columns([col(&t).is_not_null().alias(name(j))]);
-        }
-        previous = Some(col(&t));
-        tmp.push(t);
+/// One boolean column per visit (in `visit_id` order, visit 1 first) and goal or funnel step:
+/// whether the visit reached the goal's steps (matcher indices, bits of `steps`) in that order
+/// (`_g{i}`), or the first j + 1 steps of funnel f (`_f{f}_{j}`). `sorted` is
+/// [`visit_plan`]'s result: rows in visit order, so a visit is one contiguous block.
+///
+/// One pass over the rows whose path some matcher takes, each sequence advanced greedily: a
+/// step is reached at the first row after the previous step's that matches it, and the first
+/// such row is always the best one to take. This is Polars' per-visit window (the least row
+/// per step) done by hand: eight windows per bucket cost more than the rest of the sessions.
+fn step_flags(sorted: &DataFrame, goals: &Goals, visits: usize) -> PolarsResult<Vec<Column>> {
+    /// A goal's or funnel's matcher indices, and per step the flag column it sets (none for
+    /// a goal's inner steps).
+    type Sequence<'g> = (&'g [usize], Vec<Option<Vec<bool>>>);
+    let mut sequences: Vec<Sequence<'_>> = Vec::new();
+    let mut names = Vec::new();
+    for (i, g) in goals.goals.iter().enumerate() {
+        let flags = (0..g.steps.len())
+            .map(|j| (j + 1 == g.steps.len()).then(|| vec![false; visits]))
+            .collect();
+        sequences.push((&g.steps, flags));
+        names.push(goal_column(i));
     }
-    Ok(frame.drop(by_name(tmp, true, false)))
+    for (f, funnel) in goals.funnels.iter().enumerate() {
+        let flags = funnel
+            .steps
+            .iter()
+            .map(|_| Some(vec![false; visits]))
+            .collect();
+        sequences.push((&funnel.steps, flags));
+        names.extend((0..funnel.steps.len()).map(|j| funnel_column(f, j)));
+    }
+    if sequences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut reached = vec![0usize; sequences.len()];
+    let mut current = 0u32;
+    let ids = sorted.column("visit_id")?.u32()?;
+    let steps = sorted.column("steps")?.u64()?;
+    for (id, bits) in ids.into_no_null_iter().zip(steps.into_no_null_iter()) {
+        if bits == 0 {
+            continue;
+        }
+        if id != current {
+            current = id;
+            reached.fill(0);
+        }
+        let visit = id as usize - 1;
+        for ((sequence, flags), k) in sequences.iter_mut().zip(reached.iter_mut()) {
+            if let Some(&m) = sequence.get(*k)
+                && (bits >> m) & 1 == 1
+            {
+                if let Some(flag) = &mut flags[*k] {
+                    flag[visit] = true;
+                }
+                *k += 1;
+            }
+        }
+    }
+    let flags = sequences
+        .into_iter()
+        .flat_map(|(_, flags)| flags.into_iter().flatten());
+    Ok(names
+        .into_iter()
+        .zip(flags)
+        .map(|(name, flag)| Column::new(name.into(), flag))
+        .collect())
 }
 
 /// Cuts events into visits. `days`: the first and last day whose visits are kept (visits
@@ -631,36 +655,6 @@ fn sessions_of(
     days: (Day, Day),
     goals: &Goals,
 ) -> PolarsResult<Sessions> {
-    // Goals and funnels only look at pageviews whose path some matcher takes: a small share,
-    // so their per-visit window queries run on that subset and join back per visit.
-    let mut flags: Vec<String> = (0..goals.goals.len()).map(goal_column).collect();
-    for (f, funnel) in goals.funnels.iter().enumerate() {
-        flags.extend((0..funnel.steps.len()).map(|j| funnel_column(f, j)));
-    }
-    let visit_flags = if flags.is_empty() {
-        None
-    } else {
-        let mut hits = sorted
-            .clone()
-            .lazy()
-            .filter(col("steps").neq(lit(0u64)))
-            .select([col("visit_id"), col("_row"), col("steps")]);
-        for (i, g) in goals.goals.iter().enumerate() {
-            hits = ordered_steps(hits, &g.steps, &|_| goal_column(i), false)?;
-        }
-        for (f, funnel) in goals.funnels.iter().enumerate() {
-            hits = ordered_steps(hits, &funnel.steps, &|j| funnel_column(f, j), true)?;
-        }
-        Some(
-            hits.group_by([col("visit_id")]).agg(
-                flags
-                    .iter()
-                    .map(|c| col(c.as_str()).first())
-                    .collect::<Vec<_>>(),
-            ),
-        )
-    };
-
     let in_days = |c: &str| col(c).gt_eq(lit(days.0.0)).and(col(c).lt_eq(lit(days.1.0)));
     // A visit is a contiguous block of `sorted`: its first row (`is_entry`) carries what the
     // visit is counted by, its last (`is_exit`) the end. Both filters keep visit order, so the
@@ -692,6 +686,9 @@ fn sessions_of(
     let exits = ends.pop().expect("two frames");
     let mut entries = ends.pop().expect("two frames");
     entries.hstack_mut(exits.columns())?;
+    let flags = step_flags(&sorted, goals, entries.height())?;
+    let flag_names: Vec<Expr> = flags.iter().map(|c| col(c.name().clone())).collect();
+    entries.hstack_mut(&flags)?;
     let mut visit_columns = vec![
         col("visit_id"),
         col("visitor"),
@@ -704,19 +701,8 @@ fn sessions_of(
             .alias("pageviews"),
     ];
     visit_columns.extend(VISIT_ATTRIBUTES.map(col));
-    let mut visits = entries.lazy().select(visit_columns).filter(in_days("day"));
-    if let Some(visit_flags) = visit_flags {
-        let mut args = JoinArgs::new(JoinType::Left);
-        args.maintain_order = MaintainOrderJoin::Left;
-        visits = visits
-            .join(visit_flags, [col("visit_id")], [col("visit_id")], args)
-            .with_columns(
-                flags
-                    .iter()
-                    .map(|c| col(c.as_str()).fill_null(lit(false)))
-                    .collect::<Vec<_>>(),
-            );
-    }
+    visit_columns.extend(flag_names);
+    let visits = entries.lazy().select(visit_columns).filter(in_days("day"));
     let visits = visits.collect()?;
     let pageviews = sorted
         .lazy()
@@ -746,46 +732,92 @@ pub fn partial_table(
         .decode(partial_plan(sessions, table, row_bound)?.collect()?)
 }
 
-fn partial_plan(
+/// A table's rows per visitor: `day`, the table's keys, `visitor` and the table's measures
+/// except `visitors`, summed over that visitor's rows. Both the partial table (one more
+/// group-by, by row, over this smaller frame) and the row-visitor frame (its key columns) come
+/// from it, so the bucket's sessions are grouped once per table, not twice, and `visitors` is a
+/// count of rows instead of a distinct count. With `row_bound` (differential privacy), a
+/// visitor's visits count in at most that many rows of the table per day.
+fn per_visitor_plan(
     sessions: &Sessions,
     table: TableName,
     row_bound: Option<u32>,
 ) -> PolarsResult<LazyFrame> {
     let source = sessions.source(table);
-    let by = row_columns(table);
+    let mut row_of_visitor = row_columns(table);
+    row_of_visitor.push(col("visitor"));
     let mut rows = source.clone().lazy();
     if let (Some(m), true) = (row_bound, table.bounded_by_visit()) {
         // Pages are bounded in `bound_contributions` (first distinct paths).
-        let mut row_of_visitor = by.clone();
-        row_of_visitor.push(col("visitor"));
-        rows = keep_first_rows(rows, row_of_visitor, "start", m)?;
+        rows = keep_first_rows(rows, row_of_visitor.clone(), "start", m)?;
     }
-    Ok(rows.group_by(by).agg(table.measure_exprs()))
+    Ok(rows.group_by(row_of_visitor).agg(table.measure_exprs()))
 }
 
-/// Every table's partial and row-visitor frame of one bucket, in one Polars query (the plans
-/// run together, so the per-query overhead is paid once): `(partial, row_visitors)` per table.
-/// The partials get their text back (they are merged across buckets); the row-visitor frames
-/// keep the bucket's ids (see [`events::with_text`]), which makes them cheaper to store.
+/// The partial table from a [`per_visitor_plan`]'s rows: one row per table row, `visitors`
+/// the number of its visitors (rows of the per-visitor frame), every other measure a sum.
+fn partial_of_per_visitor(per_visitor: LazyFrame, table: TableName) -> LazyFrame {
+    let mut sums = vec![len().cast(DataType::Int64).alias("visitors")];
+    sums.extend(table.measures()[1..].iter().map(|m| col(*m).sum()));
+    per_visitor.group_by(row_columns(table)).agg(sums)
+}
+
+fn partial_plan(
+    sessions: &Sessions,
+    table: TableName,
+    row_bound: Option<u32>,
+) -> PolarsResult<LazyFrame> {
+    Ok(partial_of_per_visitor(
+        per_visitor_plan(sessions, table, row_bound)?,
+        table,
+    ))
+}
+
+/// Every table's partial and row-visitor frame of one bucket: `(partial, row_visitors)` per
+/// table. The row-visitor frame says which visitors each row has in this bucket: (day, keys,
+/// visitor, `_bucket`), one row per distinct pair. Buckets are disjoint in visitors, so the
+/// distinct visitors of any union of rows is the sum over buckets of the distinct visitors of
+/// its rows here: what the k rule's unions are counted from, without going back to the
+/// sessions. Each table's sessions are grouped once, by row and visitor ([`per_visitor_plan`]);
+/// the partial is grouped from that, the row-visitor frame is its key columns. The tables'
+/// plans run together in each of the two rounds, so the per-query overhead is paid twice, not
+/// once per table. The partials get their text back (they are merged across buckets); the
+/// row-visitor frames keep the bucket's ids (see [`events::with_text`]), which makes them
+/// cheaper to store.
 pub fn bucket_tables(
     sessions: &Sessions,
     tables: &[TableName],
     row_bound: Option<u32>,
     bucket: u32,
 ) -> PolarsResult<Vec<(DataFrame, DataFrame)>> {
-    let mut plans = Vec::with_capacity(tables.len() * 2);
-    for table in tables {
-        plans.push(partial_plan(sessions, *table, row_bound)?.logical_plan);
-        plans.push(row_visitors_plan(sessions, *table, bucket).logical_plan);
-    }
-    let mut frames =
-        LazyFrame::collect_all_with_engine(plans, Engine::InMemory, OptFlags::default())?
-            .into_iter();
-    let mut out = Vec::with_capacity(tables.len());
-    while let (Some(partial), Some(visitors)) = (frames.next(), frames.next()) {
-        out.push((sessions.strings.decode(partial)?, visitors));
-    }
-    Ok(out)
+    let plans = tables
+        .iter()
+        .map(|t| Ok(per_visitor_plan(sessions, *t, row_bound)?.logical_plan))
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let per_visitor =
+        LazyFrame::collect_all_with_engine(plans, Engine::InMemory, OptFlags::default())?;
+    let plans = per_visitor
+        .iter()
+        .zip(tables)
+        .map(|(rows, t)| partial_of_per_visitor(rows.clone().lazy(), *t).logical_plan)
+        .collect();
+    let partials =
+        LazyFrame::collect_all_with_engine(plans, Engine::InMemory, OptFlags::default())?;
+    partials
+        .into_iter()
+        .zip(per_visitor)
+        .zip(tables)
+        .map(|((partial, rows), t)| {
+            let mut keys: Vec<&str> = vec!["day"];
+            keys.extend(t.keys());
+            keys.push("visitor");
+            let mut visitors = rows.select(keys)?;
+            let bucket = Scalar::new(DataType::UInt32, AnyValue::UInt32(bucket));
+            let height = visitors.height();
+            visitors.with_column(Column::new_scalar("_bucket".into(), bucket, height))?;
+            Ok((sessions.strings.decode(partial)?, visitors))
+        })
+        .collect()
 }
 
 /// Sums partial tables by key: the merge stage. Valid because every measure is additive
@@ -811,23 +843,6 @@ fn unit_columns(table: TableName) -> Vec<Expr> {
     let mut by = vec![col("day")];
     by.extend(table.keys()[..table.group_keys()].iter().map(|k| col(*k)));
     by
-}
-
-/// Which visitors each row of `table` has in this bucket: (day, keys, visitor, bucket), one
-/// row per distinct pair. Buckets are disjoint in visitors, so the distinct visitors of any
-/// union of rows is the sum over buckets of the distinct visitors of its rows here: this is
-/// what the k rule's unions are counted from, without going back to the sessions.
-fn row_visitors_plan(sessions: &Sessions, table: TableName, bucket: u32) -> LazyFrame {
-    let mut with_visitor = row_columns(table);
-    with_visitor.push(col("visitor"));
-    sessions
-        .source(table)
-        .clone()
-        .lazy()
-        .group_by(with_visitor.clone())
-        .agg([len().alias("_pageviews")])
-        .select(with_visitor)
-        .with_columns([lit(bucket).alias("_bucket")])
 }
 
 /// Distinct visitors per unit of the union of `folded` rows in one bucket's row-visitor
@@ -1042,6 +1057,73 @@ mod tests {
 
     fn event(ts: i64, visitor: u64, path: &str) -> Event {
         Event::for_test(ts, visitor, path)
+    }
+
+    /// Goal `g` = matcher 0 then matcher 1; funnel `f` = matchers 0, 1, 2. Worked by hand per
+    /// visit (rows in time order, each row's matchers):
+    /// 1: {1} {0} {1}        → g yes (0 then a later 1); f steps 1, 2
+    /// 2: {1}                → nothing (step 1 before step 0 does not count)
+    /// 3: {0,1}              → g no (one row cannot be two steps); f step 1
+    /// 4: no matching row    → nothing
+    /// 5: {0} {} {1} {2} {0} → g yes; f steps 1, 2, 3
+    /// 6: {2} {1} {0}        → g no; f step 1 (the order is what counts)
+    #[test]
+    fn step_flags_follow_the_order_within_each_visit() {
+        let b = |ms: &[u64]| ms.iter().map(|m| 1u64 << m).sum::<u64>();
+        let rows: Vec<(u32, u64)> = vec![
+            (1, b(&[1])),
+            (1, b(&[0])),
+            (1, b(&[1])),
+            (2, b(&[1])),
+            (3, b(&[0, 1])),
+            (4, 0),
+            (4, 0),
+            (5, b(&[0])),
+            (5, 0),
+            (5, b(&[1])),
+            (5, b(&[2])),
+            (5, b(&[0])),
+            (6, b(&[2])),
+            (6, b(&[1])),
+            (6, b(&[0])),
+        ];
+        let sorted = df!(
+            "visit_id" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "steps" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let goals = Goals {
+            matchers: Vec::new(),
+            goals: vec![crate::goals::Goal {
+                name: "g".into(),
+                steps: vec![0, 1],
+                value: 0,
+            }],
+            funnels: vec![crate::goals::Funnel {
+                name: "f".into(),
+                steps: vec![0, 1, 2],
+            }],
+        };
+        let flags = step_flags(&sorted, &goals, 6).unwrap();
+        let got: Vec<(String, Vec<bool>)> = flags
+            .iter()
+            .map(|c| {
+                let flag = c.bool().unwrap();
+                let v = (0..flag.len()).map(|i| flag.get(i) == Some(true)).collect();
+                (c.name().to_string(), v)
+            })
+            .collect();
+        let want = [
+            ("_g0", [true, false, false, false, true, false]),
+            ("_f0_0", [true, false, true, false, true, true]),
+            ("_f0_1", [true, false, false, false, true, false]),
+            ("_f0_2", [false, false, false, false, true, false]),
+        ];
+        let want: Vec<(String, Vec<bool>)> = want
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     /// One visitor with 2 000 visits of 3 pageviews over 12 distinct paths in one day, and
