@@ -2041,7 +2041,7 @@ fn process_chunk(
     scratch.haproxy_captures = settings.haproxy_captures.to_vec();
     scratch.custom = settings.custom_format.clone();
     scratch.json_fields = settings.json_fields.clone();
-    for (i, raw) in chunk.data.split_inclusive(|&b| b == b'\n').enumerate() {
+    for (i, raw) in reader::lines(&chunk.data).enumerate() {
         let line_no = chunk.first_line + i as u64;
         let result = if too_long.peek() == Some(&&line_no) {
             too_long.next();

@@ -368,6 +368,23 @@ pub struct Chunk {
     pub w3c_layout: Option<super::w3c::Layout>,
 }
 
+/// The lines of `data`, each with its newline (the last one may lack it), as
+/// `data.split_inclusive(|&b| b == b'\n')` gives them but found with `memchr`: the
+/// byte-at-a-time search of `split_inclusive` was a sixth of the shard stage's time.
+pub fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut ends = memchr::memchr_iter(b'\n', data);
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= data.len() {
+            return None;
+        }
+        let end = ends.next().map_or(data.len(), |newline| newline + 1);
+        let line = &data[start..end];
+        start = end;
+        Some(line)
+    })
+}
+
 /// Cuts a file's decompressed content into blocks of whole lines, for parallel parsing. The
 /// content is hashed as it is read, like [`LineReader`].
 pub struct ChunkReader {
@@ -524,7 +541,7 @@ impl ChunkReader {
         out.extend_from_slice(&data[..start]);
         let first_line_of_added =
             chunk.first_line + memchr::memchr_iter(b'\n', &data[..start]).count() as u64;
-        for (i, line) in data[start..].split_inclusive(|&b| b == b'\n').enumerate() {
+        for (i, line) in lines(&data[start..]).enumerate() {
             if line.len() > MAX_LINE + 1 {
                 chunk.too_long.push(first_line_of_added + i as u64);
                 out.push(b'\n');
@@ -571,6 +588,28 @@ impl<R: Read> Read for HashingReader<R> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// The lines are those of `split_inclusive`, a second method, on the edges: nothing,
+    /// no final newline, empty lines, only newlines, CRLF, a long line.
+    #[test]
+    fn lines_are_split_inclusive_lines() {
+        let long = [b"x".repeat(100_000), b"\ny".to_vec()].concat();
+        let cases: [&[u8]; 8] = [
+            b"",
+            b"\n",
+            b"\n\n\n",
+            b"a",
+            b"a\nb",
+            b"a\n\nb\n",
+            "GET /каталог\r\n\r\nx\r\n".as_bytes(),
+            &long,
+        ];
+        for data in cases {
+            let want: Vec<&[u8]> = data.split_inclusive(|&b| b == b'\n').collect();
+            assert_eq!(lines(data).collect::<Vec<_>>(), want, "{data:?}");
+        }
+        assert_eq!(lines(b"a\n\nb").count(), 3);
+    }
 
     fn lines_of(path: &Path) -> Vec<Option<Vec<u8>>> {
         let mut r = LineReader::open(path).unwrap();
