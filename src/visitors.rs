@@ -702,11 +702,12 @@ impl<'s> KeyedRows<'s> {
 
 /// Attribution credit rows, column by column (see [`Sessions::attribution`]).
 #[derive(Default)]
-struct AttributionRows {
+struct AttributionRows<'g> {
     visitor: Vec<u64>,
     day: Vec<i32>,
     model: Vec<&'static str>,
-    goal: Vec<String>,
+    /// Borrowed from the pipeline's goals: a row per touch, model and conversion.
+    goal: Vec<&'g str>,
     source: Vec<Option<Arc<str>>>,
     medium: Vec<Option<Arc<str>>>,
     campaign: Vec<Option<Arc<str>>>,
@@ -805,9 +806,10 @@ pub fn derive(
         let p = visitor.get(i).unwrap_or(0);
         let id = (ctx.identity)(d, p);
         identities.push(id);
+        let visit_channel = chan.get(i);
         let channel = channel::ALL
             .iter()
-            .find(|c| Some(**c) == chan.get(i))
+            .find(|c| Some(**c) == visit_channel)
             .copied()
             .unwrap_or(channel::OTHER);
         let (source, medium, campaign) =
@@ -897,7 +899,7 @@ pub fn derive(
                         a.visitor.push(id);
                         a.day.push(t.day);
                         a.model.push(model);
-                        a.goal.push(g.name.clone());
+                        a.goal.push(&g.name);
                         a.source.push(touch.source.clone());
                         a.medium.push(touch.medium.clone());
                         a.campaign.push(touch.campaign.clone());
@@ -945,9 +947,6 @@ pub fn derive(
     fn opt(v: &[Option<Arc<str>>]) -> Vec<Option<&str>> {
         v.iter().map(|s| s.as_deref()).collect()
     }
-    fn strs(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
     sessions.loyalty = loyalty.frame("dimension", "bucket")?;
     let a = &attribution;
     sessions.attribution = DataFrame::new(
@@ -956,7 +955,7 @@ pub fn derive(
             Column::new("visitor".into(), &a.visitor),
             Column::new("day".into(), &a.day),
             Column::new("model".into(), &a.model),
-            Column::new("goal".into(), strs(&a.goal)),
+            Column::new("goal".into(), &a.goal),
             Column::new("utm_source".into(), opt(&a.source)),
             Column::new("utm_medium".into(), opt(&a.medium)),
             Column::new("utm_campaign".into(), opt(&a.campaign)),
