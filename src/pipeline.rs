@@ -406,10 +406,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         buckets: spill.buckets,
         notes,
     };
-    let texts = plan.tables().len() as u64;
-    let read_frame = |b: usize, t: u64| {
-        aggregate::events::with_text(spill.read_frame(b, t)?, || spill.read_frame(b, texts))
-    };
+    let read_frame = |b: usize, t: u64| spill.read_table_frame(b, t);
     finish(&plan, summary, reduced, &read_frame, out, &phase)
 }
 
@@ -1220,17 +1217,10 @@ fn reduce_buckets(
             return Ok(None);
         };
         let t0 = std::time::Instant::now();
-        let mut frames = std::mem::take(&mut output.frames);
-        let bytes = match frames.iter().any(Option::is_some) {
-            true => {
-                // The texts in the slot after the tables' (see `run_in`'s `read_frame`).
-                frames.push(Some(output.strings.to_frame()));
-                spill
-                    .write_frames(b, frames)
-                    .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?
-            }
-            false => 0,
-        };
+        let frames = std::mem::take(&mut output.frames);
+        let bytes = spill
+            .write_table_frames(b, frames, &output.strings)
+            .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
         Ok(Some(ReducedBucket {
             output,
             frame_bytes: bytes,

@@ -230,7 +230,7 @@ impl TableName {
     }
 
     /// Whether a visitor's rows in this table are bounded per visit rather than per path
-    /// (the differential-privacy row bound of [`partial_table`]).
+    /// (the differential-privacy row bound of [`per_visitor_plan`]).
     fn bounded_by_visit(self) -> bool {
         self.source_frame() == Source::Visits && !self.keys().is_empty()
     }
@@ -727,9 +727,9 @@ pub fn partial_table(
     table: TableName,
     row_bound: Option<u32>,
 ) -> PolarsResult<DataFrame> {
-    sessions
-        .strings
-        .decode(partial_plan(sessions, table, row_bound)?.collect()?)
+    let per_visitor = per_visitor_plan(sessions, table, row_bound)?;
+    let partial = partial_of_per_visitor(per_visitor, table).collect()?;
+    sessions.strings.decode(partial)
 }
 
 /// A table's rows per visitor: `day`, the table's keys, `visitor` and the table's measures
@@ -760,17 +760,6 @@ fn partial_of_per_visitor(per_visitor: LazyFrame, table: TableName) -> LazyFrame
     let mut sums = vec![len().cast(DataType::Int64).alias("visitors")];
     sums.extend(table.measures()[1..].iter().map(|m| col(*m).sum()));
     per_visitor.group_by(row_columns(table)).agg(sums)
-}
-
-fn partial_plan(
-    sessions: &Sessions,
-    table: TableName,
-    row_bound: Option<u32>,
-) -> PolarsResult<LazyFrame> {
-    Ok(partial_of_per_visitor(
-        per_visitor_plan(sessions, table, row_bound)?,
-        table,
-    ))
 }
 
 /// Every table's partial and row-visitor frame of one bucket: `(partial, row_visitors)` per

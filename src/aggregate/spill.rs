@@ -178,6 +178,38 @@ impl SpillDir {
         write_frames(&self.dir, &self.key, bucket, frames)
     }
 
+    /// Seals a bucket's row-visitor frames (one per table, `None`: none) with, in the slot
+    /// after them, the texts their id columns stand for ([`super::events::Strings`]). Writes
+    /// nothing for a bucket without frames. Returns the bytes written.
+    pub fn write_table_frames(
+        &self,
+        bucket: usize,
+        mut frames: Vec<Option<polars::prelude::DataFrame>>,
+        strings: &super::events::Strings,
+    ) -> io::Result<usize> {
+        if !frames.iter().any(Option::is_some) {
+            return Ok(0);
+        }
+        frames.push(Some(strings.to_frame()));
+        self.write_frames(bucket, frames)
+    }
+
+    /// Table `t`'s row-visitor frame of `bucket`, written by [`Self::write_table_frames`],
+    /// with its text back; `None` when there is none.
+    pub fn read_table_frame(
+        &self,
+        bucket: usize,
+        t: u64,
+    ) -> io::Result<Option<polars::prelude::DataFrame>> {
+        super::events::with_text(self.read_frame(bucket, t)?, || {
+            // The texts are the file's last slot.
+            match frame_count(&self.dir, bucket)? {
+                0 => Ok(None),
+                count => self.read_frame(bucket, count - 1),
+            }
+        })
+    }
+
     /// The frame of `slot` that [`Self::write_frames`] wrote, `None` when there is none.
     pub fn read_frame(
         &self,
@@ -223,6 +255,18 @@ fn write_frames(
     }
     std::fs::write(dir.join(format!("f-b{bucket}.bin")), &file)?;
     Ok(file.len())
+}
+
+/// How many slots a bucket's frame file holds (0 without a file).
+fn frame_count(dir: &Path, bucket: usize) -> io::Result<u64> {
+    let mut file = match File::open(dir.join(format!("f-b{bucket}.bin"))) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut word = [0u8; 4];
+    file.read_exact(&mut word)?;
+    Ok(u64::from(u32::from_le_bytes(word)))
 }
 
 /// The frame of `slot` that [`write_frames`] wrote, `None` when there is none.
@@ -607,6 +651,34 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&f, bytes).unwrap();
         assert!(spill.read_bucket(0, &HashSet::new()).is_err());
+    }
+
+    /// Tables' frames keep their ids on disk and come back with their text (the texts sit in
+    /// the slot after the tables'); a bucket without frames writes nothing.
+    #[test]
+    fn table_frames_come_back_with_their_text() {
+        use polars::prelude::*;
+        let tmp = tempfile::tempdir().unwrap();
+        let spill = SpillDir::create(tmp.path(), "run-4", 2).unwrap();
+        let texts = df!("text" => ["/каталог", "yandex.ru"]).unwrap();
+        let strings = super::super::events::Strings::from_frame(&texts).unwrap();
+        let pages = df!("day" => [3i32, 3], "path" => [1u32, 0], "visitor" => [7u64, 8]).unwrap();
+        let hourly = df!("day" => [3i32], "hour" => [5i32], "visitor" => [7u64]).unwrap();
+        let frames = vec![Some(pages), None, Some(hourly.clone())];
+        assert!(spill.write_table_frames(0, frames, &strings).unwrap() > 0);
+        let want =
+            df!("day" => [3i32, 3], "path" => ["yandex.ru", "/каталог"], "visitor" => [7u64, 8])
+                .unwrap();
+        assert_eq!(spill.read_table_frame(0, 0).unwrap(), Some(want));
+        assert_eq!(spill.read_table_frame(0, 1).unwrap(), None);
+        assert_eq!(spill.read_table_frame(0, 2).unwrap(), Some(hourly));
+        assert_eq!(
+            spill
+                .write_table_frames(1, vec![None, None], &strings)
+                .unwrap(),
+            0
+        );
+        assert_eq!(spill.read_table_frame(1, 0).unwrap(), None);
     }
 
     /// A row-visitor frame comes back as it was written, sealed (no visitor id in the clear
