@@ -553,7 +553,7 @@ pub fn loyalty_buckets(lookback: u32) -> Vec<(&'static str, String)> {
         ("visitor_type", "new".into()),
         ("visitor_type", "returning".into()),
     ];
-    for b in ["1", "2", "3-4", "5-8", "9+"] {
+    for b in VISIT_NUMBER_BUCKETS {
         out.push(("visit_number", b.into()));
     }
     for b in days_since_buckets(lookback) {
@@ -573,18 +573,22 @@ fn days_since_buckets(lookback: u32) -> Vec<String> {
     out
 }
 
-fn visit_number_bucket(n: usize) -> &'static str {
+/// The loyalty buckets of a visit's number within the lookback.
+const VISIT_NUMBER_BUCKETS: [&str; 5] = ["1", "2", "3-4", "5-8", "9+"];
+
+/// The index in [`VISIT_NUMBER_BUCKETS`] of visit number `n`.
+fn visit_number_bucket(n: usize) -> usize {
     match n {
-        1 => "1",
-        2 => "2",
-        3..=4 => "3-4",
-        5..=8 => "5-8",
-        _ => "9+",
+        1 => 0,
+        2 => 1,
+        3..=4 => 2,
+        5..=8 => 3,
+        _ => 4,
     }
 }
 
-/// The bucket of `days` since the last visit, from [`days_since_buckets`]'s list.
-fn days_since_bucket(days: i32, lookback: u32, buckets: &[String]) -> &str {
+/// The index in [`days_since_buckets`]'s list (`buckets` long) of `days` since the last visit.
+fn days_since_bucket(days: i32, lookback: u32, buckets: usize) -> usize {
     // A local-day difference can exceed the lookback by one around a change of UTC offset:
     // such a visit counts in the last bucket.
     let i = match days.min(lookback as i32) {
@@ -594,7 +598,7 @@ fn days_since_bucket(days: i32, lookback: u32, buckets: &[String]) -> &str {
         8..=30 => 3,
         _ => 4,
     };
-    &buckets[i.min(buckets.len() - 1)]
+    i.min(buckets - 1)
 }
 
 /// The week (ISO, from Monday) and the month holding `day`, each starting no earlier than
@@ -668,19 +672,19 @@ pub fn model_weights(model: &str, channels: &[&str]) -> Vec<i64> {
     w
 }
 
-/// Rows of (visitor, day, a public key, another key), column by column: the `loyalty`
-/// (dimension, bucket) and `uniques` (period, period_start) frames.
+/// Rows of (visitor, day, a public key, another key), column by column, the keys as ids of
+/// the bucket's texts: the `loyalty` (dimension, bucket) and `uniques` (period, period_start)
+/// frames.
 #[derive(Default)]
-struct KeyedRows<'s> {
+struct KeyedRows {
     visitor: Vec<u64>,
     day: Vec<i32>,
-    first: Vec<&'static str>,
-    /// Borrowed: the values repeat (buckets, period starts), so they are made once per bucket.
-    second: Vec<&'s str>,
+    first: Vec<u32>,
+    second: Vec<u32>,
 }
 
-impl<'s> KeyedRows<'s> {
-    fn push(&mut self, visitor: u64, day: i32, first: &'static str, second: &'s str) {
+impl KeyedRows {
+    fn push(&mut self, visitor: u64, day: i32, first: u32, second: u32) {
         self.visitor.push(visitor);
         self.day.push(day);
         self.first.push(first);
@@ -700,18 +704,18 @@ impl<'s> KeyedRows<'s> {
     }
 }
 
-/// Attribution credit rows, column by column (see [`Sessions::attribution`]).
+/// Attribution credit rows, column by column, texts as ids of the bucket's (see
+/// [`Sessions::attribution`]).
 #[derive(Default)]
-struct AttributionRows<'g> {
+struct AttributionRows {
     visitor: Vec<u64>,
     day: Vec<i32>,
-    model: Vec<&'static str>,
-    /// Borrowed from the pipeline's goals: a row per touch, model and conversion.
-    goal: Vec<&'g str>,
-    source: Vec<Option<Arc<str>>>,
-    medium: Vec<Option<Arc<str>>>,
-    campaign: Vec<Option<Arc<str>>>,
-    channel: Vec<&'static str>,
+    model: Vec<u32>,
+    goal: Vec<u32>,
+    source: Vec<Option<u32>>,
+    medium: Vec<Option<u32>>,
+    campaign: Vec<Option<u32>>,
+    channel: Vec<u32>,
     credit: Vec<i64>,
     value: Vec<i64>,
 }
@@ -733,8 +737,8 @@ pub struct DeriveContext<'a> {
     pub days: (Day, Day),
 }
 
-fn str_col<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<&'a StringChunked> {
-    df.column(name)?.str()
+fn id_col<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<&'a UInt32Chunked> {
+    df.column(name)?.u32()
 }
 
 /// Fills a bucket's `attribution`, `loyalty` and `uniques` frames from its visits and the
@@ -745,32 +749,30 @@ pub fn derive(
     history: &History,
     ctx: &DeriveContext<'_>,
 ) -> PolarsResult<Vec<VisitRecord>> {
-    let v = &sessions.visits;
+    let Sessions {
+        visits: v, strings, ..
+    } = sessions;
     let n = v.height();
     let day = v.column("day")?.i32()?;
     let visitor = v.column("visitor")?.u64()?;
     let start = v.column("start")?.i64()?;
-    let chan = str_col(v, "channel")?;
+    let chan = id_col(v, "channel")?;
     let (src, med, camp) = (
-        str_col(v, "utm_source")?,
-        str_col(v, "utm_medium")?,
-        str_col(v, "utm_campaign")?,
+        id_col(v, "utm_source")?,
+        id_col(v, "utm_medium")?,
+        id_col(v, "utm_campaign")?,
     );
-    let mut interned: HashMap<String, Arc<str>> = HashMap::new();
-    // Looked up before anything is allocated: most values repeat.
-    let mut intern = |s: Option<&str>| -> Option<Arc<str>> {
-        s.map(|s| match interned.get(s) {
-            Some(a) => a.clone(),
-            None => {
-                let a: Arc<str> = Arc::from(s);
-                interned.insert(s.to_string(), a.clone());
-                a
-            }
-        })
-    };
     let goal_flags: Vec<&BooleanChunked> = (0..ctx.goals.goals.len())
         .map(|i| v.column(&format!("_g{i}")).and_then(|c| c.bool()))
         .collect::<PolarsResult<_>>()?;
+    // The ids of every text the rows below hold, numbered once per bucket.
+    let channel_ids: Vec<u32> = channel::ALL.iter().map(|c| strings.id(c)).collect();
+    let channel_of = |name: &str, strings: &mut crate::aggregate::events::Strings| {
+        match channel::ALL.iter().position(|c| *c == name) {
+            Some(k) => (channel::ALL[k], channel_ids[k]),
+            None => (channel::OTHER, strings.id(channel::OTHER)),
+        }
+    };
 
     // Every touch of each identity, earlier log visits first, in time order.
     struct Touch {
@@ -780,25 +782,66 @@ pub fn derive(
         /// Index into the bucket's visits, for visits of this run.
         visit: Option<usize>,
         channel: &'static str,
-        source: Option<Arc<str>>,
-        medium: Option<Arc<str>>,
-        campaign: Option<Arc<str>>,
+        channel_id: u32,
+        source: Option<u32>,
+        medium: Option<u32>,
+        campaign: Option<u32>,
     }
     // One vector sorted by identity and time, not a vector per identity: a bucket holds tens
     // of thousands of identities with a few touches each.
     let mut touches: Vec<Touch> = Vec::with_capacity(history.visits.len() + n);
     for h in &history.visits {
+        let (channel, channel_id) = channel_of(h.channel, strings);
+        let mut id = |s: &Option<Arc<str>>| s.as_deref().map(|s| strings.id(s));
         touches.push(Touch {
             identity: h.visitor,
             start: h.start,
             day: h.day,
             visit: None,
-            channel: h.channel,
-            source: h.utm_source.clone(),
-            medium: h.utm_medium.clone(),
-            campaign: h.utm_campaign.clone(),
+            channel,
+            channel_id,
+            source: id(&h.utm_source),
+            medium: id(&h.utm_medium),
+            campaign: id(&h.utm_campaign),
         });
     }
+    let other_id = strings.id(channel::OTHER);
+    let model_ids: Vec<u32> = MODELS.iter().map(|m| strings.id(m)).collect();
+    let goal_ids: Vec<u32> = ctx.goals.goals.iter().map(|g| strings.id(&g.name)).collect();
+    let dimension_ids = [
+        strings.id("visit_number"),
+        strings.id("days_since_last_visit"),
+        strings.id("visitor_type"),
+    ];
+    let number_ids = VISIT_NUMBER_BUCKETS.map(|b| strings.id(b));
+    let since_ids: Vec<u32> = days_since_buckets(ctx.lookback_days)
+        .iter()
+        .map(|b| strings.id(b))
+        .collect();
+    let kind_ids = [strings.id("new"), strings.id("returning")];
+    // Each run day's periods and their starts, made once (not per client).
+    // (day, [(period, first day, first day as text)]).
+    type DayPeriods = Vec<(i32, Vec<(u32, i32, u32)>)>;
+    let day_periods: DayPeriods = (ctx.days.0.0..=ctx.days.1.0)
+        .map(|d| {
+            let periods = periods(Day(d), (ctx.epoch_of)(Day(d)));
+            let periods = periods
+                .into_iter()
+                .map(|(p, from)| (strings.id(p), from.0, strings.id(&from.to_string())));
+            (d, periods.collect())
+        })
+        .collect();
+    // From here on the texts are only read: the visit log's records take theirs back.
+    let strings = &*strings;
+    let mut shared: HashMap<u32, Arc<str>> = HashMap::new();
+    let mut text_of = |id: Option<u32>| -> Option<Arc<str>> {
+        id.map(|id| {
+            shared
+                .entry(id)
+                .or_insert_with(|| Arc::from(strings.text(id).unwrap_or_default()))
+                .clone()
+        })
+    };
     let mut records = Vec::with_capacity(n);
     let mut identities = Vec::with_capacity(n);
     for i in 0..n {
@@ -806,22 +849,20 @@ pub fn derive(
         let p = visitor.get(i).unwrap_or(0);
         let id = (ctx.identity)(d, p);
         identities.push(id);
-        let visit_channel = chan.get(i);
-        let channel = channel::ALL
-            .iter()
-            .find(|c| Some(**c) == visit_channel)
-            .copied()
-            .unwrap_or(channel::OTHER);
-        let (source, medium, campaign) =
-            (intern(src.get(i)), intern(med.get(i)), intern(camp.get(i)));
+        let (channel, channel_id) = match channel_ids.iter().position(|c| Some(*c) == chan.get(i))
+        {
+            Some(k) => (channel::ALL[k], channel_ids[k]),
+            None => (channel::OTHER, other_id),
+        };
+        let (source, medium, campaign) = (src.get(i), med.get(i), camp.get(i));
         records.push(VisitRecord {
             visitor: p,
             day: d.0,
             start: start.get(i).unwrap_or(0),
             channel,
-            utm_source: source.clone(),
-            utm_medium: medium.clone(),
-            utm_campaign: campaign.clone(),
+            utm_source: text_of(source),
+            utm_medium: text_of(medium),
+            utm_campaign: text_of(campaign),
         });
         touches.push(Touch {
             identity: id,
@@ -829,6 +870,7 @@ pub fn derive(
             day: d.0,
             visit: Some(i),
             channel,
+            channel_id,
             source,
             medium,
             campaign,
@@ -836,23 +878,10 @@ pub fn derive(
     }
     let lookback_s = i64::from(ctx.lookback_days) * 86_400;
 
-    let since_buckets = days_since_buckets(ctx.lookback_days);
-    // Each run day's periods and their starts, made once (not per client).
-    // (day, [(period, first day, first day as text)]).
-    type DayPeriods = Vec<(i32, Vec<(&'static str, i32, String)>)>;
-    let day_periods: DayPeriods = (ctx.days.0.0..=ctx.days.1.0)
-        .map(|d| {
-            let periods = periods(Day(d), (ctx.epoch_of)(Day(d)));
-            let periods = periods
-                .into_iter()
-                .map(|(p, from)| (p, from.0, from.to_string()));
-            (d, periods.collect())
-        })
-        .collect();
     let mut loyalty = KeyedRows::default();
     let mut attribution = AttributionRows::default();
     let mut uniques = KeyedRows::default();
-    let mut uniques_seen: HashSet<(u64, i32, &'static str)> = HashSet::new();
+    let mut uniques_seen: HashSet<(u64, i32, u32)> = HashSet::new();
     // Stable: touches equal in all of these stay in the order they were pushed.
     touches.sort_by_key(|t| (t.identity, t.start, t.visit.is_some(), t.visit));
     for touches in touches.chunk_by(|a, b| a.identity == b.identity) {
@@ -865,20 +894,20 @@ pub fn derive(
             let window = &earlier[earlier.partition_point(|e| e.start < t.start - lookback_s)..];
             if ctx.returning {
                 let number = window.len() + 1;
-                loyalty.push(id, t.day, "visit_number", visit_number_bucket(number));
+                let [number_id, since_id, kind_id] = dimension_ids;
+                loyalty.push(id, t.day, number_id, number_ids[visit_number_bucket(number)]);
                 if let Some(last) = window.last() {
                     let since =
-                        days_since_bucket(t.day - last.day, ctx.lookback_days, &since_buckets);
-                    loyalty.push(id, t.day, "days_since_last_visit", since);
+                        days_since_bucket(t.day - last.day, ctx.lookback_days, since_ids.len());
+                    loyalty.push(id, t.day, since_id, since_ids[since]);
                 }
                 let returning = *returning_on
                     .entry(t.day)
                     .or_insert_with(|| window.iter().any(|e| e.day < t.day));
-                let kind = if returning { "returning" } else { "new" };
-                loyalty.push(id, t.day, "visitor_type", kind);
+                loyalty.push(id, t.day, kind_id, kind_ids[usize::from(returning)]);
             }
             // Attribution of each goal this visit converted, over the lookback's touches.
-            for (g, flags) in ctx.goals.goals.iter().zip(&goal_flags) {
+            for ((g, flags), &goal_id) in ctx.goals.goals.iter().zip(&goal_flags).zip(&goal_ids) {
                 if flags.get(i) != Some(true) {
                     continue;
                 }
@@ -887,7 +916,7 @@ pub fn derive(
                     path.drain(..path.len().saturating_sub(m.max(1)));
                 }
                 let channels: Vec<&str> = path.iter().map(|t| t.channel).collect();
-                for model in MODELS {
+                for (model, &model_id) in MODELS.iter().zip(&model_ids) {
                     let w = model_weights(model, &channels);
                     let credit = largest_remainder(1_000_000, &w);
                     let value = largest_remainder(g.value, &w);
@@ -898,12 +927,12 @@ pub fn derive(
                         let a = &mut attribution;
                         a.visitor.push(id);
                         a.day.push(t.day);
-                        a.model.push(model);
-                        a.goal.push(&g.name);
-                        a.source.push(touch.source.clone());
-                        a.medium.push(touch.medium.clone());
-                        a.campaign.push(touch.campaign.clone());
-                        a.channel.push(touch.channel);
+                        a.model.push(model_id);
+                        a.goal.push(goal_id);
+                        a.source.push(touch.source);
+                        a.medium.push(touch.medium);
+                        a.campaign.push(touch.campaign);
+                        a.channel.push(touch.channel_id);
                         a.credit.push(credit[j]);
                         a.value.push(value[j]);
                     }
@@ -926,7 +955,7 @@ pub fn derive(
                 let Some(latest) = latest else { continue };
                 for (period, from, start) in periods {
                     if latest >= *from {
-                        uniques.push(id, *d, period, start);
+                        uniques.push(id, *d, *period, *start);
                     }
                 }
             }
@@ -938,14 +967,11 @@ pub fn derive(
             for (d, periods) in day_periods.iter().filter(|(d, _)| d >= d0) {
                 for (period, from, start) in periods {
                     if *d0 >= *from && uniques_seen.insert((*p, *d, *period)) {
-                        uniques.push(*p, *d, period, start);
+                        uniques.push(*p, *d, *period, *start);
                     }
                 }
             }
         }
-    }
-    fn opt(v: &[Option<Arc<str>>]) -> Vec<Option<&str>> {
-        v.iter().map(|s| s.as_deref()).collect()
     }
     sessions.loyalty = loyalty.frame("dimension", "bucket")?;
     let a = &attribution;
@@ -956,9 +982,9 @@ pub fn derive(
             Column::new("day".into(), &a.day),
             Column::new("model".into(), &a.model),
             Column::new("goal".into(), &a.goal),
-            Column::new("utm_source".into(), opt(&a.source)),
-            Column::new("utm_medium".into(), opt(&a.medium)),
-            Column::new("utm_campaign".into(), opt(&a.campaign)),
+            Column::new("utm_source".into(), &a.source),
+            Column::new("utm_medium".into(), &a.medium),
+            Column::new("utm_campaign".into(), &a.campaign),
             Column::new("channel".into(), &a.channel),
             Column::new("credit".into(), &a.credit),
             Column::new("value".into(), &a.value),

@@ -1,11 +1,12 @@
 //! [`Event`]s → a Polars frame, and the cross-midnight linking of visitors.
 //!
 //! Columns are built directly from the events, one vector per column, so the frame costs
-//! about as much memory as the events themselves. The many-valued text columns
-//! ([`ID_COLUMNS`]: path, referrer host, browser, OS) are held as ids into the bucket's
-//! [`Dictionary`]: every sort, window and group-by of the sessions and tables then compares
-//! and hashes a `u32` instead of encoding text, and the text comes back only in the tables'
-//! small results ([`Strings::decode`]).
+//! about as much memory as the events themselves. Every text column of the sessions and
+//! tables ([`ID_COLUMNS`]: path, referrer host, browser, OS, channel, device type, the utm
+//! values, and the goal, model, funnel, loyalty and period names made later) is held as ids
+//! into the bucket's [`Strings`]: every sort, window and group-by then compares and hashes a
+//! `u32` instead of encoding text, the row-visitor frames stored for disclosure are numbers
+//! only, and the text comes back only in the tables' small results ([`Strings::decode`]).
 
 use std::collections::HashMap;
 
@@ -13,8 +14,25 @@ use polars::prelude::*;
 
 use crate::pseudonymise::Event;
 
-/// Event columns held as ids into the bucket's [`Dictionary`], one id space for all of them.
-pub const ID_COLUMNS: [&str; 4] = ["path", "referrer_host", "browser", "os"];
+/// Columns held as ids into the bucket's [`Strings`], one id space for all of them.
+pub const ID_COLUMNS: [&str; 16] = [
+    "path",
+    "referrer_host",
+    "browser",
+    "os",
+    "channel",
+    "device_type",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "goal",
+    "model",
+    "funnel",
+    "dimension",
+    "bucket",
+    "period",
+    "period_start",
+];
 
 /// The distinct texts of a bucket's [`ID_COLUMNS`], numbered in the order first met.
 #[derive(Default)]
@@ -56,17 +74,70 @@ impl Dictionary {
     }
 }
 
-/// A bucket's finished [`Dictionary`] as a Polars column: what turns ids back into text.
-#[derive(Clone, Default)]
-pub struct Strings(StringChunked);
+/// A bucket's texts: its [`Dictionary`], which still numbers the texts made after the event
+/// frame (goal, model, loyalty and period names), and the Polars column that turns ids back
+/// into text, made when first needed and again only after a new text.
+#[derive(Default)]
+pub struct Strings {
+    dictionary: Dictionary,
+    texts: std::sync::OnceLock<Texts>,
+}
 
 impl Strings {
     fn new(dictionary: Dictionary) -> Strings {
-        Strings(dictionary.values.iter().map(|s| Some(&**s)).collect())
+        Strings {
+            dictionary,
+            texts: Default::default(),
+        }
+    }
+
+    /// The id of `text`, numbering it if it is new.
+    pub fn id(&mut self, text: &str) -> u32 {
+        let known = self.dictionary.len();
+        let id = self.dictionary.id(text);
+        if self.dictionary.len() != known {
+            self.texts.take();
+        }
+        id
+    }
+
+    /// The text of `id`, `None` for an id this bucket never gave.
+    pub fn text(&self, id: u32) -> Option<&str> {
+        self.dictionary.values.get(id as usize).map(|s| &**s)
+    }
+
+    /// The texts in id order, as [`Texts::decode`] uses them.
+    pub fn texts(&self) -> &Texts {
+        self.texts.get_or_init(|| {
+            Texts(
+                self.dictionary
+                    .values
+                    .iter()
+                    .map(|s| Some(&**s))
+                    .collect(),
+            )
+        })
     }
 
     /// The texts as a one-column frame (`text`, in id order), to store beside frames that
     /// keep their ids.
+    pub fn to_frame(&self) -> DataFrame {
+        self.texts().to_frame()
+    }
+
+    /// `frame` with each of its [`ID_COLUMNS`] (ids, null for none) replaced by the text
+    /// the ids stand for; other columns untouched.
+    pub fn decode(&self, frame: DataFrame) -> PolarsResult<DataFrame> {
+        self.texts().decode(frame)
+    }
+}
+
+/// A bucket's texts in id order, fixed: what decodes its frames.
+#[derive(Clone, Default)]
+pub struct Texts(StringChunked);
+
+impl Texts {
+    /// The texts as a one-column frame, `text`, in id order.
     pub fn to_frame(&self) -> DataFrame {
         self.0
             .clone()
@@ -76,8 +147,8 @@ impl Strings {
     }
 
     /// The texts [`Self::to_frame`] stored.
-    pub fn from_frame(frame: &DataFrame) -> PolarsResult<Strings> {
-        Ok(Strings(frame.column("text")?.str()?.clone()))
+    pub fn from_frame(frame: &DataFrame) -> PolarsResult<Texts> {
+        Ok(Texts(frame.column("text")?.str()?.clone()))
     }
 
     /// `frame` with each of its [`ID_COLUMNS`] (ids, null for none) replaced by the text
@@ -112,8 +183,8 @@ pub fn with_text(
     let texts = texts()?.ok_or_else(|| {
         std::io::Error::other("a bucket's texts are missing beside its row-visitor frames")
     })?;
-    Strings::from_frame(&texts)
-        .and_then(|strings| strings.decode(frame))
+    Texts::from_frame(&texts)
+        .and_then(|texts| texts.decode(frame))
         .map(Some)
         .map_err(std::io::Error::other)
 }
@@ -135,13 +206,13 @@ pub struct EventColumns {
     pub(super) link: Vec<Option<u64>>,
     pub(super) path: Vec<u32>,
     pub(super) referrer_host: Vec<Option<u32>>,
-    pub(super) channel: Vec<&'static str>,
-    pub(super) device_type: Vec<&'static str>,
+    pub(super) channel: Vec<u32>,
+    pub(super) device_type: Vec<u32>,
     pub(super) browser: Vec<u32>,
     pub(super) os: Vec<u32>,
-    pub(super) utm_source: Vec<Option<std::sync::Arc<str>>>,
-    pub(super) utm_medium: Vec<Option<std::sync::Arc<str>>>,
-    pub(super) utm_campaign: Vec<Option<std::sync::Arc<str>>>,
+    pub(super) utm_source: Vec<Option<u32>>,
+    pub(super) utm_medium: Vec<Option<u32>>,
+    pub(super) utm_campaign: Vec<Option<u32>>,
     pub(super) steps: Vec<u64>,
     pub(super) strings: Dictionary,
 }
@@ -175,13 +246,17 @@ impl EventColumns {
         self.path.push(self.strings.id(&e.path));
         let referrer_host = e.referrer_host.map(|h| self.strings.id(&h));
         self.referrer_host.push(referrer_host);
-        self.channel.push(e.channel);
-        self.device_type.push(e.device_type);
+        self.channel.push(self.strings.id(e.channel));
+        self.device_type.push(self.strings.id(e.device_type));
         self.browser.push(self.strings.id(&e.browser));
         self.os.push(self.strings.id(&e.os));
-        self.utm_source.push(e.utm_source);
-        self.utm_medium.push(e.utm_medium);
-        self.utm_campaign.push(e.utm_campaign);
+        for (column, value) in [
+            (&mut self.utm_source, &e.utm_source),
+            (&mut self.utm_medium, &e.utm_medium),
+            (&mut self.utm_campaign, &e.utm_campaign),
+        ] {
+            column.push(value.as_ref().map(|v| self.strings.id(v)));
+        }
         self.steps.push(e.steps);
     }
 
@@ -206,9 +281,9 @@ impl EventColumns {
                 Column::new("device_type".into(), self.device_type),
                 Column::new("browser".into(), self.browser),
                 Column::new("os".into(), self.os),
-                Column::new("utm_source".into(), opt_strs(&self.utm_source)),
-                Column::new("utm_medium".into(), opt_strs(&self.utm_medium)),
-                Column::new("utm_campaign".into(), opt_strs(&self.utm_campaign)),
+                Column::new("utm_source".into(), self.utm_source),
+                Column::new("utm_medium".into(), self.utm_medium),
+                Column::new("utm_campaign".into(), self.utm_campaign),
                 Column::new("campaign_tag".into(), campaign_tag),
                 Column::new("steps".into(), self.steps),
             ],
@@ -245,28 +320,19 @@ pub fn link_sessions(day: &[i32], visitor: &[u64], link: &[Option<u64>]) -> Vec<
     (0..day.len()).map(|i| root((day[i], visitor[i]))).collect()
 }
 
-fn opt_strs(v: &[Option<std::sync::Arc<str>>]) -> Vec<Option<&str>> {
-    v.iter().map(|s| s.as_deref()).collect()
-}
-
 /// A number naming each event's campaign (source, medium, campaign), null when untagged: what
-/// decision 9 compares to split visits. A plain hash of public values, the same in every run.
+/// decision 9 compares to split visits, within one bucket (a client's events are all in one).
+/// The bucket's campaigns numbered in the order first met.
 fn campaign_tags(c: &EventColumns) -> Vec<Option<u64>> {
+    let mut numbers: foldhash::HashMap<[Option<u32>; 3], u64> = Default::default();
     (0..c.ts.len())
         .map(|i| {
-            let parts = [&c.utm_source[i], &c.utm_medium[i], &c.utm_campaign[i]];
-            if parts.iter().all(|p| p.is_none()) {
+            let parts = [c.utm_source[i], c.utm_medium[i], c.utm_campaign[i]];
+            if parts.iter().all(Option::is_none) {
                 return None;
             }
-            let mut h = blake3::Hasher::new();
-            for p in parts {
-                let s = p.as_deref().unwrap_or("");
-                h.update(&(s.len() as u32).to_le_bytes());
-                h.update(s.as_bytes());
-            }
-            Some(u64::from_le_bytes(
-                h.finalize().as_bytes()[..8].try_into().expect("8 bytes"),
-            ))
+            let next = numbers.len() as u64;
+            Some(*numbers.entry(parts).or_insert(next))
         })
         .collect()
 }
@@ -291,7 +357,7 @@ mod tests {
             "path" => [0u32, 0, 1],
             "referrer_host" => [Some(1u32), None, Some(0)],
             "browser" => [2u32, 2, 2],
-            "channel" => ["direct", "direct", "social"],
+            "hour" => [3i32, 4, 5],
         )
         .unwrap();
         let text = Strings::new(d).decode(frame).unwrap();
@@ -300,7 +366,7 @@ mod tests {
             "path" => ["/каталог", "/каталог", "yandex.ru"],
             "referrer_host" => [Some("yandex.ru"), None, Some("/каталог")],
             "browser" => ["Chrome", "Chrome", "Chrome"],
-            "channel" => ["direct", "direct", "social"],
+            "hour" => [3i32, 4, 5],
         )
         .unwrap();
         assert_eq!(text, want);
@@ -313,12 +379,12 @@ mod tests {
         let mut d = Dictionary::default();
         d.id("/a");
         d.id("/б");
-        let stored = Strings::from_frame(&Strings::new(d).to_frame()).unwrap();
+        let stored = Texts::from_frame(&Strings::new(d).to_frame()).unwrap();
         let frame = df!("day" => [3i32, 3], "path" => [1u32, 0], "visitor" => [7u64, 8]).unwrap();
         let want = df!("day" => [3i32, 3], "path" => ["/б", "/a"], "visitor" => [7u64, 8]).unwrap();
         let texts = || Ok(Some(stored.to_frame()));
         assert_eq!(with_text(Some(frame.clone()), texts).unwrap(), Some(want));
-        let no_ids = df!("day" => [3i32], "channel" => ["direct"], "visitor" => [7u64]).unwrap();
+        let no_ids = df!("day" => [3i32], "hour" => [5i32], "visitor" => [7u64]).unwrap();
         let unread = || -> std::io::Result<Option<DataFrame>> { panic!("texts read") };
         assert_eq!(
             with_text(Some(no_ids.clone()), unread).unwrap(),

@@ -308,7 +308,7 @@ pub struct Sessions {
     pub loyalty: DataFrame,
     /// One row per visitor and period: visitor, day, period, period_start.
     pub uniques: DataFrame,
-    /// What the id columns (`path`, `referrer_host`, `browser`, `os`) stand for.
+    /// What the id columns ([`events::ID_COLUMNS`]) stand for.
     pub strings: events::Strings,
 }
 
@@ -317,7 +317,7 @@ impl Sessions {
     pub fn new(
         visits: DataFrame,
         pageviews: DataFrame,
-        strings: events::Strings,
+        mut strings: events::Strings,
         goals: &Goals,
     ) -> PolarsResult<Sessions> {
         let mut conversions = lit(0i64);
@@ -337,7 +337,7 @@ impl Sessions {
                 col("visit_id"),
                 col("visitor"),
                 col("day"),
-                lit(g.name.as_str()).alias("goal"),
+                id_lit(strings.id(&g.name)).alias("goal"),
                 lit(g.value).alias("value"),
                 col("utm_source"),
                 col("utm_medium"),
@@ -350,17 +350,18 @@ impl Sessions {
                 ("visit_id", DataType::UInt32),
                 ("visitor", DataType::UInt64),
                 ("day", DataType::Int32),
-                ("goal", DataType::String),
+                ("goal", DataType::UInt32),
                 ("value", DataType::Int64),
-                ("utm_source", DataType::String),
-                ("utm_medium", DataType::String),
-                ("utm_campaign", DataType::String),
-                ("channel", DataType::String),
+                ("utm_source", DataType::UInt32),
+                ("utm_medium", DataType::UInt32),
+                ("utm_campaign", DataType::UInt32),
+                ("channel", DataType::UInt32),
             ])?,
             false => concat(per_goal, UnionArgs::default())?.collect()?,
         };
         let mut per_step = Vec::new();
         for (f, funnel) in goals.funnels.iter().enumerate() {
+            let name = strings.id(&funnel.name);
             for j in 0..funnel.steps.len() {
                 per_step.push(
                     visits
@@ -370,7 +371,7 @@ impl Sessions {
                         .select([
                             col("visitor"),
                             col("day"),
-                            lit(funnel.name.as_str()).alias("funnel"),
+                            id_lit(name).alias("funnel"),
                             lit(j as i32 + 1).alias("step"),
                         ]),
                 );
@@ -380,7 +381,7 @@ impl Sessions {
             true => empty_frame(&[
                 ("visitor", DataType::UInt64),
                 ("day", DataType::Int32),
-                ("funnel", DataType::String),
+                ("funnel", DataType::UInt32),
                 ("step", DataType::Int32),
             ])?,
             false => concat(per_step, UnionArgs::default())?.collect()?,
@@ -394,14 +395,14 @@ impl Sessions {
             loyalty: empty_frame(&[
                 ("visitor", DataType::UInt64),
                 ("day", DataType::Int32),
-                ("dimension", DataType::String),
-                ("bucket", DataType::String),
+                ("dimension", DataType::UInt32),
+                ("bucket", DataType::UInt32),
             ])?,
             uniques: empty_frame(&[
                 ("visitor", DataType::UInt64),
                 ("day", DataType::Int32),
-                ("period", DataType::String),
-                ("period_start", DataType::String),
+                ("period", DataType::UInt32),
+                ("period_start", DataType::UInt32),
             ])?,
             strings,
         })
@@ -432,6 +433,12 @@ impl Sessions {
     }
 }
 
+/// A text's id as a `UInt32` literal (a bare `lit` of a `u32` is a dynamic integer, which
+/// Polars makes an `Int32` column).
+fn id_lit(id: u32) -> Expr {
+    lit(id).cast(DataType::UInt32)
+}
+
 /// An empty frame with these columns.
 pub fn empty_frame(columns: &[(&str, DataType)]) -> PolarsResult<DataFrame> {
     DataFrame::new(
@@ -447,12 +454,12 @@ pub fn empty_attribution() -> PolarsResult<DataFrame> {
     empty_frame(&[
         ("visitor", DataType::UInt64),
         ("day", DataType::Int32),
-        ("model", DataType::String),
-        ("goal", DataType::String),
-        ("utm_source", DataType::String),
-        ("utm_medium", DataType::String),
-        ("utm_campaign", DataType::String),
-        ("channel", DataType::String),
+        ("model", DataType::UInt32),
+        ("goal", DataType::UInt32),
+        ("utm_source", DataType::UInt32),
+        ("utm_medium", DataType::UInt32),
+        ("utm_campaign", DataType::UInt32),
+        ("channel", DataType::UInt32),
         ("credit", DataType::Int64),
         ("value", DataType::Int64),
     ])

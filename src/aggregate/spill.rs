@@ -14,7 +14,6 @@
 
 use std::collections::HashSet;
 
-use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -126,7 +125,7 @@ pub fn read_bucket(
     }
     paths.sort();
     let mut cols = EventColumns::default();
-    let mut strings: HashMap<Vec<u8>, Arc<str>> = HashMap::new();
+    let mut codes = CodeIds::default();
     for path in paths {
         let name = path.file_name().expect("a file").to_string_lossy();
         let salt = name
@@ -149,7 +148,7 @@ pub fn read_bucket(
                 .open_in_place(nonce(0, b, chunk_no), Aad::empty(), &mut sealed)
                 .map_err(|_| io::Error::other("a spilled bucket failed authentication"))?;
             chunk_no += 1;
-            decode(plain, &mut cols, &mut strings, excluded)?;
+            decode(plain, &mut cols, &mut codes, excluded)?;
         }
     }
     Ok(cols)
@@ -489,24 +488,35 @@ impl<'a> Cursor<'a> {
             .id_of_utf8(self.bytes()?)
             .map_err(io::Error::other)
     }
-    fn str(&mut self, strings: &mut HashMap<Vec<u8>, Arc<str>>) -> io::Result<Arc<str>> {
-        let bytes = self.bytes()?;
-        if let Some(s) = strings.get(bytes) {
-            return Ok(s.clone());
-        }
-        let s: Arc<str> = Arc::from(std::str::from_utf8(bytes).map_err(io::Error::other)?);
-        strings.insert(bytes.to_vec(), s.clone());
-        Ok(s)
+}
+
+/// The bucket's ids of the channels and device types, which the spill stores as their
+/// numbers in [`channel::ALL`] and [`DEVICE_TYPES`]: looked up once per bucket, not per event.
+#[derive(Default)]
+struct CodeIds {
+    channel: [Option<u32>; channel::ALL.len()],
+    device_type: [Option<u32>; DEVICE_TYPES.len()],
+}
+
+impl CodeIds {
+    fn channel(&mut self, code: u8, cols: &mut EventColumns) -> u32 {
+        let i = usize::from(code) % channel::ALL.len();
+        *self.channel[i].get_or_insert_with(|| cols.strings.id(channel::ALL[i]))
+    }
+
+    fn device_type(&mut self, code: u8, cols: &mut EventColumns) -> u32 {
+        let i = usize::from(code) % DEVICE_TYPES.len();
+        *self.device_type[i].get_or_insert_with(|| cols.strings.id(DEVICE_TYPES[i]))
     }
 }
 
-/// Appends the events of one chunk to `cols`, straight into its columns: the texts of the
-/// id columns are looked up in the bucket's dictionary by their bytes, the others interned in
-/// `strings`, so a repeated text costs one lookup and no allocation.
+/// Appends the events of one chunk to `cols`, straight into its columns: texts are looked up
+/// in the bucket's dictionary by their bytes, so a repeated text costs one lookup and no
+/// allocation.
 fn decode(
     plain: &[u8],
     cols: &mut EventColumns,
-    strings: &mut HashMap<Vec<u8>, Arc<str>>,
+    codes: &mut CodeIds,
     excluded: &HashSet<u32>,
 ) -> io::Result<()> {
     let mut c = Cursor { b: plain, at: 0 };
@@ -518,8 +528,8 @@ fn decode(
         let visitor = c.u64()?;
         let link = c.u64()?;
         let has_link = c.u8()? == 1;
-        let channel = channel::ALL[usize::from(c.u8()?) % channel::ALL.len()];
-        let device_type = DEVICE_TYPES[usize::from(c.u8()?) % DEVICE_TYPES.len()];
+        let channel = codes.channel(c.u8()?, cols);
+        let device_type = codes.device_type(c.u8()?, cols);
         let path = c.id(&mut cols.strings)?;
         let referrer_host = if c.u8()? == 1 {
             Some(c.id(&mut cols.strings)?)
@@ -528,10 +538,10 @@ fn decode(
         };
         let browser = c.id(&mut cols.strings)?;
         let os = c.id(&mut cols.strings)?;
-        let mut utm: [Option<Arc<str>>; 3] = [None, None, None];
+        let mut utm: [Option<u32>; 3] = [None, None, None];
         for slot in &mut utm {
             if c.u8()? == 1 {
-                *slot = Some(c.str(strings)?);
+                *slot = Some(c.id(&mut cols.strings)?);
             }
         }
         let steps = c.u64()?;
@@ -660,8 +670,9 @@ mod tests {
         use polars::prelude::*;
         let tmp = tempfile::tempdir().unwrap();
         let spill = SpillDir::create(tmp.path(), "run-4", 2).unwrap();
-        let texts = df!("text" => ["/каталог", "yandex.ru"]).unwrap();
-        let strings = super::super::events::Strings::from_frame(&texts).unwrap();
+        let mut strings = super::super::events::Strings::default();
+        assert_eq!(strings.id("/каталог"), 0);
+        assert_eq!(strings.id("yandex.ru"), 1);
         let pages = df!("day" => [3i32, 3], "path" => [1u32, 0], "visitor" => [7u64, 8]).unwrap();
         let hourly = df!("day" => [3i32], "hour" => [5i32], "visitor" => [7u64]).unwrap();
         let frames = vec![Some(pages), None, Some(hourly.clone())];
