@@ -909,8 +909,8 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
             return write_meta(tmp, b, 0, true);
         };
         let mut partials = Vec::new();
-        for mut p in output.partials {
-            partials.push(spill::frame_bytes(&mut p).map_err(|e| io_failure("a partial", e))?);
+        for p in output.partials {
+            partials.push(spill::frame_bytes(&p).map_err(|e| io_failure("a partial", e))?);
         }
         let refs: Vec<&[u8]> = partials.iter().map(Vec::as_slice).collect();
         let sealed = seal(
@@ -921,16 +921,16 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
         write_private(&tmp.join("partials.bin"), &sealed)?;
         let mut any_frame = false;
         for (t, frame) in output.frames.into_iter().enumerate() {
-            if let Some(mut frame) = frame {
-                let bytes = spill::frame_bytes(&mut frame)
-                    .map_err(|e| io_failure("a row-visitor frame", e))?;
+            if let Some(frame) = frame {
+                let bytes =
+                    spill::frame_bytes(&frame).map_err(|e| io_failure("a row-visitor frame", e))?;
                 let sealed = seal(&planned.run_key, &format!("bucket {b} frame {t}"), bytes)?;
                 write_private(&tmp.join(format!("f{t}.bin")), &sealed)?;
                 any_frame = true;
             }
         }
         if any_frame {
-            let bytes = spill::frame_bytes(&mut output.strings.to_frame())
+            let bytes = spill::frame_bytes(&output.strings.to_frame())
                 .map_err(|e| io_failure("a bucket's texts", e))?;
             let sealed = seal(&planned.run_key, &format!("bucket {b} texts"), bytes)?;
             write_private(&tmp.join("texts.bin"), &sealed)?;

@@ -767,12 +767,14 @@ pub fn derive(
         .collect::<PolarsResult<_>>()?;
     // The ids of every text the rows below hold, numbered once per bucket.
     let channel_ids: Vec<u32> = channel::ALL.iter().map(|c| strings.id(c)).collect();
-    let channel_of = |name: &str, strings: &mut crate::aggregate::events::Strings| {
-        match channel::ALL.iter().position(|c| *c == name) {
+    let channel_of =
+        |name: &str, strings: &mut crate::aggregate::events::Strings| match channel::ALL
+            .iter()
+            .position(|c| *c == name)
+        {
             Some(k) => (channel::ALL[k], channel_ids[k]),
             None => (channel::OTHER, strings.id(channel::OTHER)),
-        }
-    };
+        };
 
     // Every touch of each identity, earlier log visits first, in time order.
     struct Touch {
@@ -807,7 +809,12 @@ pub fn derive(
     }
     let other_id = strings.id(channel::OTHER);
     let model_ids: Vec<u32> = MODELS.iter().map(|m| strings.id(m)).collect();
-    let goal_ids: Vec<u32> = ctx.goals.goals.iter().map(|g| strings.id(&g.name)).collect();
+    let goal_ids: Vec<u32> = ctx
+        .goals
+        .goals
+        .iter()
+        .map(|g| strings.id(&g.name))
+        .collect();
     let dimension_ids = [
         strings.id("visit_number"),
         strings.id("days_since_last_visit"),
@@ -849,8 +856,7 @@ pub fn derive(
         let p = visitor.get(i).unwrap_or(0);
         let id = (ctx.identity)(d, p);
         identities.push(id);
-        let (channel, channel_id) = match channel_ids.iter().position(|c| Some(*c) == chan.get(i))
-        {
+        let (channel, channel_id) = match channel_ids.iter().position(|c| Some(*c) == chan.get(i)) {
             Some(k) => (channel::ALL[k], channel_ids[k]),
             None => (channel::OTHER, other_id),
         };
@@ -895,7 +901,12 @@ pub fn derive(
             if ctx.returning {
                 let number = window.len() + 1;
                 let [number_id, since_id, kind_id] = dimension_ids;
-                loyalty.push(id, t.day, number_id, number_ids[visit_number_bucket(number)]);
+                loyalty.push(
+                    id,
+                    t.day,
+                    number_id,
+                    number_ids[visit_number_bucket(number)],
+                );
                 if let Some(last) = window.last() {
                     let since =
                         days_since_bucket(t.day - last.day, ctx.lookback_days, since_ids.len());

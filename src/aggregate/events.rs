@@ -108,15 +108,8 @@ impl Strings {
 
     /// The texts in id order, as [`Texts::decode`] uses them.
     pub fn texts(&self) -> &Texts {
-        self.texts.get_or_init(|| {
-            Texts(
-                self.dictionary
-                    .values
-                    .iter()
-                    .map(|s| Some(&**s))
-                    .collect(),
-            )
-        })
+        self.texts
+            .get_or_init(|| Texts(self.dictionary.values.iter().map(|s| Some(&**s)).collect()))
     }
 
     /// The texts as a one-column frame (`text`, in id order), to store beside frames that
@@ -370,6 +363,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(text, want);
+    }
+
+    /// Texts numbered after a frame was decoded (derive's goal and period names) decode too:
+    /// the column form is made again after a new text, not kept stale.
+    #[test]
+    fn strings_take_new_texts_after_decoding() {
+        let mut strings = Strings::default();
+        let path = strings.id("/a");
+        let frame = df!("path" => [path]).unwrap();
+        assert_eq!(
+            strings.decode(frame).unwrap(),
+            df!("path" => ["/a"]).unwrap()
+        );
+        let goal = strings.id("покупка");
+        assert_eq!(strings.id("/a"), path);
+        let frame = df!("goal" => [goal], "path" => [path]).unwrap();
+        let want = df!("goal" => ["покупка"], "path" => ["/a"]).unwrap();
+        assert_eq!(strings.decode(frame).unwrap(), want);
+        assert_eq!(strings.text(goal), Some("покупка"));
+        assert_eq!(strings.text(goal + 1), None);
+        assert_eq!(strings.to_frame().height(), 2);
     }
 
     /// A stored frame gets its text back from the texts stored beside it, read only when the

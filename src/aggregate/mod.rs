@@ -11,6 +11,7 @@
 //! that day. A visit ends after `timeout` without a pageview and is cut at `max_visit`.
 
 pub mod events;
+pub mod frames;
 pub mod spill;
 
 use std::collections::BTreeMap;

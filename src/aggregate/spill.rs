@@ -234,11 +234,11 @@ fn write_frames(
     let key = sealing_key(run_key);
     let mut sealed = Vec::with_capacity(frames.len());
     for (slot, frame) in frames.into_iter().enumerate() {
-        let Some(mut frame) = frame else {
+        let Some(frame) = frame else {
             sealed.push(Vec::new());
             continue;
         };
-        let mut plain = frame_bytes(&mut frame)?;
+        let mut plain = frame_bytes(&frame)?;
         key.seal_in_place_append_tag(nonce(FRAMES, bucket, slot as u64), Aad::empty(), &mut plain)
             .map_err(|_| io::Error::other("sealing a frame failed"))?;
         sealed.push(plain);
@@ -306,24 +306,14 @@ fn read_frame(
     frame_of(plain).map(Some)
 }
 
-/// A frame as uncompressed Parquet bytes (types round-trip exactly).
-pub fn frame_bytes(frame: &mut polars::prelude::DataFrame) -> io::Result<Vec<u8>> {
-    use polars::prelude::*;
-    let mut plain = Vec::new();
-    ParquetWriter::new(&mut plain)
-        .with_compression(ParquetCompression::Uncompressed)
-        .with_statistics(StatisticsOptions::empty())
-        .finish(frame)
-        .map_err(io::Error::other)?;
-    Ok(plain)
+/// A frame as bytes ([`super::frames`]: types round-trip exactly).
+pub fn frame_bytes(frame: &polars::prelude::DataFrame) -> io::Result<Vec<u8>> {
+    super::frames::encode(frame)
 }
 
 /// The frame [`frame_bytes`] made.
 pub fn frame_of(bytes: &[u8]) -> io::Result<polars::prelude::DataFrame> {
-    use polars::prelude::*;
-    ParquetReader::new(io::Cursor::new(bytes))
-        .finish()
-        .map_err(io::Error::other)
+    super::frames::decode(bytes)
 }
 
 /// The nonce space of [`SpillDir::write_frames`].
