@@ -36,82 +36,165 @@ use crate::pseudonymise::keyring::KeySet;
 
 const MAGIC: &[u8; 8] = b"LVSTATE1";
 
-/// Which bucket and which run-wide pseudonym each (epoch, pseudonym) of a run belongs to.
+/// One client seen under a pseudonym of an epoch: its bucket, and its pseudonym (`identity`)
+/// in the epoch `of`, the newest it was seen in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IdentityEntry {
+    pseudonym: u64,
+    identity: u64,
+    epoch: i32,
+    of: i32,
+    bucket: u16,
+}
+
+impl IdentityEntry {
+    /// The order of [`Identities`]: by pseudonym and epoch, the newest identity first.
+    fn order(&self) -> (u64, i32, std::cmp::Reverse<i32>) {
+        (self.pseudonym, self.epoch, std::cmp::Reverse(self.of))
+    }
+}
+
+/// The pseudonymise stage's notes of which client each (epoch, pseudonym) is, appended as
+/// pageviews come (a vector, not a map: a note is a push, not a hash-table insert with its
+/// cache misses and rehashes) and folded into sorted [`Identities`] now and then and at the end.
+#[derive(Debug, Default)]
+pub struct IdentityNotes {
+    sorted: Identities,
+    pending: Vec<IdentityEntry>,
+}
+
+/// Notes kept unsorted before they are folded in (32 bytes each).
+const PENDING_NOTES: usize = 1 << 18;
+
+impl IdentityNotes {
+    /// Notes that `pseudonym` of `epoch` is the client in `bucket` whose pseudonym in its own
+    /// epoch `of` is `identity`. The newest identity wins; noting again changes nothing.
+    pub fn note(&mut self, epoch: Day, pseudonym: u64, bucket: u16, identity: u64, of: Day) {
+        self.pending.push(IdentityEntry {
+            pseudonym,
+            identity,
+            epoch: epoch.0,
+            of: of.0,
+            bucket,
+        });
+        if self.pending.len() >= PENDING_NOTES.max(self.sorted.entries.len()) {
+            self.fold();
+        }
+    }
+
+    fn fold(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_unstable_by_key(IdentityEntry::order);
+        self.sorted.merge(pending);
+    }
+
+    /// Every note, as the map of the run's clients.
+    pub fn finish(mut self) -> Identities {
+        self.fold();
+        self.sorted
+    }
+}
+
+/// Which bucket and which run-wide pseudonym each (epoch, pseudonym) of a run belongs to:
+/// one entry per pair, sorted, with an index by the pseudonym's leading bits (pseudonyms are
+/// keyed hashes, so evenly spread): a lookup reads about one slot of the index and one entry.
 #[derive(Debug, Default)]
 pub struct Identities {
-    map: HashMap<(i32, u64), (u16, u64, i32)>,
+    entries: Vec<IdentityEntry>,
+    /// `index[k]` is the first entry whose pseudonym's leading `bits` bits are at least `k`.
+    index: Vec<u32>,
+    bits: u32,
 }
 
 impl Identities {
-    /// Notes that `pseudonym` of `epoch` is the client in `bucket` whose pseudonym in its own
-    /// epoch `identity_epoch` is `identity`. The newest identity wins.
-    pub fn note(&mut self, epoch: Day, pseudonym: u64, bucket: u16, identity: u64, of: Day) {
-        let e = self
-            .map
-            .entry((epoch.0, pseudonym))
-            .or_insert((bucket, identity, of.0));
-        if of.0 > e.2 {
-            *e = (bucket, identity, of.0);
+    /// Adds `more` (sorted by [`IdentityEntry::order`]) and keeps the newest identity of each
+    /// (epoch, pseudonym). Noting is order-free (equal ones name the same client), so the
+    /// result does not depend on which worker saw what.
+    fn merge(&mut self, more: Vec<IdentityEntry>) {
+        if more.is_empty() {
+            return;
         }
+        self.entries.extend(more);
+        // Two sorted runs: the stable sort merges them in one pass.
+        self.entries.sort_by_key(IdentityEntry::order);
+        self.entries.dedup_by_key(|e| (e.pseudonym, e.epoch));
+        self.reindex();
     }
 
-    /// Whether `pseudonym` of `epoch` is noted as its own identity (the client's newest).
-    pub fn noted(&self, epoch: Day, pseudonym: u64) -> bool {
-        self.map
-            .get(&(epoch.0, pseudonym))
-            .is_some_and(|(_, id, of)| *id == pseudonym && *of == epoch.0)
+    fn reindex(&mut self) {
+        let n = self.entries.len();
+        self.bits = (usize::BITS - n.leading_zeros()).clamp(1, 24);
+        let slots = 1usize << self.bits;
+        self.index.clear();
+        self.index.reserve(slots + 1);
+        let mut at = 0;
+        for k in 0..slots {
+            while at < n && self.slot(self.entries[at].pseudonym) < k {
+                at += 1;
+            }
+            self.index.push(at as u32);
+        }
+        self.index.push(n as u32);
     }
 
-    pub fn absorb(&mut self, mut other: Identities) {
-        // Noting is order-free (the newest identity wins; equal ones name the same client),
-        // so the smaller map is poured into the larger, into room made once.
-        if other.map.len() > self.map.len() {
-            std::mem::swap(&mut self.map, &mut other.map);
-        }
-        self.map.reserve(other.map.len());
-        for ((epoch, p), (b, id, of)) in other.map {
-            self.note(Day(epoch), p, b, id, Day(of));
+    fn slot(&self, pseudonym: u64) -> usize {
+        (pseudonym >> (64 - self.bits)) as usize
+    }
+
+    pub fn absorb(&mut self, other: Identities) {
+        if other.entries.len() > self.entries.len() {
+            let mine = std::mem::replace(self, other);
+            self.merge(mine.entries);
+        } else {
+            self.merge(other.entries);
         }
     }
 
     /// (bucket, identity) of a pseudonym of `epoch`.
     pub fn get(&self, epoch: Day, pseudonym: u64) -> Option<(u16, u64)> {
-        self.map
-            .get(&(epoch.0, pseudonym))
-            .map(|(b, id, _)| (*b, *id))
+        if self.entries.is_empty() {
+            return None;
+        }
+        let k = self.slot(pseudonym);
+        let range = self.index[k] as usize..self.index[k + 1] as usize;
+        self.entries[range]
+            .iter()
+            .find(|e| e.pseudonym == pseudonym && e.epoch == epoch.0)
+            .map(|e| (e.bucket, e.identity))
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries.is_empty()
     }
 
     /// The entries of the clients in bucket `b` of `buckets` (what one reduce task needs).
     pub fn of_bucket(&self, b: usize, buckets: usize) -> Identities {
-        Identities {
-            map: self
-                .map
+        let mut out = Identities {
+            entries: self
+                .entries
                 .iter()
-                .filter(|(_, (bucket, _, _))| usize::from(*bucket) % buckets == b)
-                .map(|(k, v)| (*k, *v))
+                .filter(|e| usize::from(e.bucket) % buckets == b)
+                .copied()
                 .collect(),
-        }
+            ..Default::default()
+        };
+        out.reindex();
+        out
     }
 
     /// The map as bytes, for a staged run's intermediates (sealed by the caller).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut entries: Vec<_> = self.map.iter().collect();
-        entries.sort_unstable();
-        let mut buf = Vec::with_capacity(entries.len() * 26);
-        for ((epoch, p), (b, id, of)) in entries {
-            buf.extend_from_slice(&epoch.to_le_bytes());
-            buf.extend_from_slice(&p.to_le_bytes());
-            buf.extend_from_slice(&b.to_le_bytes());
-            buf.extend_from_slice(&id.to_le_bytes());
-            buf.extend_from_slice(&of.to_le_bytes());
+        let mut buf = Vec::with_capacity(self.entries.len() * 26);
+        for e in &self.entries {
+            buf.extend_from_slice(&e.epoch.to_le_bytes());
+            buf.extend_from_slice(&e.pseudonym.to_le_bytes());
+            buf.extend_from_slice(&e.bucket.to_le_bytes());
+            buf.extend_from_slice(&e.identity.to_le_bytes());
+            buf.extend_from_slice(&e.of.to_le_bytes());
         }
         buf
     }
@@ -119,16 +202,16 @@ impl Identities {
     /// The map [`Self::to_bytes`] wrote.
     pub fn from_bytes(b: &[u8]) -> Option<Identities> {
         let mut r = Reader { b, at: 0 };
-        let mut map = HashMap::with_capacity(b.len() / 26);
+        let mut notes = IdentityNotes::default();
         while r.at < b.len() {
             let epoch = i32::from_le_bytes(r.array().ok()?);
             let p = u64::from_le_bytes(r.array().ok()?);
             let bucket = u16::from_le_bytes(r.array().ok()?);
             let id = u64::from_le_bytes(r.array().ok()?);
             let of = i32::from_le_bytes(r.array().ok()?);
-            map.insert((epoch, p), (bucket, id, of));
+            notes.note(Day(epoch), p, bucket, id, Day(of));
         }
-        Some(Identities { map })
+        Some(notes.finish())
     }
 }
 
@@ -1009,6 +1092,63 @@ pub fn derive(
 mod tests {
     use super::*;
 
+    /// The sorted identities against a second method, a map with the old rule (the newest
+    /// identity wins): notes split over two workers in any order, enough of them to fold
+    /// several times, repeats and pseudonyms seen under two epochs; then a bucket's part and
+    /// the bytes of a staged run.
+    #[test]
+    fn identities_match_a_map_of_the_newest_identity() {
+        let mut reference: std::collections::HashMap<(i32, u64), (u16, u64, i32)> =
+            Default::default();
+        let (mut a, mut b) = (IdentityNotes::default(), IdentityNotes::default());
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let n = 3 * PENDING_NOTES + 123;
+        for i in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few distinct pseudonyms (so notes repeat), spread over all 64 bits.
+            let pseudonym = (x % 200_000).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let epoch = 20_400 + (x >> 40) as i32 % 2;
+            let of = epoch + (x >> 50) as i32 % 3;
+            // The same client under the same (pseudonym, of) always gives the same identity.
+            let identity = pseudonym ^ of as u64;
+            let bucket = (pseudonym % 38) as u16;
+            let e = reference
+                .entry((epoch, pseudonym))
+                .or_insert((bucket, identity, of));
+            if of > e.2 {
+                *e = (bucket, identity, of);
+            }
+            let notes = if i % 3 == 0 { &mut a } else { &mut b };
+            notes.note(Day(epoch), pseudonym, bucket, identity, Day(of));
+        }
+        let mut ids = a.finish();
+        ids.absorb(b.finish());
+        assert_eq!(ids.len(), reference.len());
+        for (&(epoch, p), &(bucket, identity, _)) in &reference {
+            assert_eq!(ids.get(Day(epoch), p), Some((bucket, identity)));
+        }
+        assert_eq!(ids.get(Day(20_400), 12_345), None);
+        assert_eq!(
+            ids.get(Day(19_000), reference.keys().next().unwrap().1),
+            None
+        );
+        let part = ids.of_bucket(5, 38);
+        assert_eq!(
+            part.len(),
+            reference.values().filter(|v| v.0 % 38 == 5).count()
+        );
+        for (&(epoch, p), &(bucket, identity, _)) in &reference {
+            let want = (bucket % 38 == 5).then_some((bucket, identity));
+            assert_eq!(part.get(Day(epoch), p), want);
+        }
+        let back = Identities::from_bytes(&ids.to_bytes()).unwrap();
+        assert_eq!(back.entries, ids.entries);
+        assert!(Identities::from_bytes(&ids.to_bytes()[..25]).is_none());
+        assert!(Identities::default().get(Day(1), 1).is_none());
+    }
+
     #[test]
     fn largest_remainder_is_exact() {
         assert_eq!(
@@ -1071,9 +1211,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&files[0].2).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let mut ids = Identities::default();
+        let mut notes = IdentityNotes::default();
         let epoch = keys.epoch_start(day, Some(30)).unwrap();
-        ids.note(epoch, 0xfeed_beef, 3, 42, epoch);
+        notes.note(epoch, 0xfeed_beef, 3, 42, epoch);
+        let ids = notes.finish();
         let next = (Day(day.0 + 1), Day(day.0 + 1));
         let h = log.load(&keys, 30, next, &ids, 4).unwrap();
         assert_eq!(h[3].visits.len(), 1);

@@ -266,7 +266,7 @@ pub struct Pseudonymiser {
     /// Epoch keys derived so far, by day (`None`: no master covers the day), with the
     /// epoch's first day.
     epoch_keys: HashMap<Day, Option<(Day, EpochKey, bool)>>,
-    identities: crate::visitors::Identities,
+    identities: crate::visitors::IdentityNotes,
     user_agents: UaClassifier,
     referrers: ReferrerClassifier,
     /// Raw path → normalised path (`None`: not a page) and its goal matchers.
@@ -338,7 +338,7 @@ impl Pseudonymiser {
 
     /// The clients seen, under their epochs' pseudonyms (returning visitors only).
     pub fn take_identities(&mut self) -> crate::visitors::Identities {
-        std::mem::take(&mut self.identities)
+        std::mem::take(&mut self.identities).finish()
     }
 
     /// Local (day, hour, seconds since local midnight) of a UTC timestamp.
@@ -418,10 +418,9 @@ impl Pseudonymiser {
             _ => {
                 let bucket = self.bucket_of_canonical(&canonical, user_agent);
                 self.recent[slot] = (epoch.0, visitor, bucket);
-                // A client already noted under this epoch's pseudonym has its previous epoch's
-                // noted too (the same client gives the same one): its later pageviews skip
-                // both, and a hash.
-                if self.settings.epoch_days.is_some() && !self.identities.noted(epoch, visitor) {
+                // Noted on every miss of the recent clients (noting again changes nothing):
+                // a client's later pageviews mostly hit, and skip the notes and a hash.
+                if self.settings.epoch_days.is_some() {
                     self.identities.note(epoch, visitor, bucket, visitor, epoch);
                     // The same client under the previous epoch's pseudonym, to find its earlier
                     // visits in the visit log (decision 2).
