@@ -1497,6 +1497,7 @@ pub fn finish(
         &to_publish,
         plan.costs.as_ref(),
         &mut record,
+        usize::from(plan.workers),
     )
     .map_err(failed)?;
     phase.mark("write Parquet");

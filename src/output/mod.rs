@@ -157,43 +157,83 @@ fn file_name(path: &Path) -> String {
 
 /// Writes the release for `days_to_publish` under `_staging/<run id>/` and lists the files,
 /// with their hashes, in `record`. Nothing published changes yet. Returns the staging root.
+/// The files are written on `workers` threads (each is small, and a run writes one per table
+/// and day); the list keeps table and day order whatever the threads.
 pub fn stage(
     out: &Path,
     release: &Publishable,
     days_to_publish: &BTreeSet<Day>,
     costs: Option<&crate::costs::Costs>,
     record: &mut RunRecord,
+    workers: usize,
 ) -> Result<PathBuf, OutputError> {
     let staging = out.join("_staging").join(&record.run_id);
     fs::create_dir_all(&staging).map_err(io_err(&staging))?;
     let (first, last) = release.days();
-    let mut files = Vec::new();
+    let mut jobs = Vec::new();
     for (table, by_day) in release.tables() {
         for day in (first.0..=last.0)
             .map(Day)
             .filter(|d| days_to_publish.contains(d))
         {
             let rel = format!("{}/date={day}/part-0.parquet", table.as_str());
-            let staged = staging.join(&rel);
             let rows = by_day.get(&day).map_or(&[][..], Vec::as_slice);
+            let staged = staging.join(&rel);
             let parent = staged.parent().expect("has a parent");
             fs::create_dir_all(parent).map_err(io_err(parent))?;
-            let ctx = parquet::DayContext {
-                day: Some(day),
-                day_visits: release.day_visits(day),
-                costs,
-            };
-            parquet::write_table(*table, rows, release.noisy(), &ctx, &staged)?;
-            let bytes = fs::read(&staged).map_err(io_err(&staged))?;
-            files.push(FileInfo {
-                path: rel,
-                rows: rows.len() as u64,
-                blake3: blake3::hash(&bytes).to_hex().to_string(),
-            });
+            jobs.push((*table, day, rows, rel, staged));
         }
     }
-    record.files = files;
+    let write = |i: usize| -> Result<FileInfo, OutputError> {
+        let (table, day, rows, rel, staged) = &jobs[i];
+        let ctx = parquet::DayContext {
+            day: Some(*day),
+            day_visits: release.day_visits(*day),
+            costs,
+        };
+        parquet::write_table(*table, rows, release.noisy(), &ctx, staged)?;
+        let bytes = fs::read(staged).map_err(io_err(staged))?;
+        Ok(FileInfo {
+            path: rel.clone(),
+            rows: rows.len() as u64,
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+        })
+    };
+    record.files = in_parallel(jobs.len(), workers, write)
+        .into_iter()
+        .collect::<Result<_, _>>()?;
     Ok(staging)
+}
+
+/// `job(0..n)` on up to `workers` threads, the results in job order.
+fn in_parallel<T: Send>(n: usize, workers: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..workers.clamp(1, n.max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return mine;
+                        }
+                        mine.push((i, job(i)));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            for (i, result) in thread.join().expect("a writer thread panicked") {
+                done[i] = Some(result);
+            }
+        }
+    });
+    done.into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
 }
 
 /// Publishes staged files: pending record, renames, commit. Returns the committed record.
@@ -272,5 +312,27 @@ fn sync_dir(dir: &Path) {
     // Best effort: makes the renames durable on file systems that need it.
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Results come back in job order whatever the threads, every job runs once, and no
+    /// jobs or more threads than jobs are fine.
+    #[test]
+    fn jobs_in_parallel_come_back_in_order() {
+        for workers in [0, 1, 2, 7] {
+            for n in [0, 1, 5, 100] {
+                let ran = std::sync::atomic::AtomicUsize::new(0);
+                let out = in_parallel(n, workers, |i| {
+                    ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    i * i
+                });
+                assert_eq!(out, (0..n).map(|i| i * i).collect::<Vec<_>>());
+                assert_eq!(ran.into_inner(), n);
+            }
+        }
     }
 }
