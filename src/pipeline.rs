@@ -1502,6 +1502,7 @@ pub fn finish(
     .map_err(failed)?;
     phase.mark("write Parquet");
     let audit = crate::audit::audit_staged(&staging, &record).map_err(failed)?;
+    phase.mark("audit the staged files");
     if !audit.passed() {
         output::discard(&out, &record.run_id);
         return Err(Failure::new(
@@ -1560,6 +1561,7 @@ pub fn finish(
     // The visit log of the published days, before the commit: a run that fails after this
     // leaves state that a re-run replaces (decision 19).
     if let Some(l) = lookback {
+        let _mark = PhaseEnd(&phase, "visit log (write)");
         let mut written = Vec::new();
         for day in &to_publish {
             let visits = visit_records.remove(day).unwrap_or_default();
@@ -1628,9 +1630,11 @@ pub fn finish(
         }));
     }
     let record_path = output::commit(&out, &record).map_err(failed)?;
+    phase.mark("publish");
     // The report, from the published tables and records only (this run's included), listed
     // in the run record with its hash.
     if let Some(lang) = pipeline.report {
+        let _mark = PhaseEnd(&phase, "report");
         let report = crate::report::build(&out, None, None, Some(lang)).map_err(failed)?;
         let info = output::write_report(&out, &report.html).map_err(failed)?;
         record.files.push(info);
@@ -2144,6 +2148,15 @@ fn process_cpu_s() -> f64 {
         .filter_map(|f| f.parse::<u64>().ok())
         .sum();
     ticks as f64 / 100.0
+}
+
+/// Marks the end of a phase when dropped (a phase with several ways out).
+struct PhaseEnd<'a>(&'a Phases, &'static str);
+
+impl Drop for PhaseEnd<'_> {
+    fn drop(&mut self) {
+        self.0.mark(self.1);
+    }
 }
 
 /// UTC second of local midnight starting `day` in `tz`.
