@@ -36,4 +36,5 @@ pub mod report;
 pub mod stages;
 pub mod state;
 pub mod store;
+pub mod threads;
 pub mod visitors;

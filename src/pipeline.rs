@@ -1337,7 +1337,7 @@ pub struct Reduced {
 
 /// A bucket's row-visitor frame of a table (by index in [`Plan::tables`]), if it has one.
 pub type FrameSource<'f> =
-    dyn Fn(usize, u64) -> std::io::Result<Option<polars::prelude::DataFrame>> + 'f;
+    dyn Fn(usize, u64) -> std::io::Result<Option<polars::prelude::DataFrame>> + Sync + 'f;
 
 /// Merge and publish: the privacy rules once, on the totals; then staging, audit, the
 /// ledger, the visit log, the commit and the report.
@@ -1397,18 +1397,24 @@ pub fn finish(
     // one row), so it comes from the merged totals. The distinct visitors come from the
     // buckets' sealed row-visitor frames: buckets are disjoint in visitors, so their counts
     // add up. Nothing goes back to the events or the sessions.
+    let workers = usize::from(plan.workers);
     let mut other = |requests: &[disclose::UnionRequest]|
      -> anyhow::Result<Vec<BTreeMap<disclose::Unit, Vec<i64>>>> {
         let mut answers = Vec::with_capacity(requests.len());
         for (table, keys) in requests {
             let folded = aggregate::keys_frame(*table, keys)?;
             let t = tables.iter().position(|x| x == table).expect("a table");
-            let mut visitors: BTreeMap<disclose::Unit, i64> = BTreeMap::new();
-            for b in 0..reduced.buckets {
+            // The buckets' frames on the worker threads, summed in bucket order.
+            let per_bucket = crate::threads::in_parallel(reduced.buckets, workers, |b| {
                 let Some(incidence) = read_frame(b, t as u64)? else {
-                    continue;
+                    return Ok(BTreeMap::new());
                 };
-                for (unit, n) in aggregate::union_visitors(&incidence, *table, folded.clone())? {
+                aggregate::union_visitors(&incidence, *table, folded.clone())
+                    .map_err(anyhow::Error::from)
+            });
+            let mut visitors: BTreeMap<disclose::Unit, i64> = BTreeMap::new();
+            for counts in per_bucket {
+                for (unit, n) in counts? {
                     *visitors.entry(unit).or_default() += n;
                 }
             }
@@ -1561,7 +1567,7 @@ pub fn finish(
     // The visit log of the published days, before the commit: a run that fails after this
     // leaves state that a re-run replaces (decision 19).
     if let Some(l) = lookback {
-        let _mark = PhaseEnd(&phase, "visit log (write)");
+        let _mark = PhaseEnd(phase, "visit log (write)");
         let mut written = Vec::new();
         for day in &to_publish {
             let visits = visit_records.remove(day).unwrap_or_default();
@@ -1634,7 +1640,7 @@ pub fn finish(
     // The report, from the published tables and records only (this run's included), listed
     // in the run record with its hash.
     if let Some(lang) = pipeline.report {
-        let _mark = PhaseEnd(&phase, "report");
+        let _mark = PhaseEnd(phase, "report");
         let report = crate::report::build(&out, None, None, Some(lang)).map_err(failed)?;
         let info = output::write_report(&out, &report.html).map_err(failed)?;
         record.files.push(info);
