@@ -970,6 +970,9 @@ pub fn derive(
     let mut loyalty = KeyedRows::default();
     let mut attribution = AttributionRows::default();
     let mut uniques = KeyedRows::default();
+    // At most one row per client, day and period (the tables count them without grouping
+    // them again): a run client's rows come from its one group of touches, the others' are
+    // deduplicated here, and a client of the run is never among the others.
     let mut uniques_seen: HashSet<(u64, i32, u32)> = HashSet::new();
     // Stable: touches equal in all of these stay in the order they were pushed.
     touches.sort_by_key(|t| (t.identity, t.start, t.visit.is_some(), t.visit));
