@@ -578,7 +578,8 @@ pub fn sessionise(
     days: (Day, Day),
     goals: &Goals,
 ) -> PolarsResult<Sessions> {
-    let sorted = visit_plan(events.frame.lazy(), timeout_s, max_visit_s)?.collect()?;
+    // The event frame comes in session order (`EventColumns::into_frame`).
+    let sorted = visits_of_sorted(events.frame.lazy(), timeout_s, max_visit_s).collect()?;
     sessions_of(sorted, events.strings, days, goals)
 }
 
@@ -587,11 +588,16 @@ pub fn sessionise(
 /// for `examples/sessions_engines.rs`, which runs it on Polars' engines to compare them with
 /// partitioning by client (docs/PERFORMANCE.md).
 pub fn visit_plan(events: LazyFrame, timeout_s: i64, max_visit_s: i64) -> PolarsResult<LazyFrame> {
-    Ok(events
-        .sort(
-            ["session_key", "ts", "seq"],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
+    let sorted = events.sort(
+        ["session_key", "ts", "seq"],
+        SortMultipleOptions::default().with_maintain_order(true),
+    );
+    Ok(visits_of_sorted(sorted, timeout_s, max_visit_s))
+}
+
+/// [`visit_plan`] on events already sorted by client, time and input position.
+fn visits_of_sorted(sorted: LazyFrame, timeout_s: i64, max_visit_s: i64) -> LazyFrame {
+    sorted
         .with_columns([(col("session_key")
             .neq(col("session_key").shift(lit(1)))
             .fill_null(lit(true))
@@ -639,7 +645,7 @@ pub fn visit_plan(events: LazyFrame, timeout_s: i64, max_visit_s: i64) -> Polars
             first_of_run(col("visitor"), col("is_entry")).alias("visit_visitor"),
             first_of_run(col("day"), col("is_entry")).alias("visit_day"),
         ])
-        .with_row_index("_row", None))
+        .with_row_index("_row", None)
 }
 
 /// In a frame of contiguous runs (rows sorted so that each run is one block), the value of
