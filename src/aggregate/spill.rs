@@ -60,8 +60,10 @@ impl SpillDir {
         })
     }
 
-    /// Removes the spill of runs that were killed (their lock is free). Their files were never
+    /// Removes the spill of runs that were killed (their lock is free, or was never made: a
+    /// run killed between creating its directory and its lock). Their files were never
     /// readable (the key died with the process); this only frees the space. Returns how many.
+    /// Call it holding the state dir's lock: then no other run is creating a spill here.
     pub fn remove_stale(state_dir: &Path) -> io::Result<usize> {
         let root = state_dir.join("spill");
         let Ok(entries) = std::fs::read_dir(&root) else {
@@ -72,10 +74,8 @@ impl SpillDir {
             let dir = entry?.path();
             let free = match File::open(dir.join(".lock")) {
                 Ok(f) => f.try_lock().is_ok(),
-                // No lock yet: a run may be creating it this instant; only an old one is stale.
-                Err(_) => std::fs::metadata(&dir)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) => return Err(e),
             };
             if free {
                 std::fs::remove_dir_all(&dir)?;
@@ -628,8 +628,11 @@ mod tests {
         std::fs::create_dir_all(&dead).unwrap();
         std::fs::write(dead.join("w0-b0.bin"), b"sealed bytes").unwrap();
         std::fs::write(dead.join(".lock"), b"").unwrap();
-        assert_eq!(SpillDir::remove_stale(tmp.path()).unwrap(), 1);
-        assert!(!dead.exists());
+        // Killed after making its directory, before its lock.
+        let unlocked = tmp.path().join("spill/unlocked");
+        std::fs::create_dir_all(&unlocked).unwrap();
+        assert_eq!(SpillDir::remove_stale(tmp.path()).unwrap(), 2);
+        assert!(!dead.exists() && !unlocked.exists());
         assert!(tmp.path().join("spill/live").exists());
         drop(live);
     }
