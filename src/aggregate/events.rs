@@ -8,8 +8,6 @@
 //! `u32` instead of encoding text, the row-visitor frames stored for disclosure are numbers
 //! only, and the text comes back only in the tables' small results ([`Strings::decode`]).
 
-use std::collections::HashMap;
-
 use polars::prelude::*;
 
 use crate::pseudonymise::Event;
@@ -311,16 +309,29 @@ fn gather<T: Copy>(values: &[T], order: &[u32]) -> Vec<T> {
 /// seen on D−1: the batch form of Plausible's "check yesterday's salt" (decision 2). Chains
 /// over several days resolve to the earliest pseudonym. The keys live only in memory.
 pub fn link_sessions(day: &[i32], visitor: &[u64], link: &[Option<u64>]) -> Vec<u64> {
-    let seen: std::collections::HashSet<(i32, u64)> =
-        day.iter().copied().zip(visitor.iter().copied()).collect();
+    // The (day before, pseudonym) pairs that early events carry: few, so the bucket's events
+    // are checked against them, not all put in a set.
+    let wanted: foldhash::HashSet<(i32, u64)> = (0..day.len())
+        .filter_map(|i| link[i].map(|l| (day[i] - 1, l)))
+        .collect();
+    if wanted.is_empty() {
+        return visitor.to_vec();
+    }
+    let seen: foldhash::HashSet<(i32, u64)> = (0..day.len())
+        .map(|i| (day[i], visitor[i]))
+        .filter(|k| wanted.contains(k))
+        .collect();
     // parent[(day, visitor)] = (day - 1, pseudonym on that day)
-    let mut parent: HashMap<(i32, u64), (i32, u64)> = HashMap::new();
+    let mut parent: foldhash::HashMap<(i32, u64), (i32, u64)> = Default::default();
     for i in 0..day.len() {
         if let Some(l) = link[i]
             && seen.contains(&(day[i] - 1, l))
         {
             parent.insert((day[i], visitor[i]), (day[i] - 1, l));
         }
+    }
+    if parent.is_empty() {
+        return visitor.to_vec();
     }
     let root = |mut node: (i32, u64)| {
         while let Some(&up) = parent.get(&node) {
