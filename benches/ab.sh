@@ -35,9 +35,9 @@ once() { # LABEL BIN: one run; appends "wall cpu rss_mib shard reduce disclose" 
     --input "$input" --output "$work/out-$label" --threads "$threads" > /dev/null 2> "$work/err" \
     || { cat "$work/err" >&2; die "$label failed"; }
   awk '/^time / { wall = $2; cpu = $3 + $4; rss = $5 / 1024 }
-       /^profile: shard/ { shard = $(NF - 10) }
-       /^profile: reduce \(/ { reduce = $(NF - 10) }
-       /^profile: disclose/ { disclose = $(NF - 10) }
+       /^profile: shard/ { split($0, f, ": "); shard = f[3] + 0 }
+       /^profile: reduce \(/ { split($0, f, ": "); reduce = f[3] + 0 }
+       /^profile: disclose/ { split($0, f, ": "); disclose = f[3] + 0 }
        END { printf "%.2f %.2f %.0f %s %s %s\n", wall, cpu, rss, shard, reduce, disclose }' \
     "$work/err" >> "$work/$label"
   tail -n 1 "$work/$label" | awk -v l="$label" '{ printf "    %-4s wall %6.2f s  CPU %6.2f s  peak %5d MiB  shard %s  reduce %s  disclose %s\n", l, $1, $2, $3, $4, $5, $6 }'
