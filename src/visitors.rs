@@ -850,14 +850,12 @@ pub fn derive(
         .collect::<PolarsResult<_>>()?;
     // The ids of every text the rows below hold, numbered once per bucket.
     let channel_ids: Vec<u32> = channel::ALL.iter().map(|c| strings.id(c)).collect();
-    let channel_of =
-        |name: &str, strings: &mut crate::aggregate::events::Strings| match channel::ALL
-            .iter()
-            .position(|c| *c == name)
-        {
-            Some(k) => (channel::ALL[k], channel_ids[k]),
-            None => (channel::OTHER, strings.id(channel::OTHER)),
-        };
+    let other_id = strings.id(channel::OTHER);
+    // A channel's name and id from its place among the known channels; `other` if none.
+    let channel_at = |k: Option<usize>| match k {
+        Some(k) => (channel::ALL[k], channel_ids[k]),
+        None => (channel::OTHER, other_id),
+    };
 
     // Every touch of each identity, earlier log visits first, in time order.
     struct Touch {
@@ -876,7 +874,7 @@ pub fn derive(
     // of thousands of identities with a few touches each.
     let mut touches: Vec<Touch> = Vec::with_capacity(history.visits.len() + n);
     for h in &history.visits {
-        let (channel, channel_id) = channel_of(h.channel, strings);
+        let (channel, channel_id) = channel_at(channel::ALL.iter().position(|c| *c == h.channel));
         let mut id = |s: &Option<Arc<str>>| s.as_deref().map(|s| strings.id(s));
         touches.push(Touch {
             identity: h.visitor,
@@ -890,7 +888,6 @@ pub fn derive(
             campaign: id(&h.utm_campaign),
         });
     }
-    let other_id = strings.id(channel::OTHER);
     let model_ids: Vec<u32> = MODELS.iter().map(|m| strings.id(m)).collect();
     let goal_ids: Vec<u32> = ctx
         .goals
@@ -939,10 +936,8 @@ pub fn derive(
         let p = visitor.get(i).unwrap_or(0);
         let id = (ctx.identity)(d, p);
         identities.push(id);
-        let (channel, channel_id) = match channel_ids.iter().position(|c| Some(*c) == chan.get(i)) {
-            Some(k) => (channel::ALL[k], channel_ids[k]),
-            None => (channel::OTHER, other_id),
-        };
+        let (channel, channel_id) =
+            channel_at(channel_ids.iter().position(|c| Some(*c) == chan.get(i)));
         let (source, medium, campaign) = (src.get(i), med.get(i), camp.get(i));
         records.push(VisitRecord {
             visitor: p,
