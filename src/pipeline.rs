@@ -2105,10 +2105,11 @@ pub struct Phases {
 
 impl Phases {
     pub fn start() -> Phases {
+        let on = std::env::var_os("LOGVEIL_PROFILE").is_some();
         Phases {
-            on: std::env::var_os("LOGVEIL_PROFILE").is_some(),
+            on,
             last: std::cell::Cell::new(std::time::Instant::now()),
-            cpu: std::cell::Cell::new(process_cpu_s()),
+            cpu: std::cell::Cell::new(if on { process_cpu_s() } else { 0.0 }),
         }
     }
 

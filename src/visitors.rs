@@ -59,7 +59,8 @@ impl IdentityEntry {
 /// cache misses and rehashes) and folded into sorted [`Identities`] now and then and at the end.
 #[derive(Debug, Default)]
 pub struct IdentityNotes {
-    sorted: Identities,
+    /// Folded notes, as [`merge_sorted`] keeps them (not indexed until [`Self::finish`]).
+    sorted: Vec<IdentityEntry>,
     pending: Vec<IdentityEntry>,
 }
 
@@ -77,7 +78,7 @@ impl IdentityNotes {
             of: of.0,
             bucket,
         });
-        if self.pending.len() >= PENDING_NOTES.max(self.sorted.entries.len()) {
+        if self.pending.len() >= PENDING_NOTES.max(self.sorted.len()) {
             self.fold();
         }
     }
@@ -85,14 +86,27 @@ impl IdentityNotes {
     fn fold(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_unstable_by_key(IdentityEntry::order);
-        self.sorted.merge(pending);
+        merge_sorted(&mut self.sorted, pending);
     }
 
     /// Every note, as the map of the run's clients.
     pub fn finish(mut self) -> Identities {
         self.fold();
-        self.sorted
+        Identities::of_sorted(self.sorted)
     }
+}
+
+/// Adds `more` to `entries` (both sorted by [`IdentityEntry::order`]) and keeps the newest
+/// identity of each (epoch, pseudonym). Noting is order-free (equal ones name the same
+/// client), so the result does not depend on which worker saw what.
+fn merge_sorted(entries: &mut Vec<IdentityEntry>, more: Vec<IdentityEntry>) {
+    if more.is_empty() {
+        return;
+    }
+    entries.extend(more);
+    // Two sorted runs: the stable sort merges them in one pass.
+    entries.sort_by_key(IdentityEntry::order);
+    entries.dedup_by_key(|e| (e.pseudonym, e.epoch));
 }
 
 /// Which bucket and which run-wide pseudonym each (epoch, pseudonym) of a run belongs to:
@@ -107,18 +121,14 @@ pub struct Identities {
 }
 
 impl Identities {
-    /// Adds `more` (sorted by [`IdentityEntry::order`]) and keeps the newest identity of each
-    /// (epoch, pseudonym). Noting is order-free (equal ones name the same client), so the
-    /// result does not depend on which worker saw what.
-    fn merge(&mut self, more: Vec<IdentityEntry>) {
-        if more.is_empty() {
-            return;
-        }
-        self.entries.extend(more);
-        // Two sorted runs: the stable sort merges them in one pass.
-        self.entries.sort_by_key(IdentityEntry::order);
-        self.entries.dedup_by_key(|e| (e.pseudonym, e.epoch));
-        self.reindex();
+    /// The table of `entries`, as [`merge_sorted`] keeps them.
+    fn of_sorted(entries: Vec<IdentityEntry>) -> Identities {
+        let mut identities = Identities {
+            entries,
+            ..Default::default()
+        };
+        identities.reindex();
+        identities
     }
 
     fn reindex(&mut self) {
@@ -142,12 +152,9 @@ impl Identities {
     }
 
     pub fn absorb(&mut self, other: Identities) {
-        if other.entries.len() > self.entries.len() {
-            let mine = std::mem::replace(self, other);
-            self.merge(mine.entries);
-        } else {
-            self.merge(other.entries);
-        }
+        let mut entries = std::mem::take(&mut self.entries);
+        merge_sorted(&mut entries, other.entries);
+        *self = Identities::of_sorted(entries);
     }
 
     /// (bucket, identity) of a pseudonym of `epoch`.
@@ -173,17 +180,13 @@ impl Identities {
 
     /// The entries of the clients in bucket `b` of `buckets` (what one reduce task needs).
     pub fn of_bucket(&self, b: usize, buckets: usize) -> Identities {
-        let mut out = Identities {
-            entries: self
-                .entries
+        Identities::of_sorted(
+            self.entries
                 .iter()
                 .filter(|e| usize::from(e.bucket) % buckets == b)
                 .copied()
                 .collect(),
-            ..Default::default()
-        };
-        out.reindex();
-        out
+        )
     }
 
     /// The map as bytes, for a staged run's intermediates (sealed by the caller).
