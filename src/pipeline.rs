@@ -1745,13 +1745,17 @@ pub fn shard(
     let (recycle_tx, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
     let mut metas: Vec<(u32, InputInfo, blake3::Hash)> = Vec::new();
     let mut read_error: Option<Failure> = None;
+    // The workers' notes of the clients they see fold into one table.
+    let notes = visitors::IdentityNotes::default();
     let outcomes: Vec<Result<WorkerOutput, Failure>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let rx = &rx;
                 let recycle = recycle_tx.clone();
+                let notes = notes.sharing();
                 scope.spawn(move || -> Result<WorkerOutput, Failure> {
-                    let mut ps = Pseudonymiser::new(keys.clone(), settings.clone());
+                    let mut ps =
+                        Pseudonymiser::new(keys.clone(), settings.clone()).with_notes(notes);
                     let spill_failed = |e: std::io::Error| {
                         Failure::new(exit::FAILED, format!("cannot write spill: {e}"))
                     };

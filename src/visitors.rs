@@ -56,11 +56,17 @@ impl IdentityEntry {
 
 /// The pseudonymise stage's notes of which client each (epoch, pseudonym) is, appended as
 /// pageviews come (a vector, not a map: a note is a push, not a hash-table insert with its
-/// cache misses and rehashes) and folded into sorted [`Identities`] now and then and at the end.
+/// cache misses and rehashes) and folded into a sorted table now and then and at the end.
+///
+/// The shard's workers see mostly the same clients, so they fold into one table
+/// ([`Self::sharing`]) rather than one each: on big inputs the table is the shard's largest
+/// allocation.
 #[derive(Debug, Default)]
 pub struct IdentityNotes {
     /// Folded notes, as [`merge_sorted`] keeps them (not indexed until [`Self::finish`]).
-    sorted: Vec<IdentityEntry>,
+    table: Arc<std::sync::Mutex<Vec<IdentityEntry>>>,
+    /// The table's length at this worker's last fold.
+    folded: usize,
     pending: Vec<IdentityEntry>,
 }
 
@@ -68,6 +74,14 @@ pub struct IdentityNotes {
 const PENDING_NOTES: usize = 1 << 18;
 
 impl IdentityNotes {
+    /// Notes of another worker that fold into the same table.
+    pub fn sharing(&self) -> IdentityNotes {
+        IdentityNotes {
+            table: Arc::clone(&self.table),
+            ..Default::default()
+        }
+    }
+
     /// Notes that `pseudonym` of `epoch` is the client in `bucket` whose pseudonym in its own
     /// epoch `of` is `identity`. The newest identity wins; noting again changes nothing.
     pub fn note(&mut self, epoch: Day, pseudonym: u64, bucket: u16, identity: u64, of: Day) {
@@ -78,7 +92,7 @@ impl IdentityNotes {
             of: of.0,
             bucket,
         });
-        if self.pending.len() >= PENDING_NOTES.max(self.sorted.len()) {
+        if self.pending.len() >= PENDING_NOTES.max(self.folded) {
             self.fold();
         }
     }
@@ -86,27 +100,62 @@ impl IdentityNotes {
     fn fold(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_unstable_by_key(IdentityEntry::order);
-        merge_sorted(&mut self.sorted, pending);
+        let mut table = self.table.lock().expect("not poisoned");
+        merge_sorted(&mut table, pending);
+        self.folded = table.len();
     }
 
-    /// Every note, as the map of the run's clients.
+    /// Every note folded so far into the table, with this worker's, as a map of clients
+    /// (the table is left empty: of workers sharing it, the first to finish takes most, the
+    /// others what came after; [`Identities::absorb`] joins them).
     pub fn finish(mut self) -> Identities {
         self.fold();
-        Identities::of_sorted(self.sorted)
+        let entries = std::mem::take(&mut *self.table.lock().expect("not poisoned"));
+        Identities::of_sorted(entries)
     }
 }
 
 /// Adds `more` to `entries` (both sorted by [`IdentityEntry::order`]) and keeps the newest
 /// identity of each (epoch, pseudonym). Noting is order-free (equal ones name the same
 /// client), so the result does not depend on which worker saw what.
-fn merge_sorted(entries: &mut Vec<IdentityEntry>, more: Vec<IdentityEntry>) {
+///
+/// One pass over both runs into a vector of the result's size: the table is the shard's
+/// largest allocation on big inputs, and growing it in place (plus a sort's scratch) held
+/// up to three times its size.
+fn merge_sorted(entries: &mut Vec<IdentityEntry>, mut more: Vec<IdentityEntry>) {
+    let key = |e: &IdentityEntry| (e.pseudonym, e.epoch);
+    more.dedup_by_key(|e| key(e));
     if more.is_empty() {
         return;
     }
-    entries.extend(more);
-    // Two sorted runs: the stable sort merges them in one pass.
-    entries.sort_by_key(IdentityEntry::order);
-    entries.dedup_by_key(|e| (e.pseudonym, e.epoch));
+    if entries.is_empty() {
+        more.shrink_to_fit();
+        *entries = more;
+        return;
+    }
+    let old = std::mem::take(entries);
+    let mut merged = Vec::with_capacity(old.len() + more.len());
+    let (mut a, mut b) = (old.into_iter().peekable(), more.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.order() <= y.order() => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        };
+        let Some(e) = next else { break };
+        // Equal keys come newest first: the first one stays.
+        if merged
+            .last()
+            .is_none_or(|last: &IdentityEntry| key(last) != key(&e))
+        {
+            merged.push(e);
+        }
+    }
+    if merged.capacity() - merged.len() > merged.len() / 8 {
+        merged.shrink_to_fit();
+    }
+    *entries = merged;
 }
 
 /// Which bucket and which run-wide pseudonym each (epoch, pseudonym) of a run belongs to:
@@ -1096,12 +1145,23 @@ mod tests {
     /// The sorted identities against a second method, a map with the old rule (the newest
     /// identity wins): notes split over two workers in any order, enough of them to fold
     /// several times, repeats and pseudonyms seen under two epochs; then a bucket's part and
-    /// the bytes of a staged run.
+    /// the bytes of a staged run. The workers keep a table each, or share one (as the shard's
+    /// workers do).
     #[test]
     fn identities_match_a_map_of_the_newest_identity() {
+        identities_of_two_workers(false);
+        identities_of_two_workers(true);
+    }
+
+    fn identities_of_two_workers(shared: bool) {
         let mut reference: std::collections::HashMap<(i32, u64), (u16, u64, i32)> =
             Default::default();
-        let (mut a, mut b) = (IdentityNotes::default(), IdentityNotes::default());
+        let mut a = IdentityNotes::default();
+        let mut b = if shared {
+            a.sharing()
+        } else {
+            IdentityNotes::default()
+        };
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let n = 3 * PENDING_NOTES + 123;
         for i in 0..n {

@@ -336,6 +336,13 @@ impl Pseudonymiser {
             .collect()
     }
 
+    /// This pseudonymiser noting its clients in `notes` (which may share their table with
+    /// other workers' notes: [`crate::visitors::IdentityNotes::sharing`]).
+    pub fn with_notes(mut self, notes: crate::visitors::IdentityNotes) -> Pseudonymiser {
+        self.identities = notes;
+        self
+    }
+
     /// The clients seen, under their epochs' pseudonyms (returning visitors only).
     pub fn take_identities(&mut self) -> crate::visitors::Identities {
         std::mem::take(&mut self.identities).finish()
