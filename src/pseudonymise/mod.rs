@@ -269,8 +269,9 @@ pub struct Pseudonymiser {
     identities: crate::visitors::IdentityNotes,
     user_agents: UaClassifier,
     referrers: ReferrerClassifier,
-    /// Raw path → normalised path (`None`: not a page) and its goal matchers.
-    paths: HashMap<Vec<u8>, Option<(Arc<str>, u64)>>,
+    /// Raw path → its class (`None`: not a page), within [`PATH_CACHE_BYTES`].
+    paths: HashMap<Vec<u8>, Option<PathClass>>,
+    path_bytes: usize,
     /// Clients met lately, as (epoch, pseudonym, bucket), in slots chosen by the pseudonym.
     /// Within an epoch a pseudonym names one client, so a hit gives its bucket without the
     /// bucket hash and says its identities are already noted (noting again changes nothing):
@@ -292,6 +293,7 @@ impl Pseudonymiser {
             user_agents: UaClassifier::new(),
             referrers: ReferrerClassifier::new(&settings.host_lists, &settings.site_hosts),
             paths: HashMap::new(),
+            path_bytes: 0,
             recent: vec![(i32::MIN, 0, 0); RECENT_SLOTS],
             settings,
         }
@@ -383,11 +385,10 @@ impl Pseudonymiser {
             Some(i) => (&target[..i], Some(&target[i + 1..])),
             None => (target, None),
         };
-        let (path, steps) = match self.path(path_part) {
-            Some(p) => p,
-            None => return Outcome::Filtered(NonPageRequest),
+        let Some(PathClass { path, steps, asset }) = self.path(path_part) else {
+            return Outcome::Filtered(NonPageRequest);
         };
-        if self.settings.filters.static_assets && self.is_asset(&path) {
+        if asset {
             return Outcome::Filtered(StaticAsset);
         }
         let ua = self.user_agents.classify(rec.user_agent);
@@ -487,19 +488,26 @@ impl Pseudonymiser {
             .map(|(e, k, covered)| (e, k, *covered))
     }
 
-    fn path(&mut self, raw: &[u8]) -> Option<(Arc<str>, u64)> {
+    /// The class of a raw path (query cut off), cached per raw path: normalising it (percent
+    /// decoding, Unicode normalisation), its goal matchers and the asset check are done once
+    /// per distinct path, not once per pageview.
+    fn path(&mut self, raw: &[u8]) -> Option<PathClass> {
         if let Some(hit) = self.paths.get(raw) {
             return hit.clone();
         }
-        let p = path::normalise(raw, &self.settings.path_rules).map(|p| {
-            let steps = self.settings.goals.steps_of(&p);
-            (Arc::from(p), steps)
+        let class = path::normalise(raw, &self.settings.path_rules).map(|p| PathClass {
+            steps: self.settings.goals.steps_of(&p),
+            asset: self.settings.filters.static_assets && self.is_asset(&p),
+            path: Arc::from(p),
         });
-        if self.paths.len() > 1_000_000 {
+        let bytes = PATH_ENTRY_BYTES + raw.len() + class.as_ref().map_or(0, |c| c.path.len());
+        if self.path_bytes + bytes > PATH_CACHE_BYTES {
             self.paths.clear();
+            self.path_bytes = 0;
         }
-        self.paths.insert(raw.to_vec(), p.clone());
-        p
+        self.path_bytes += bytes;
+        self.paths.insert(raw.to_vec(), class.clone());
+        class
     }
 
     fn is_asset(&self, path: &str) -> bool {
@@ -515,6 +523,21 @@ impl Pseudonymiser {
         }
     }
 }
+
+/// A raw path's normalised form, its goal and funnel matchers (one bit each) and whether the
+/// asset filter drops it.
+#[derive(Clone)]
+struct PathClass {
+    path: Arc<str>,
+    steps: u64,
+    asset: bool,
+}
+
+/// The path cache's budget per worker: cleared when full, so a site with millions of distinct
+/// paths (ids in URLs) cannot grow it without bound.
+const PATH_CACHE_BYTES: usize = 16 << 20;
+/// A cache entry's bytes besides its two texts (map slot, vector and `Arc` headers).
+const PATH_ENTRY_BYTES: usize = 96;
 
 /// The client behind trusted proxies: walking the `X-Forwarded-For` chain (with the
 /// connection's address last) from the right, the first address that is not a trusted proxy.
@@ -612,6 +635,34 @@ mod tests {
             seen.insert(b);
         }
         assert_eq!(seen.len(), 37, "every bucket is used");
+    }
+
+    /// The path cache stays within its budget however many distinct paths come, and a path's
+    /// class (normalised text, asset or not) is the same from the cache, after a clear, and
+    /// when computed afresh.
+    #[test]
+    fn path_cache_keeps_its_budget_and_its_answers() {
+        let settings = Settings::defaults(&["example.ru"], jiff::tz::TimeZone::UTC);
+        let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
+        let mut ps = Pseudonymiser::new(keys, settings);
+        let class = |ps: &mut Pseudonymiser, raw: &[u8]| {
+            ps.path(raw).map(|c| (c.path.to_string(), c.asset))
+        };
+        let cyrillic = "/%D0%BA%D0%B0%D1%82%D0%B0%D0%BB%D0%BE%D0%B3/".as_bytes();
+        let want_page = Some(("/каталог/".to_string(), false));
+        let want_asset = Some(("/static/app.JS".to_string(), true));
+        assert_eq!(class(&mut ps, cyrillic), want_page);
+        assert_eq!(class(&mut ps, b"/static/app.JS"), want_asset);
+        let long = "x".repeat(2000);
+        for i in 0..20_000 {
+            let raw = format!("/item/{i}/{long}");
+            assert_eq!(class(&mut ps, raw.as_bytes()).unwrap().0, raw);
+            assert!(ps.path_bytes <= PATH_CACHE_BYTES);
+        }
+        assert!(ps.paths.len() < 20_000, "the cache was cleared on the way");
+        assert_eq!(class(&mut ps, cyrillic), want_page);
+        assert_eq!(class(&mut ps, b"/static/app.JS"), want_asset);
+        assert_eq!(class(&mut ps, cyrillic), want_page);
     }
 }
 
