@@ -284,7 +284,7 @@ impl EpochKey {
     /// first, so `::ffff:192.0.2.1` and `192.0.2.1` are one client; the two fields are
     /// length-prefixed so no pair of strings can collide with another by concatenation.
     pub fn visitor(&self, client: &[u8], user_agent: &[u8]) -> u64 {
-        self.visitor_of_canonical(&canonical_client(client), user_agent)
+        self.visitor_of_canonical(canonical_client(client).as_bytes(), user_agent)
     }
 
     /// [`Self::visitor`] of a client already in [`canonical_client`] form (the pseudonymiser
@@ -300,17 +300,44 @@ impl EpochKey {
     }
 }
 
+/// A client in canonical form (what the pseudonym hashes): an address's bytes, held inline so
+/// that canonicalising a pageview's client allocates nothing, or a host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanonicalClient {
+    /// IPv4 → 4 bytes, IPv6 → 16 bytes (IPv4-mapped → 4).
+    Address { bytes: [u8; 16], len: u8 },
+    /// Anything else (a host name, when lookups are on), lower-cased.
+    Name(Vec<u8>),
+}
+
+impl CanonicalClient {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            CanonicalClient::Address { bytes, len } => &bytes[..usize::from(*len)],
+            CanonicalClient::Name(name) => name,
+        }
+    }
+}
+
 /// IPv4 → 4 bytes, IPv6 → 16 bytes (IPv4-mapped → 4), anything else (a host name) lower-cased.
-pub fn canonical_client(client: &[u8]) -> Vec<u8> {
+pub fn canonical_client(client: &[u8]) -> CanonicalClient {
     let text = std::str::from_utf8(client).unwrap_or("");
     let text = text.trim_start_matches('[').trim_end_matches(']');
+    let address = |octets: &[u8]| {
+        let mut bytes = [0; 16];
+        bytes[..octets.len()].copy_from_slice(octets);
+        CanonicalClient::Address {
+            bytes,
+            len: octets.len() as u8,
+        }
+    };
     match text.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) => v4.octets().to_vec(),
+        Ok(std::net::IpAddr::V4(v4)) => address(&v4.octets()),
         Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.octets().to_vec(),
-            None => v6.octets().to_vec(),
+            Some(v4) => address(&v4.octets()),
+            None => address(&v6.octets()),
         },
-        Err(_) => client.to_ascii_lowercase(),
+        Err(_) => CanonicalClient::Name(client.to_ascii_lowercase()),
     }
 }
 

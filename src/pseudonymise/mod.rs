@@ -277,11 +277,76 @@ pub struct Pseudonymiser {
     /// bucket hash and says its identities are already noted (noting again changes nothing):
     /// most pageviews of a client follow another of the same day.
     recent: Vec<(i32, u64, u16)>,
+    pseudonyms: PseudonymCache,
     settings: Settings,
 }
 
 /// Slots of [`Pseudonymiser::recent`] (16 bytes each: 2 MiB per worker).
 const RECENT_SLOTS: usize = 1 << 17;
+
+/// The pseudonyms and buckets of clients met lately, by (address, user-agent number, day):
+/// a client's pageviews come close together in a log, so most pageviews find theirs here
+/// and skip the keyed hashes (BLAKE3 over the address and the whole user agent). One slot
+/// per hash of the key, overwritten on a miss; small enough (4,096 slots of 48 bytes) to stay
+/// in the core's cache, unlike [`Pseudonymiser::recent`]. Addresses only: a host-name client
+/// is hashed every time. The addresses stay in this worker's memory, like the raw lines it
+/// parses, and go nowhere else.
+struct PseudonymCache {
+    slots: Vec<PseudonymSlot>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct PseudonymSlot {
+    /// 0 for an empty slot (addresses have 4 or 16 bytes).
+    len: u8,
+    address: [u8; 16],
+    user_agent: u64,
+    day: i32,
+    visitor: u64,
+    bucket: u16,
+}
+
+const PSEUDONYM_SLOT_BITS: u32 = 12;
+
+impl PseudonymCache {
+    fn new() -> PseudonymCache {
+        PseudonymCache {
+            slots: vec![PseudonymSlot::default(); 1 << PSEUDONYM_SLOT_BITS],
+        }
+    }
+
+    /// The slot of a key: Fibonacci hashing of its parts folded into one word (the slot is
+    /// checked against the whole key, so a collision only costs a miss).
+    fn slot(address: &[u8; 16], user_agent: u64, day: Day) -> usize {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let a = u64::from_le_bytes(address[..8].try_into().expect("8 bytes"));
+        let b = u64::from_le_bytes(address[8..].try_into().expect("8 bytes"));
+        let folded = a ^ b.rotate_left(29) ^ user_agent.wrapping_mul(K) ^ ((day.0 as u64) << 40);
+        (folded.wrapping_mul(K) >> (64 - PSEUDONYM_SLOT_BITS)) as usize
+    }
+
+    fn get(&self, client: &keys::CanonicalClient, user_agent: u64, day: Day) -> Option<(u64, u16)> {
+        let keys::CanonicalClient::Address { bytes, len } = client else {
+            return None;
+        };
+        let s = &self.slots[Self::slot(bytes, user_agent, day)];
+        (s.len == *len && s.address == *bytes && s.user_agent == user_agent && s.day == day.0)
+            .then_some((s.visitor, s.bucket))
+    }
+
+    fn put(&mut self, client: &keys::CanonicalClient, user_agent: u64, day: Day, got: (u64, u16)) {
+        if let keys::CanonicalClient::Address { bytes, len } = client {
+            self.slots[Self::slot(bytes, user_agent, day)] = PseudonymSlot {
+                len: *len,
+                address: *bytes,
+                user_agent,
+                day: day.0,
+                visitor: got.0,
+                bucket: got.1,
+            };
+        }
+    }
+}
 
 impl Pseudonymiser {
     pub fn new(keys: Arc<KeySet>, settings: Settings) -> Pseudonymiser {
@@ -295,6 +360,7 @@ impl Pseudonymiser {
             paths: HashMap::new(),
             path_bytes: 0,
             recent: vec![(i32::MIN, 0, 0); RECENT_SLOTS],
+            pseudonyms: PseudonymCache::new(),
             settings,
         }
     }
@@ -308,7 +374,7 @@ impl Pseudonymiser {
     /// events share a bucket across midnight.
     #[cfg(test)]
     fn bucket(&self, client: &[u8], user_agent: &[u8]) -> u16 {
-        self.bucket_of_canonical(&keys::canonical_client(client), user_agent)
+        self.bucket_of_canonical(keys::canonical_client(client).as_bytes(), user_agent)
     }
 
     fn bucket_of_canonical(&self, canonical: &[u8], user_agent: &[u8]) -> u16 {
@@ -391,7 +457,7 @@ impl Pseudonymiser {
         if asset {
             return Outcome::Filtered(StaticAsset);
         }
-        let ua = self.user_agents.classify(rec.user_agent);
+        let (ua, ua_number) = self.user_agents.classify_numbered(rec.user_agent);
         if self.settings.filters.bots && ua.is_bot {
             return Outcome::Filtered(Bot);
         }
@@ -408,40 +474,22 @@ impl Pseudonymiser {
             ..rec.clone()
         };
         // Canonicalised once (an address parsed, no allocation for an IP) for every hash.
-        let canonical = keys::canonical_client(rec.client);
-        let (epoch, visitor) = match self.epoch_key(day) {
-            Some((epoch, key, true)) => (*epoch, key.visitor_of_canonical(&canonical, user_agent)),
-            _ => return Outcome::MissingKey(day),
+        let client = keys::canonical_client(rec.client);
+        let (visitor, bucket) = match self.pseudonyms.get(&client, ua_number, day) {
+            Some(hit) => hit,
+            None => {
+                let Some(got) = self.hash_client(client.as_bytes(), user_agent, day) else {
+                    return Outcome::MissingKey(day);
+                };
+                self.pseudonyms.put(&client, ua_number, day, got);
+                got
+            }
         };
         let link = if since_midnight < self.settings.link_window_s {
             self.epoch_key(day.prev())
-                .map(|(_, key, _)| key.visitor_of_canonical(&canonical, user_agent))
+                .map(|(_, key, _)| key.visitor_of_canonical(client.as_bytes(), user_agent))
         } else {
             None
-        };
-
-        let slot = visitor as usize % RECENT_SLOTS;
-        let bucket = match self.recent[slot] {
-            (e, v, bucket) if e == epoch.0 && v == visitor => bucket,
-            _ => {
-                let bucket = self.bucket_of_canonical(&canonical, user_agent);
-                self.recent[slot] = (epoch.0, visitor, bucket);
-                // Noted on every miss of the recent clients (noting again changes nothing):
-                // a client's later pageviews mostly hit, and skip the notes and a hash.
-                if self.settings.epoch_days.is_some() {
-                    self.identities.note(epoch, visitor, bucket, visitor, epoch);
-                    // The same client under the previous epoch's pseudonym, to find its earlier
-                    // visits in the visit log (decision 2).
-                    if let Some((prev_epoch, prev)) = self
-                        .epoch_key(epoch.prev())
-                        .map(|(e, key, _)| (*e, key.visitor_of_canonical(&canonical, user_agent)))
-                    {
-                        self.identities
-                            .note(prev_epoch, prev, bucket, visitor, epoch);
-                    }
-                }
-                bucket
-            }
         };
         let rules = &self.settings.campaign_rules;
         let campaign = query.map(|q| rules.parse(q)).unwrap_or_default();
@@ -469,6 +517,39 @@ impl Pseudonymiser {
             click_id: campaign.click_id,
             steps,
         }))
+    }
+
+    /// The pseudonym of a client (canonical form) on `day` and its bucket, noting its
+    /// identities for returning visitors; `None` when no key covers the day.
+    fn hash_client(&mut self, canonical: &[u8], user_agent: &[u8], day: Day) -> Option<(u64, u16)> {
+        let (epoch, visitor) = match self.epoch_key(day) {
+            Some((epoch, key, true)) => (*epoch, key.visitor_of_canonical(canonical, user_agent)),
+            _ => return None,
+        };
+        let slot = visitor as usize % RECENT_SLOTS;
+        let bucket = match self.recent[slot] {
+            (e, v, bucket) if e == epoch.0 && v == visitor => bucket,
+            _ => {
+                let bucket = self.bucket_of_canonical(canonical, user_agent);
+                self.recent[slot] = (epoch.0, visitor, bucket);
+                // Noted on every miss of the recent clients (noting again changes nothing):
+                // a client's later pageviews mostly hit, and skip the notes and a hash.
+                if self.settings.epoch_days.is_some() {
+                    self.identities.note(epoch, visitor, bucket, visitor, epoch);
+                    // The same client under the previous epoch's pseudonym, to find its earlier
+                    // visits in the visit log (decision 2).
+                    if let Some((prev_epoch, prev)) = self
+                        .epoch_key(epoch.prev())
+                        .map(|(e, key, _)| (*e, key.visitor_of_canonical(canonical, user_agent)))
+                    {
+                        self.identities
+                            .note(prev_epoch, prev, bucket, visitor, epoch);
+                    }
+                }
+                bucket
+            }
+        };
+        Some((visitor, bucket))
     }
 
     /// The pseudonym epoch of `day` and its key, and whether events of `day` itself may be
@@ -635,6 +716,73 @@ mod tests {
             seen.insert(b);
         }
         assert_eq!(seen.len(), 37, "every bucket is used");
+    }
+
+    /// Pseudonyms and buckets from the cache of recent clients are those hashed afresh: many
+    /// more clients than slots (so slots are overwritten), pageviews in a scrambled order over
+    /// two days, one address under three user agents, IPv6, an IPv4-mapped IPv6 address (the
+    /// same client as its IPv4 form) and host names (never cached).
+    #[test]
+    fn cached_pseudonyms_equal_fresh_hashes() {
+        let settings = Settings {
+            buckets: 37,
+            ..Settings::defaults(&["example.ru"], jiff::tz::TimeZone::UTC)
+        };
+        let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([3; 32])));
+        let mut ps = Pseudonymiser::new(keys, settings);
+        let mut clients: Vec<String> = (0..6000)
+            .map(|i| format!("198.51.{}.{}", i / 256, i % 256))
+            .collect();
+        clients.extend((0..200).map(|i| format!("2001:db8::{i:x}")));
+        clients.extend((0..50).map(|i| format!("host-{i}.example.ru")));
+        clients.push("::ffff:198.51.0.7".to_string());
+        let agents = [
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/120.0",
+            "Mozilla/5.0 (Linux; Android 14) Chrome/120.0 Mobile Safari/537.36",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) Safari/605.1.15",
+        ];
+        let day0 = 1_795_478_400; // 2026-11-24T00:00:00Z
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut checked = 0;
+        for _ in 0..60_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly recent clients (cache hits), sometimes any client (misses).
+            let i = if x.is_multiple_of(4) {
+                (x >> 8) as usize
+            } else {
+                (x >> 8) as usize % 300
+            };
+            let client = &clients[i % clients.len()];
+            let agent = agents[(x >> 32) as usize % agents.len()];
+            let ts = day0 + 7200 + (x >> 40) as i64 % 2 * 86_400;
+            let rec = RawRecord {
+                vhost: None,
+                client: client.as_bytes(),
+                ts,
+                method: Some(b"GET"),
+                target: Some(b"/catalog/"),
+                status: 200,
+                bytes: 0,
+                referrer: None,
+                user_agent: Some(agent.as_bytes()),
+                forwarded_for: None,
+            };
+            let Outcome::Pageview(e) = ps.process(&rec) else {
+                panic!("a pageview");
+            };
+            let (_, key) = ps.keys().pseudonym_epoch(e.day, None, false).unwrap();
+            assert_eq!(e.visitor, key.visitor(client.as_bytes(), agent.as_bytes()));
+            assert_eq!(e.bucket, ps.bucket(client.as_bytes(), agent.as_bytes()));
+            checked += 1;
+        }
+        assert_eq!(checked, 60_000);
+        // One client, one cache key.
+        assert_eq!(
+            keys::canonical_client(b"::ffff:198.51.0.7"),
+            keys::canonical_client(b"198.51.0.7")
+        );
     }
 
     /// The path cache stays within its budget however many distinct paths come, and a path's

@@ -51,7 +51,10 @@ static MATCHERS: std::sync::LazyLock<Matchers> = std::sync::LazyLock::new(Matche
 
 pub struct UaClassifier {
     matchers: &'static Matchers,
-    cache: HashMap<Vec<u8>, UaClass>,
+    /// Raw user agent → its class and its number ([`Self::classify_numbered`]).
+    cache: HashMap<Vec<u8>, (UaClass, u64)>,
+    /// Numbers handed out so far.
+    numbered: u64,
 }
 
 const DEVICE_TYPES: [&str; 4] = ["desktop", "mobile", "tablet", "bot"];
@@ -91,15 +94,24 @@ impl UaClassifier {
         UaClassifier {
             matchers: &MATCHERS,
             cache: HashMap::new(),
+            numbered: 0,
         }
     }
 
     pub fn classify(&mut self, user_agent: Option<&[u8]>) -> UaClass {
+        self.classify_numbered(user_agent).0
+    }
+
+    /// The class of a user agent and a number that stands for the raw user agent in this
+    /// classifier: equal numbers, equal user agents (a number is never reused, not even after
+    /// the cache is cleared). The pseudonymiser keys its recent clients by it.
+    pub fn classify_numbered(&mut self, user_agent: Option<&[u8]>) -> (UaClass, u64) {
         let raw = user_agent.unwrap_or(b"");
         if let Some(hit) = self.cache.get(raw) {
             return hit.clone();
         }
-        let class = self.classify_uncached(raw);
+        let class = (self.classify_uncached(raw), self.numbered);
+        self.numbered += 1;
         if self.cache.len() > 200_000 {
             self.cache.clear();
         }
