@@ -285,13 +285,21 @@ impl Campaign {
 
 /// Case-folded, trimmed, NFC; identifier-shaped values become placeholders (decision 15).
 fn campaign_value(v: &str) -> Option<Arc<str>> {
-    let v: String = v.trim().nfc().collect::<String>().to_lowercase();
+    let v = v.trim();
+    // ASCII (most tags) is its own NFC and lower-cases byte by byte: the same result as the
+    // general path below, without its per-character work.
+    let v: String = if v.is_ascii() {
+        v.to_ascii_lowercase()
+    } else {
+        v.nfc().collect::<String>().to_lowercase()
+    };
     if v.is_empty() {
         return None;
     }
     let v = match identifiers::classify(&v) {
-        Some(kind) => kind.placeholder().to_string(),
-        None => v.chars().take(100).collect(),
+        Some(kind) => kind.placeholder(),
+        None if v.len() <= 100 => &v,
+        None => &v.chars().take(100).collect::<String>(),
     };
     Some(Arc::from(v))
 }
@@ -330,6 +338,45 @@ mod tests {
         assert_eq!(both.click_id, Some("gclid"), "gclid outranks fbclid");
         let c = Campaign::parse(b"utm_source=newsletter&utm_campaign=");
         assert!(c.campaign.is_none() && c.is_tagged());
+    }
+
+    /// The ASCII fast path of `campaign_value` against the general rule (trim, NFC, lower
+    /// case, placeholders, 100 characters).
+    #[test]
+    fn campaign_values_fast_path_equals_the_general_rule() {
+        fn general(v: &str) -> Option<Arc<str>> {
+            let v: String = v.trim().nfc().collect::<String>().to_lowercase();
+            if v.is_empty() {
+                return None;
+            }
+            Some(Arc::from(match identifiers::classify(&v) {
+                Some(kind) => kind.placeholder().to_string(),
+                None => v.chars().take(100).collect::<String>(),
+            }))
+        }
+        let long = format!("Spring_{}", "AbC".repeat(60));
+        let long_cyrillic = "Осень".repeat(30);
+        for v in [
+            "",
+            "  ",
+            "\x0b CPC \x0c",
+            "Yandex",
+            "ya.ru",
+            " MiXeD-Case_42 ",
+            &long,
+            "осень",
+            " Осень2026 ",
+            "e\u{301}te",
+            "ÉTÉ",
+            &long_cyrillic,
+            "user@example.com",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "79161234567",
+            "\t\n",
+            "a\u{a0}",
+        ] {
+            assert_eq!(campaign_value(v), general(v), "{v:?}");
+        }
     }
 
     #[test]

@@ -178,12 +178,25 @@ impl Default for Filters {
 
 impl Filters {
     fn status_allowed(&self, status: u16) -> bool {
+        // The status's decimal digits, as `to_string` would give them, without allocating
+        // (this runs once per line). Statuses are below 1000 (the parsers check).
+        let mut buf = [0u8; 5];
+        let (mut n, mut at) = (status, buf.len());
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let digits = &buf[at..];
         self.status_classes.is_empty()
             || self.status_classes.iter().any(|c| {
                 let c = c.as_bytes();
                 c.len() == 3
                     && c.iter()
-                        .zip(status.to_string().as_bytes())
+                        .zip(digits)
                         .all(|(p, s)| p == s || p.eq_ignore_ascii_case(&b'x'))
             })
     }
@@ -681,6 +694,22 @@ mod tests {
             ..Filters::default()
         };
         assert!(all.status_allowed(500));
+        // Against the rule on the status's decimal text, for every status a parser passes.
+        let odd = Filters {
+            status_classes: vec!["2xx".into(), "30X".into(), "0xx".into(), "4".into()],
+            ..Filters::default()
+        };
+        for status in 0..1000u16 {
+            let text = status.to_string();
+            let want = odd.status_classes.iter().any(|c| {
+                c.len() == 3
+                    && c.bytes()
+                        .zip(text.bytes())
+                        .all(|(p, s)| p == s || p.eq_ignore_ascii_case(&b'x'))
+            });
+            assert_eq!(odd.status_allowed(status), want, "{status}");
+        }
+        assert!(odd.status_allowed(0) && odd.status_allowed(305) && !odd.status_allowed(310));
     }
 
     #[test]
