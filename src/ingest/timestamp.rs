@@ -14,27 +14,49 @@ pub fn parse_clf(s: &[u8]) -> Option<i64> {
     if s[17] != b':' || s[20] != b' ' {
         return None;
     }
-    let day = digits(&s[0..2])?;
-    let month = month(&s[3..6])?;
-    let year = digits(&s[7..11])?;
     let hour = digits(&s[12..14])?;
     let minute = digits(&s[15..17])?;
     let second = digits(&s[18..20])?;
-    let sign = match s[21] {
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let date: [u8; 11] = s[..11].try_into().expect("11 bytes");
+    let zone: [u8; 5] = s[21..].try_into().expect("5 bytes");
+    // Lines come in time order, so most share the previous line's date and offset: the
+    // calendar arithmetic is done once per (date, offset), per thread.
+    let base = match LAST_DAY.get() {
+        (d, z, base) if d == date && z == zone => base,
+        _ => {
+            let base = day_start(&date, &zone)?;
+            LAST_DAY.set((date, zone, base));
+            base
+        }
+    };
+    Some(base + hour * 3600 + minute * 60 + second)
+}
+
+thread_local! {
+    /// The last (date, offset) [`parse_clf`] read on this thread and its [`day_start`].
+    static LAST_DAY: std::cell::Cell<([u8; 11], [u8; 5], i64)> =
+        const { std::cell::Cell::new(([0; 11], [0; 5], 0)) };
+}
+
+/// `dd/Mon/yyyy` at 00:00 in the offset `±hhmm`, as seconds since the Unix epoch (UTC).
+fn day_start(date: &[u8; 11], zone: &[u8; 5]) -> Option<i64> {
+    let day = digits(&date[0..2])?;
+    let month = month(&date[3..6])?;
+    let year = digits(&date[7..11])?;
+    let sign = match zone[0] {
         b'+' => 1,
         b'-' => -1,
         _ => return None,
     };
-    let off_h = digits(&s[22..24])?;
-    let off_m = digits(&s[24..26])?;
-    if day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+    let off_h = digits(&zone[1..3])?;
+    let off_m = digits(&zone[3..5])?;
+    if day == 0 || day > days_in_month(year, month) || off_h > 18 || off_m > 59 {
         return None;
     }
-    if off_h > 18 || off_m > 59 {
-        return None;
-    }
-    let local = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(local - sign * (off_h * 3600 + off_m * 60))
+    Some(days_from_civil(year, month, day) * 86_400 - sign * (off_h * 3600 + off_m * 60))
 }
 
 fn digits(s: &[u8]) -> Option<i64> {
@@ -116,6 +138,47 @@ mod tests {
         ] {
             assert_eq!(parse_clf(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    /// Against jiff's parser, on calls in an order that hits and misses the per-thread
+    /// (date, offset) cache: valid times, invalid times on a cached date, invalid dates and
+    /// offsets after a valid one.
+    #[test]
+    fn timestamp_agrees_with_jiff_hit_or_miss() {
+        let jiff_of = |t: &str| {
+            jiff::fmt::strtime::parse("%d/%b/%Y:%H:%M:%S %z", t)
+                .ok()
+                .and_then(|p| p.to_timestamp().ok())
+                .map(|ts| ts.as_second())
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let months = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let mut checked = 0;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let day = 26 + (x % 6); // 26..31: month ends and invalid days
+            let month = months[(x >> 4) as usize % 12];
+            let year = [2023, 2024, 2100, 2000][(x >> 8) as usize % 4];
+            let hour = (x >> 12) % 25; // 24 is invalid
+            let minute = (x >> 20) % 61;
+            let second = (x >> 28) % 60;
+            let zone =
+                ["+0300", "-0700", "+0000", "+0530", "+1900", "*0300"][(x >> 36) as usize % 6];
+            let t = format!("{day:02}/{month}/{year}:{hour:02}:{minute:02}:{second:02} {zone}");
+            // Minute 60 and offsets beyond ±18 hours are ours to refuse (jiff allows ±25 h).
+            let want = if minute > 59 || zone == "+1900" {
+                None
+            } else {
+                jiff_of(&t)
+            };
+            assert_eq!(parse_clf(t.as_bytes()), want, "{t}");
+            checked += usize::from(want.is_some());
+        }
+        assert!(checked > 20_000, "mostly valid times: {checked}");
     }
 
     #[test]
