@@ -135,6 +135,8 @@ pub fn read_bucket(
         let key = writer_key(run_key, &salt);
         let mut input = BufReader::new(File::open(&path)?);
         let mut chunk_no = 0u64;
+        // One buffer for every chunk of the file (chunks are about the same size).
+        let mut sealed = Vec::new();
         loop {
             let mut len = [0u8; 4];
             match input.read_exact(&mut len) {
@@ -142,7 +144,7 @@ pub fn read_bucket(
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(e),
             }
-            let mut sealed = vec![0u8; u32::from_le_bytes(len) as usize];
+            sealed.resize(u32::from_le_bytes(len) as usize, 0);
             input.read_exact(&mut sealed)?;
             let plain = key
                 .open_in_place(nonce(0, b, chunk_no), Aad::empty(), &mut sealed)
@@ -455,6 +457,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
         let s = self
             .b
