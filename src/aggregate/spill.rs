@@ -11,6 +11,11 @@
 //! the run ends. A staged run (`src/stages.rs`) keeps its run key in its work directory and its
 //! shard tasks write the same files into it; the salt keeps every writer (and every
 //! retry of a task) in a nonce space of its own.
+//!
+//! Texts (path, referrer host, browser, OS, utm values) are written once per file, where
+//! they first occur, and then as a writer's number: most events repeat texts of earlier
+//! ones, and a number costs four bytes to seal and write and one array read to decode,
+//! where the text cost its length and a hash lookup.
 
 use std::collections::HashSet;
 
@@ -135,6 +140,8 @@ pub fn read_bucket(
         let key = writer_key(run_key, &salt);
         let mut input = BufReader::new(File::open(&path)?);
         let mut chunk_no = 0u64;
+        // The writer's text numbers, as this file defined them.
+        let mut numbered: Vec<u32> = Vec::new();
         // One buffer for every chunk of the file (chunks are about the same size).
         let mut sealed = Vec::new();
         loop {
@@ -150,7 +157,7 @@ pub fn read_bucket(
                 .open_in_place(nonce(0, b, chunk_no), Aad::empty(), &mut sealed)
                 .map_err(|_| io::Error::other("a spilled bucket failed authentication"))?;
             chunk_no += 1;
-            decode(plain, &mut cols, &mut codes, excluded)?;
+            decode(plain, &mut cols, &mut codes, &mut numbered, excluded)?;
         }
     }
     Ok(cols)
@@ -163,7 +170,7 @@ fn writer_key(run_key: &[u8; 32], salt: &[u8; 16]) -> LessSafeKey {
     let mut material = [0u8; 48];
     material[..32].copy_from_slice(run_key);
     material[32..].copy_from_slice(salt);
-    let key = blake3::derive_key("logveil 2026 spill writer v2", &material);
+    let key = blake3::derive_key("logveil 2026 spill writer v3", &material);
     sealing_key(&key)
 }
 
@@ -344,11 +351,62 @@ struct BucketFile {
     out: BufWriter<File>,
     buf: Vec<u8>,
     chunks: u64,
+    /// Bit `n` set: text number `n` of [`TextNumbers`] is written in this file already.
+    written: Vec<u64>,
+}
+
+impl BucketFile {
+    /// Marks text `n` written here; whether it was not yet.
+    fn first_time(&mut self, n: u32) -> bool {
+        let (word, bit) = (n as usize / 64, 1u64 << (n % 64));
+        if word >= self.written.len() {
+            self.written.resize(word + 1, 0);
+        }
+        let first = self.written[word] & bit == 0;
+        self.written[word] |= bit;
+        first
+    }
+}
+
+/// A writer's numbers for the texts it writes, by the text's allocation: the pseudonymiser
+/// hands out shared `Arc<str>`s from its caches, so one text is almost always one pointer,
+/// and numbering by pointer needs no hash of the text. Each numbered `Arc` is held, so its
+/// address cannot be reused for another text while the number stands. A text seen under
+/// two pointers gets two numbers, which costs a second definition, not a wrong text.
+#[derive(Default)]
+struct TextNumbers {
+    by_address: foldhash::HashMap<usize, u32>,
+    held: Vec<Arc<str>>,
+    held_bytes: usize,
+}
+
+/// Numbers (or text bytes) a writer holds before it starts over, so that memory stays
+/// bounded on sites with millions of distinct paths.
+const MAX_TEXT_NUMBERS: usize = if cfg!(test) { 1000 } else { 1 << 18 };
+const MAX_TEXT_BYTES: usize = 16 << 20;
+
+impl TextNumbers {
+    fn number(&mut self, text: &Arc<str>) -> u32 {
+        let address = Arc::as_ptr(text) as *const u8 as usize;
+        if let Some(&n) = self.by_address.get(&address) {
+            return n;
+        }
+        let n = self.held.len() as u32;
+        self.by_address.insert(address, n);
+        self.held_bytes += text.len();
+        self.held.push(Arc::clone(text));
+        n
+    }
+
+    fn full(&self) -> bool {
+        self.held.len() >= MAX_TEXT_NUMBERS || self.held_bytes >= MAX_TEXT_BYTES
+    }
 }
 
 pub struct SpillWriter {
     key: LessSafeKey,
     files: Vec<BucketFile>,
+    texts: TextNumbers,
 }
 
 impl SpillWriter {
@@ -364,17 +422,26 @@ impl SpillWriter {
                 out: BufWriter::new(File::create(path)?),
                 buf: Vec::new(),
                 chunks: 0,
+                written: Vec::new(),
             });
         }
         Ok(SpillWriter {
             key: writer_key(run_key, &salt),
             files,
+            texts: TextNumbers::default(),
         })
     }
 
     pub fn push(&mut self, seq: u64, e: &Event) -> io::Result<()> {
+        if self.texts.full() {
+            // Start the numbering over: every file defines its texts again from here on.
+            self.texts = TextNumbers::default();
+            for f in &mut self.files {
+                f.written.clear();
+            }
+        }
         let b = usize::from(e.bucket) % self.files.len();
-        encode(seq, e, &mut self.files[b].buf);
+        encode(seq, e, &mut self.files[b], &mut self.texts);
         if self.files[b].buf.len() >= CHUNK {
             self.flush_bucket(b)?;
         }
@@ -404,12 +471,32 @@ impl SpillWriter {
     }
 }
 
-fn put_str(buf: &mut Vec<u8>, s: &str) {
-    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    buf.extend_from_slice(s.as_bytes());
+/// A text as its number, preceded by the text itself where the file has not had it yet:
+/// `number << 1 | 1`, length, bytes the first time; `number << 1` after.
+fn put_text(file: &mut BucketFile, texts: &mut TextNumbers, text: &Arc<str>) {
+    let n = texts.number(text);
+    if file.first_time(n) {
+        file.buf.extend_from_slice(&(n << 1 | 1).to_le_bytes());
+        file.buf
+            .extend_from_slice(&(text.len() as u32).to_le_bytes());
+        file.buf.extend_from_slice(text.as_bytes());
+    } else {
+        file.buf.extend_from_slice(&(n << 1).to_le_bytes());
+    }
 }
 
-fn encode(seq: u64, e: &Event, buf: &mut Vec<u8>) {
+fn put_optional_text(file: &mut BucketFile, texts: &mut TextNumbers, text: &Option<Arc<str>>) {
+    match text {
+        Some(t) => {
+            file.buf.push(1);
+            put_text(file, texts, t);
+        }
+        None => file.buf.push(0),
+    }
+}
+
+fn encode(seq: u64, e: &Event, file: &mut BucketFile, texts: &mut TextNumbers) {
+    let buf = &mut file.buf;
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(&e.ts.to_le_bytes());
     buf.extend_from_slice(&e.day.0.to_le_bytes());
@@ -429,26 +516,14 @@ fn encode(seq: u64, e: &Event, buf: &mut Vec<u8>) {
             .position(|d| *d == e.device_type)
             .unwrap_or(0) as u8,
     );
-    put_str(buf, &e.path);
-    match &e.referrer_host {
-        Some(h) => {
-            buf.push(1);
-            put_str(buf, h);
-        }
-        None => buf.push(0),
-    }
-    put_str(buf, &e.browser);
-    put_str(buf, &e.os);
+    put_text(file, texts, &e.path);
+    put_optional_text(file, texts, &e.referrer_host);
+    put_text(file, texts, &e.browser);
+    put_text(file, texts, &e.os);
     for v in [&e.utm_source, &e.utm_medium, &e.utm_campaign] {
-        match v {
-            Some(s) => {
-                buf.push(1);
-                put_str(buf, s);
-            }
-            None => buf.push(0),
-        }
+        put_optional_text(file, texts, v);
     }
-    buf.extend_from_slice(&e.steps.to_le_bytes());
+    file.buf.extend_from_slice(&e.steps.to_le_bytes());
 }
 
 struct Cursor<'a> {
@@ -476,10 +551,27 @@ impl<'a> Cursor<'a> {
         let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4")) as usize;
         self.take(len)
     }
-    fn id(&mut self, dictionary: &mut Dictionary) -> io::Result<u32> {
-        dictionary
-            .id_of_utf8(self.bytes()?)
-            .map_err(io::Error::other)
+    /// A text [`put_text`] wrote, as its id in the bucket's dictionary; `numbered` maps the
+    /// file's text numbers to those ids (`u32::MAX`: not defined yet).
+    fn id(&mut self, dictionary: &mut Dictionary, numbered: &mut Vec<u32>) -> io::Result<u32> {
+        let tag = u32::from_le_bytes(self.take(4)?.try_into().expect("4"));
+        let n = (tag >> 1) as usize;
+        if tag & 1 == 1 {
+            let id = dictionary
+                .id_of_utf8(self.bytes()?)
+                .map_err(io::Error::other)?;
+            if n >= numbered.len() {
+                numbered.resize(n + 1, u32::MAX);
+            }
+            numbered[n] = id;
+            return Ok(id);
+        }
+        match numbered.get(n) {
+            Some(&id) if id != u32::MAX => Ok(id),
+            _ => Err(io::Error::other(
+                "a spilled bucket names a text it never defined",
+            )),
+        }
     }
 }
 
@@ -510,6 +602,7 @@ fn decode(
     plain: &[u8],
     cols: &mut EventColumns,
     codes: &mut CodeIds,
+    numbered: &mut Vec<u32>,
     excluded: &HashSet<u32>,
 ) -> io::Result<()> {
     let mut c = Cursor { b: plain, at: 0 };
@@ -523,18 +616,18 @@ fn decode(
         let has_link = c.u8()? == 1;
         let channel = codes.channel(c.u8()?, cols);
         let device_type = codes.device_type(c.u8()?, cols);
-        let path = c.id(&mut cols.strings)?;
+        let path = c.id(&mut cols.strings, numbered)?;
         let referrer_host = if c.u8()? == 1 {
-            Some(c.id(&mut cols.strings)?)
+            Some(c.id(&mut cols.strings, numbered)?)
         } else {
             None
         };
-        let browser = c.id(&mut cols.strings)?;
-        let os = c.id(&mut cols.strings)?;
+        let browser = c.id(&mut cols.strings, numbered)?;
+        let os = c.id(&mut cols.strings, numbered)?;
         let mut utm: [Option<u32>; 3] = [None, None, None];
         for slot in &mut utm {
             if c.u8()? == 1 {
-                *slot = Some(c.id(&mut cols.strings)?);
+                *slot = Some(c.id(&mut cols.strings, numbered)?);
             }
         }
         let steps = c.u64()?;
@@ -621,6 +714,71 @@ mod tests {
         let dir = tmp.path().join("spill/run-1");
         drop(spill);
         assert!(!dir.exists());
+    }
+
+    /// Texts come back right when the writer numbers them by pointer: one `Arc` repeated, the
+    /// same text under fresh `Arc`s, optional texts present or not, and more distinct texts
+    /// than a writer numbers before it starts over (so files define texts again midway).
+    #[test]
+    fn spill_texts_survive_numbering_and_its_restarts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spill = SpillDir::create(tmp.path(), "run-t", 3).unwrap();
+        let mut w = spill.writer().unwrap();
+        let shared: Arc<str> = Arc::from("/shared");
+        let mut want = std::collections::BTreeMap::new();
+        for i in 0..(3 * MAX_TEXT_NUMBERS as i64) {
+            let path: Arc<str> = match i % 4 {
+                0 => shared.clone(),
+                1 => Arc::from("/same-text-new-arc"),
+                _ => Arc::from(format!("/unique/{i}").as_str()),
+            };
+            let referrer = (i % 3 == 0).then(|| Arc::from(format!("r{}.ru", i % 7).as_str()));
+            let source = (i % 5 == 0).then(|| Arc::from("yandex"));
+            let e = Event {
+                path: path.clone(),
+                referrer_host: referrer.clone(),
+                utm_source: source.clone(),
+                ..event(i, (i % 3) as u16, "/unused")
+            };
+            w.push(i as u64, &e).unwrap();
+            want.insert(
+                i,
+                (
+                    path.to_string(),
+                    referrer.map(|r: Arc<str>| r.to_string()),
+                    source.map(|s: Arc<str>| s.to_string()),
+                ),
+            );
+        }
+        w.finish().unwrap();
+        let mut got = std::collections::BTreeMap::new();
+        for b in 0..3 {
+            let events = spill
+                .read_bucket(b, &HashSet::new())
+                .unwrap()
+                .into_frame()
+                .unwrap();
+            let df = events.strings.decode(events.frame).unwrap();
+            let ts = df.column("ts").unwrap().i64().unwrap().clone();
+            let text = |c: &str, i: usize| {
+                df.column(c)
+                    .unwrap()
+                    .str()
+                    .unwrap()
+                    .get(i)
+                    .map(str::to_string)
+            };
+            for i in 0..df.height() {
+                let key = ts.get(i).unwrap();
+                let row = (
+                    text("path", i).unwrap(),
+                    text("referrer_host", i),
+                    text("utm_source", i),
+                );
+                got.insert(key, row);
+            }
+        }
+        assert_eq!(got, want);
     }
 
     #[test]

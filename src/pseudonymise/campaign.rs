@@ -154,6 +154,13 @@ impl CampaignRules {
 
     /// The campaign of a query string.
     pub fn parse(&self, query: &[u8]) -> Campaign {
+        self.parse_with(query, &mut UtmValues::default())
+    }
+
+    /// [`Self::parse`], with the values normalised so far kept in `values`: a repeated
+    /// value costs a lookup, and every pageview of it shares one `Arc` (which the spill
+    /// numbers by address).
+    pub fn parse_with(&self, query: &[u8], values: &mut UtmValues) -> Campaign {
         let mut c = Campaign::default();
         for (k, v) in url::form_urlencoded::parse(query) {
             let slot = match &*k {
@@ -174,7 +181,7 @@ impl CampaignRules {
                 }
             };
             if slot.is_none() {
-                *slot = campaign_value(&v);
+                *slot = values.normalised(&v);
             }
         }
         if let Some(s) = &c.source
@@ -283,6 +290,32 @@ impl Campaign {
     }
 }
 
+/// utm values as [`campaign_value`] normalised them, by raw (decoded) value; cleared when it
+/// holds [`UTM_VALUES_BYTES`], so distinct values without end cannot grow it.
+#[derive(Default)]
+pub struct UtmValues {
+    normalised: foldhash::HashMap<String, Option<Arc<str>>>,
+    bytes: usize,
+}
+
+const UTM_VALUES_BYTES: usize = 4 << 20;
+
+impl UtmValues {
+    fn normalised(&mut self, raw: &str) -> Option<Arc<str>> {
+        if let Some(hit) = self.normalised.get(raw) {
+            return hit.clone();
+        }
+        let value = campaign_value(raw);
+        self.bytes += 2 * raw.len() + 64;
+        if self.bytes > UTM_VALUES_BYTES {
+            self.normalised.clear();
+            self.bytes = 2 * raw.len() + 64;
+        }
+        self.normalised.insert(raw.to_string(), value.clone());
+        value
+    }
+}
+
 /// Case-folded, trimmed, NFC; identifier-shaped values become placeholders (decision 15).
 fn campaign_value(v: &str) -> Option<Arc<str>> {
     let v = v.trim();
@@ -377,6 +410,39 @@ mod tests {
         ] {
             assert_eq!(campaign_value(v), general(v), "{v:?}");
         }
+    }
+
+    /// Parsing with kept values gives the same campaigns as without, and a repeated value
+    /// is one shared `Arc`.
+    #[test]
+    fn kept_utm_values_change_nothing_but_sharing() {
+        let rules = CampaignRules::builtin();
+        let mut values = UtmValues::default();
+        let queries: [&[u8]; 4] = [
+            b"utm_source=Yandex&utm_medium=CPC&utm_campaign=%D0%BE%D1%81%D0%B5%D0%BD%D1%8C",
+            b"utm_source=yandex&utm_campaign=ivan%40mail.ru&gclid=x",
+            b"utm_source=Yandex&utm_medium=cpc",
+            b"utm_medium=&utm_source=%20vk%20",
+        ];
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            for q in queries {
+                let kept = rules.parse_with(q, &mut values);
+                let fresh = rules.parse(q);
+                assert_eq!(
+                    (&kept.source, &kept.medium, &kept.campaign, kept.click_id),
+                    (
+                        &fresh.source,
+                        &fresh.medium,
+                        &fresh.campaign,
+                        fresh.click_id
+                    )
+                );
+                seen.push(kept.source.clone());
+            }
+        }
+        let (a, b) = (seen[0].as_ref().unwrap(), seen[4].as_ref().unwrap());
+        assert!(Arc::ptr_eq(a, b), "the same raw value, one Arc");
     }
 
     #[test]

@@ -291,6 +291,8 @@ pub struct Pseudonymiser {
     /// most pageviews of a client follow another of the same day.
     recent: Vec<(i32, u64, u16)>,
     pseudonyms: PseudonymCache,
+    /// utm values normalised so far.
+    utm_values: campaign::UtmValues,
     settings: Settings,
 }
 
@@ -374,6 +376,7 @@ impl Pseudonymiser {
             path_bytes: 0,
             recent: vec![(i32::MIN, 0, 0); RECENT_SLOTS],
             pseudonyms: PseudonymCache::new(),
+            utm_values: Default::default(),
             settings,
         }
     }
@@ -505,7 +508,9 @@ impl Pseudonymiser {
             None
         };
         let rules = &self.settings.campaign_rules;
-        let campaign = query.map(|q| rules.parse(q)).unwrap_or_default();
+        let campaign = query
+            .map(|q| rules.parse_with(q, &mut self.utm_values))
+            .unwrap_or_default();
         let referrer = rec.referrer.and_then(|r| self.referrers.classify(r));
         let source_kind = rules.source_kind(&campaign, &mut self.referrers);
         let channel = rules.channel_of(&campaign, referrer.as_ref().map(|r| r.kind), source_kind);
