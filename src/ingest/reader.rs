@@ -385,6 +385,22 @@ pub fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Whether a line of `block` (whole lines, each ending in `\n`) holds more than [`MAX_LINE`]
+/// bytes before its newline. Jumps from a line's start to the last newline within
+/// `MAX_LINE + 1` bytes (every line starting in between ends there or before, so is short
+/// enough): a block of short lines costs a search per 64 KiB, not one per line.
+fn has_long_line(block: &[u8]) -> bool {
+    let mut start = 0;
+    while start < block.len() {
+        let window = &block[start..(start + MAX_LINE + 1).min(block.len())];
+        match memchr::memrchr(b'\n', window) {
+            Some(i) => start += i + 1,
+            None => return true,
+        }
+    }
+    false
+}
+
 /// Cuts a file's decompressed content into blocks of whole lines, for parallel parsing. The
 /// content is hashed as it is read, like [`LineReader`].
 pub struct ChunkReader {
@@ -499,17 +515,12 @@ impl ChunkReader {
                     chunk.data.append(&mut self.carry);
                     chunk.data.extend_from_slice(whole);
                     let added = &chunk.data[start..];
-                    // Count the lines, and see whether one is over the cap.
-                    let (mut lines, mut line_start, mut too_long) = (0u64, 0usize, false);
-                    for end in memchr::memchr_iter(b'\n', added) {
-                        lines += 1;
-                        too_long |= end - line_start > MAX_LINE;
-                        line_start = end + 1;
-                    }
-                    self.next_line += lines;
+                    // Count the lines (a vectorised count, not a stop per line), and see
+                    // whether one is over the cap.
+                    self.next_line += memchr::memchr_iter(b'\n', added).count() as u64;
                     // Lines over the cap inside the block: blank them, keep their numbers.
-                    // (Checked per line: rebuilding every block cost a copy and fresh pages.)
-                    if too_long {
+                    // (Checked first: rebuilding every block cost a copy and fresh pages.)
+                    if has_long_line(added) {
                         self.blank_long_lines(chunk, start);
                     }
                     bytes = rest;
@@ -587,6 +598,42 @@ impl<R: Read> Read for HashingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The jumping check against the per-line rule, on blocks of lines of every length
+    /// around the cap.
+    #[test]
+    fn long_lines_found_as_by_the_per_line_rule() {
+        let per_line = |block: &[u8]| {
+            let mut start = 0;
+            memchr::memchr_iter(b'\n', block).any(|end| {
+                let long = end - start > MAX_LINE;
+                start = end + 1;
+                long
+            })
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..300 {
+            let mut block = Vec::new();
+            for _ in 0..(x % 7 + 1) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let len = match x % 4 {
+                    0 => MAX_LINE - 1 + (x >> 8) as usize % 3, // around the cap
+                    1 => (x >> 8) as usize % (3 * MAX_LINE),
+                    _ => (x >> 8) as usize % 300,
+                };
+                block.extend(std::iter::repeat_n(b'a', len));
+                block.push(b'\n');
+            }
+            assert_eq!(has_long_line(&block), per_line(&block));
+        }
+        let mut exact = vec![b'a'; MAX_LINE];
+        exact.push(b'\n');
+        assert!(!has_long_line(&exact));
+        exact.insert(0, b'a');
+        assert!(has_long_line(&exact));
+    }
     use std::io::Write;
 
     /// The lines are those of `split_inclusive`, a second method, on the edges: nothing,
