@@ -326,6 +326,20 @@ pub fn canonical_client(client: &[u8]) -> CanonicalClient {
         bytes[..4].copy_from_slice(&v4);
         return CanonicalClient::Address { bytes, len: 4 };
     }
+    if let Some(v6) = plain_ipv6(client) {
+        let v6 = std::net::Ipv6Addr::from(v6);
+        let mut bytes = [0; 16];
+        return match v6.to_ipv4_mapped() {
+            Some(v4) => {
+                bytes[..4].copy_from_slice(&v4.octets());
+                CanonicalClient::Address { bytes, len: 4 }
+            }
+            None => CanonicalClient::Address {
+                bytes: v6.octets(),
+                len: 16,
+            },
+        };
+    }
     let text = std::str::from_utf8(client).unwrap_or("");
     let text = text.trim_start_matches('[').trim_end_matches(']');
     let address = |octets: &[u8]| {
@@ -380,12 +394,179 @@ fn dotted_quad(b: &[u8]) -> Option<[u8; 4]> {
     Some(out)
 }
 
+/// An IPv6 address in its common forms, read in one pass: eight groups of one to four hex
+/// digits, or at most six around one `::` (which then stands for two or more zero groups).
+/// `None` for anything else (embedded IPv4, a zone, brackets, `::` for one group), which
+/// the general parser then reads: every address this accepts, `std` reads the same.
+fn plain_ipv6(b: &[u8]) -> Option<[u8; 16]> {
+    if b.len() < 2 || b.len() > 39 {
+        return None;
+    }
+    let mut head = [0u16; 8];
+    let mut tail = [0u16; 8];
+    let (mut heads, mut tails) = (0, 0);
+    let mut gap = false;
+    let mut i = 0;
+    if b.starts_with(b"::") {
+        gap = true;
+        i = 2;
+        if i == b.len() {
+            return Some([0; 16]);
+        }
+    }
+    loop {
+        // One group of hex digits.
+        let (mut value, mut digits) = (0u16, 0);
+        while i < b.len() && digits < 5 {
+            let d = match b[i] {
+                c @ b'0'..=b'9' => c - b'0',
+                c @ b'a'..=b'f' => c - b'a' + 10,
+                c @ b'A'..=b'F' => c - b'A' + 10,
+                _ => break,
+            };
+            value = (value << 4) | u16::from(d);
+            digits += 1;
+            i += 1;
+        }
+        if digits == 0 || digits > 4 {
+            return None;
+        }
+        if gap {
+            if tails == 8 {
+                return None;
+            }
+            tail[tails] = value;
+            tails += 1;
+        } else {
+            if heads == 8 {
+                return None;
+            }
+            head[heads] = value;
+            heads += 1;
+        }
+        if i == b.len() {
+            break;
+        }
+        if b[i] != b':' {
+            return None;
+        }
+        i += 1;
+        if i < b.len() && b[i] == b':' {
+            if gap {
+                return None;
+            }
+            gap = true;
+            i += 1;
+            if i == b.len() {
+                break;
+            }
+        } else if i == b.len() {
+            return None;
+        }
+    }
+    let groups = heads + tails;
+    if (gap && groups > 6) || (!gap && groups != 8) {
+        return None;
+    }
+    let mut all = [0u16; 8];
+    all[..heads].copy_from_slice(&head[..heads]);
+    all[8 - tails..].copy_from_slice(&tail[..tails]);
+    let mut out = [0u8; 16];
+    for (k, g) in all.iter().enumerate() {
+        out[2 * k..2 * k + 2].copy_from_slice(&g.to_be_bytes());
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// BLAKE3's own test key, as the STYLE guide suggests for golden vectors.
     const TEST_KEY: [u8; 32] = *b"whats the Elvish word for friend";
+
+    /// Every address the one-pass IPv6 reader accepts, `std` parses to the same octets;
+    /// and it accepts the common forms (so the fast path is taken).
+    #[test]
+    fn plain_ipv6_agrees_with_std() {
+        let check = |s: &str| {
+            if let Some(got) = plain_ipv6(s.as_bytes()) {
+                let want = s.parse::<std::net::Ipv6Addr>().map(|a| a.octets());
+                assert_eq!(Ok(got), want, "{s:?}");
+            }
+        };
+        for s in [
+            "2001:db8::1",
+            "::",
+            "::1",
+            "1::",
+            "2001:0db8:0000:0000:0000:ff00:0042:8329",
+            "fe80::1:2:3:4",
+            "::ffff:c000:0201",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6::7",
+            "1:2:3:4:5::6",
+            ":::",
+            "1:::2",
+            "12345::1",
+            "1:2",
+            "::ffff:1.2.3.4",
+            "fe80::1%eth0",
+            "[::1]",
+            "1:2:3:4:5:6:7:8:9",
+            "::1:2:3:4:5:6:7",
+            "g::1",
+            "1::2::3",
+            ":1::2",
+            "1::2:",
+        ] {
+            check(s);
+        }
+        for s in [
+            "2001:db8::1",
+            "::",
+            "::1",
+            "1::",
+            "2001:0db8:0000:0000:0000:ff00:0042:8329",
+        ] {
+            assert!(plain_ipv6(s.as_bytes()).is_some(), "{s}");
+        }
+        let alphabet = [b'0', b'1', b'a', b'F', b':', b':', b'f', b'9', b'.', b'g'];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..300_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 20) as usize + 1;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (i * 3 % 60)) as usize + i) % alphabet.len()])
+                .collect();
+            check(std::str::from_utf8(&bytes).unwrap());
+            let groups: Vec<String> = (0..8)
+                .map(|k| format!("{:x}", (x >> (k * 8)) as u16 & 0x0fff))
+                .collect();
+            let cut = (x >> 60) as usize % 8;
+            check(&groups.join(":"));
+            check(&format!(
+                "{}::{}",
+                groups[..cut.min(3)].join(":"),
+                groups[5..].join(":")
+            ));
+        }
+        // The canonical forms agree whichever parser read them.
+        assert_eq!(
+            canonical_client(b"::ffff:198.51.0.7"),
+            canonical_client(b"198.51.0.7")
+        );
+        assert_eq!(
+            canonical_client(b"::ffff:c633:0007"),
+            canonical_client(b"198.51.0.7")
+        );
+        assert_eq!(
+            canonical_client(b"2001:DB8::1"),
+            canonical_client(b"2001:db8:0:0:0:0:0:1")
+        );
+    }
 
     /// The one-pass IPv4 reader accepts exactly what `std` parses as IPv4, with the same
     /// octets: hand-picked edges and every string over a small alphabet up to 8 bytes long
