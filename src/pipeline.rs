@@ -355,18 +355,27 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         return publish_nothing(summary, out);
     };
     let mut notes = Vec::new();
-    let histories = load_histories(&plan, days, &shard.identities, spill.buckets, &mut notes)?;
+    let mut history = spill.history_writer();
+    load_histories(
+        &plan,
+        days,
+        &shard.identities,
+        spill.buckets,
+        &mut notes,
+        &mut |b, part| history.append(b, part),
+    )?;
+    history
+        .finish()
+        .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
     phase.mark("visit log (load)");
     let reducer = Reducer::new(&plan, days, &shard.identities);
     let mut merger = Merger::new(plan.tables());
     let mut visits = 0u64;
-    let mut visit_records: BTreeMap<Day, Vec<VisitRecord>> = BTreeMap::new();
     let (mut frame_bytes, mut frame_time) = (0usize, std::time::Duration::ZERO);
     reduce_buckets(
         &reducer,
         &spill,
         &summary.excluded,
-        &histories,
         plan.workers,
         |reduced| {
             let Some(ReducedBucket {
@@ -378,9 +387,6 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
                 return Ok(());
             };
             visits += output.visits;
-            for r in output.records {
-                visit_records.entry(Day(r.day)).or_default().push(r);
-            }
             frame_bytes += bytes;
             frame_time += time;
             merger.add(output.partials)
@@ -401,13 +407,17 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         days,
         totals,
         visits,
-        visit_records,
         clients_seen: shard.identities.len(),
         buckets: spill.buckets,
         notes,
     };
     let read_frame = |b: usize, t: u64| spill.read_table_frame(b, t);
-    finish(&plan, summary, reduced, &read_frame, out, &phase)
+    let read_visits = |b: usize, day: Day| spill.read_visits(b, day);
+    let sources = Sources {
+        frame: &read_frame,
+        visits: &read_visits,
+    };
+    finish(&plan, summary, reduced, &sources, out, &phase)
 }
 
 /// Pseudonymous state (spill, ledger) never lives where outputs are published (D18); the
@@ -1047,17 +1057,18 @@ pub fn publish_nothing(summary: Summary, out: PathBuf) -> Result<RunReport, Fail
 }
 
 /// Returning visitors: the visit log is expired, then the earlier visits of this run's
-/// clients are loaded and routed to their buckets (decision 2, docs/PRIVACY.md). Without
-/// returning visitors, empty histories.
+/// clients are loaded and routed to their buckets (decision 2, docs/PRIVACY.md), each
+/// bucket's part handed to `spill` as it fills. Without returning visitors, nothing.
 pub fn load_histories(
     plan: &Plan<'_>,
     days: (Day, Day),
     identities: &Identities,
     buckets: usize,
     notes: &mut Vec<String>,
-) -> Result<Vec<visitors::History>, Failure> {
+    spill: &mut dyn FnMut(usize, visitors::HistoryPart) -> std::io::Result<()>,
+) -> Result<(), Failure> {
     let Some(l) = plan.lookback else {
-        return Ok((0..buckets).map(|_| Default::default()).collect());
+        return Ok(());
     };
     let visit_log = VisitLog::new(&plan.pipeline.state_dir);
     let expired = visit_log.expire(&plan.keys, days.1, l).map_err(failed)?;
@@ -1068,7 +1079,7 @@ pub fn load_histories(
         ));
     }
     visit_log
-        .load(&plan.keys, l, days, identities, buckets)
+        .load(&plan.keys, l, days, identities, buckets, spill)
         .map_err(failed)
 }
 
@@ -1203,7 +1214,6 @@ fn reduce_buckets(
     reducer: &Reducer<'_, '_>,
     spill: &SpillDir,
     excluded: &HashSet<u32>,
-    histories: &[visitors::History],
     workers: u16,
     mut take: impl FnMut(Option<ReducedBucket>) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
@@ -1213,14 +1223,22 @@ fn reduce_buckets(
         let events = spill.read_bucket(b, excluded).map_err(|e| {
             Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
         })?;
-        let Some(mut output) = reducer.reduce(b, events, &histories[b])? else {
+        let history = spill.read_history(b).map_err(|e| {
+            Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
+        })?;
+        let Some(mut output) = reducer.reduce(b, events, &history)? else {
             return Ok(None);
         };
         let t0 = std::time::Instant::now();
         let frames = std::mem::take(&mut output.frames);
+        let records = std::mem::take(&mut output.records);
+        let spill_err = |e| Failure::new(exit::FAILED, format!("cannot write spill: {e}"));
         let bytes = spill
             .write_table_frames(b, frames, &output.strings)
-            .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
+            .map_err(spill_err)?;
+        spill
+            .write_visits(b, visitors::by_day(&records))
+            .map_err(spill_err)?;
         Ok(Some(ReducedBucket {
             output,
             frame_bytes: bytes,
@@ -1229,7 +1247,8 @@ fn reduce_buckets(
     };
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let workers = usize::from(workers).clamp(1, histories.len().max(1));
+    let buckets = spill.buckets;
+    let workers = usize::from(workers).clamp(1, buckets);
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Reduced)>(workers);
         for _ in 0..workers {
@@ -1238,7 +1257,7 @@ fn reduce_buckets(
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let b = next.fetch_add(1, Ordering::Relaxed);
-                    if b >= histories.len() {
+                    if b >= buckets {
                         break;
                     }
                     if tx.send((b, one(b))).is_err() {
@@ -1328,7 +1347,6 @@ pub struct Reduced {
     /// Per table of [`Plan::tables`], the merged partials (`None`: no bucket had rows).
     pub totals: Vec<Option<polars::prelude::DataFrame>>,
     pub visits: u64,
-    pub visit_records: BTreeMap<Day, Vec<VisitRecord>>,
     /// Distinct (epoch, pseudonym) pairs of the run (returning visitors).
     pub clients_seen: usize,
     pub buckets: usize,
@@ -1339,16 +1357,28 @@ pub struct Reduced {
 pub type FrameSource<'f> =
     dyn Fn(usize, u64) -> std::io::Result<Option<polars::prelude::DataFrame>> + Sync + 'f;
 
+/// A bucket's visits of a day for the visit log, in the log's encoding
+/// ([`visitors::DayVisits`]; empty: none).
+pub type VisitSource<'f> = dyn Fn(usize, Day) -> std::io::Result<Vec<u8>> + Sync + 'f;
+
+/// Where [`finish`] reads what the reduce stage left on disk, bucket by bucket, rather than
+/// hold it: the row-visitor frames and the visits for the visit log.
+pub struct Sources<'f> {
+    pub frame: &'f FrameSource<'f>,
+    pub visits: &'f VisitSource<'f>,
+}
+
 /// Merge and publish: the privacy rules once, on the totals; then staging, audit, the
 /// ledger, the visit log, the commit and the report.
 pub fn finish(
     plan: &Plan<'_>,
     summary: Summary,
     reduced: Reduced,
-    read_frame: &FrameSource<'_>,
+    sources: &Sources<'_>,
     out: PathBuf,
     phase: &Phases,
 ) -> Result<RunReport, Failure> {
+    let read_frame = sources.frame;
     let pipeline = plan.pipeline;
     let options = plan.options;
     let keys = &*plan.keys;
@@ -1366,7 +1396,6 @@ pub fn finish(
         ..
     } = summary;
     notes.extend(reduced.notes);
-    let mut visit_records = reduced.visit_records;
     record.visits = reduced.visits;
     let visit_log = VisitLog::new(&pipeline.state_dir);
     let usage = |e: pseudonymise::keys::KeyError| Failure::new(exit::USAGE, e.to_string());
@@ -1570,10 +1599,18 @@ pub fn finish(
         let _mark = PhaseEnd(phase, "visit log (write)");
         let mut written = Vec::new();
         for day in &to_publish {
-            let visits = visit_records.remove(day).unwrap_or_default();
-            visit_log
-                .write_day(keys, l, *day, &visits)
-                .map_err(failed)?;
+            // The day's visits, bucket by bucket (the order the run had them in).
+            let mut plain = Vec::new();
+            for b in 0..reduced.buckets {
+                let visits = (sources.visits)(b, *day).map_err(|e| {
+                    Failure::new(
+                        exit::FAILED,
+                        format!("cannot read bucket {b}'s visits of {day} from the spill: {e}"),
+                    )
+                })?;
+                plain.extend_from_slice(&visits);
+            }
+            visit_log.write_day(keys, l, *day, plain).map_err(failed)?;
             written.push(day.to_string());
         }
         let stale: Vec<String> = visit_log

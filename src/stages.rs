@@ -802,8 +802,20 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
     };
     let dir = planned.work.path("gather");
     if let Some(days) = summary.days {
-        let histories =
-            pipeline::load_histories(&plan, days, &identities, buckets, &mut file.notes)?;
+        // Each bucket's history as the parts the load hands on, one after another (a reduce
+        // task reads them back as one history).
+        let mut histories = vec![Vec::new(); buckets];
+        pipeline::load_histories(
+            &plan,
+            days,
+            &identities,
+            buckets,
+            &mut file.notes,
+            &mut |b, part| {
+                histories[b].extend(part.into_bytes());
+                Ok(())
+            },
+        )?;
         planned.work.publish_dir(&dir, |tmp| {
             for (b, history) in histories.iter().enumerate() {
                 let ids = identities.of_bucket(b, buckets).to_bytes();
@@ -817,7 +829,7 @@ pub fn gather(work: &Path) -> Result<Gathered, Failure> {
                 let sealed = seal(
                     &planned.run_key,
                     &role,
-                    join_parts(&[&ids, &history.to_bytes(), &files]),
+                    join_parts(&[&ids, history, &files]),
                 )?;
                 write_private(&tmp.join(format!("b{b}.bin")), &sealed)?;
             }
@@ -935,9 +947,14 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
             let sealed = seal(&planned.run_key, &format!("bucket {b} texts"), bytes)?;
             write_private(&tmp.join("texts.bin"), &sealed)?;
         }
-        let records = visitors::records_to_bytes(&output.records);
-        let sealed = seal(&planned.run_key, &format!("bucket {b} visits"), records)?;
-        write_private(&tmp.join("visits.bin"), &sealed)?;
+        for (day, visits) in visitors::by_day(&output.records) {
+            let sealed = seal(
+                &planned.run_key,
+                &format!("bucket {b} visits {day}"),
+                visits,
+            )?;
+            write_private(&tmp.join(format!("visits-{day}.bin")), &sealed)?;
+        }
         write_meta(tmp, b, output.visits, false)
     })
 }
@@ -993,7 +1010,6 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
     };
     let mut merger = Merger::new(plan.tables());
     let mut visits = 0u64;
-    let mut visit_records: BTreeMap<Day, Vec<visitors::VisitRecord>> = BTreeMap::new();
     let reduce_dir = |b: usize| planned.work.path("reduce").join(b.to_string());
     for b in 0..buckets {
         let meta: ReduceMeta =
@@ -1017,15 +1033,6 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
             partials.push(spill::frame_of(part).map_err(|_| corrupt(&role))?);
         }
         merger.add(partials)?;
-        let role = format!("bucket {b} visits");
-        let plain = open(
-            &planned.run_key,
-            &role,
-            planned.work.read(&format!("reduce/{b}/visits.bin"))?,
-        )?;
-        for r in visitors::records_from_bytes(&plain).ok_or_else(|| corrupt(&role))? {
-            visit_records.entry(Day(r.day)).or_default().push(r);
-        }
     }
     let totals = merger.finish()?;
     phase.mark("merge (partials read and summed)");
@@ -1033,20 +1040,24 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
         days,
         totals,
         visits,
-        visit_records,
         clients_seen: gathered.clients_seen,
         buckets,
         notes: Vec::new(),
     };
-    let read_sealed = |b: usize, file: &str, role: &str| -> std::io::Result<Option<_>> {
+    let read_plain = |b: usize, file: &str, role: &str| -> std::io::Result<Option<Vec<u8>>> {
         let sealed = match fs::read(reduce_dir(b).join(file)) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let plain =
-            open(&planned.run_key, role, sealed).map_err(|f| std::io::Error::other(f.message))?;
-        spill::frame_of(&plain).map(Some)
+        open(&planned.run_key, role, sealed)
+            .map(Some)
+            .map_err(|f| std::io::Error::other(f.message))
+    };
+    let read_sealed = |b: usize, file: &str, role: &str| -> std::io::Result<Option<_>> {
+        read_plain(b, file, role)?
+            .map(|plain| spill::frame_of(&plain))
+            .transpose()
     };
     let read_frame = |b: usize, t: u64| {
         let frame = read_sealed(b, &format!("f{t}.bin"), &format!("bucket {b} frame {t}"))?;
@@ -1054,5 +1065,14 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
             read_sealed(b, "texts.bin", &format!("bucket {b} texts"))
         })
     };
-    pipeline::finish(&plan, summary, reduced, &read_frame, out, &phase)
+    // A bucket's visits of a day: its file, or none (an empty bucket, a day without visits).
+    let read_visits = |b: usize, day: Day| {
+        let file = format!("visits-{day}.bin");
+        Ok(read_plain(b, &file, &format!("bucket {b} visits {day}"))?.unwrap_or_default())
+    };
+    let sources = pipeline::Sources {
+        frame: &read_frame,
+        visits: &read_visits,
+    };
+    pipeline::finish(&plan, summary, reduced, &sources, out, &phase)
 }

@@ -267,52 +267,94 @@ impl Identities {
     }
 }
 
-/// Visit records as bytes (the visit log's encoding), for a staged run's intermediates.
-pub fn records_to_bytes(records: &[VisitRecord]) -> Vec<u8> {
-    let mut buf = Vec::new();
+/// A bucket's visits for the visit log, day by day (days ascending), each day's in the log's
+/// encoding and in the order the reduce made them: what [`VisitLog::write_day`] seals, at
+/// about 33 bytes a visit (a [`VisitRecord`] takes 88), and small enough to leave the bucket's
+/// worker for the spill rather than be held until the run publishes.
+pub type DayVisits = Vec<(Day, Vec<u8>)>;
+
+/// `records` grouped by day ([`DayVisits`]).
+pub fn by_day(records: &[VisitRecord]) -> DayVisits {
+    let mut days: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
     for v in records {
-        encode(v, &mut buf);
+        encode(v, days.entry(v.day).or_default());
     }
-    buf
+    days.into_iter().map(|(d, b)| (Day(d), b)).collect()
 }
 
-/// The records [`records_to_bytes`] wrote.
-pub fn records_from_bytes(b: &[u8]) -> Option<Vec<VisitRecord>> {
-    let mut out = Vec::new();
-    let mut strings = HashMap::new();
-    decode(b, &mut strings, |v| out.push(v)).ok()?;
-    Some(out)
+/// One bucket's share of the visit log as [`VisitLog::load`] routes it: visits in the log's
+/// encoding (the visitor already the run-wide identity), and the other clients' (pseudonym,
+/// day) pairs, 12 bytes each. The load hands parts on as they fill ([`PART_BYTES`]), so the
+/// caller can put them on disk: however long the log, it never sits in memory whole.
+#[derive(Debug, Default)]
+pub struct HistoryPart {
+    visits: Vec<u8>,
+    others: Vec<u8>,
+}
+
+/// The size at which [`VisitLog::load`] hands a bucket's part on.
+const PART_BYTES: usize = 128 << 10;
+
+impl HistoryPart {
+    fn len(&self) -> usize {
+        self.visits.len() + self.others.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The part as bytes: its visits' length and its others' (u64 each), then both. Parts
+    /// written one after another read back as one history ([`History::from_bytes`]).
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 + self.len());
+        buf.extend_from_slice(&(self.visits.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&(self.others.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&self.visits);
+        buf.extend_from_slice(&self.others);
+        buf
+    }
 }
 
 impl History {
-    /// The history as bytes: its visits' length, its visits, then its other clients.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let visits = records_to_bytes(&self.visits);
-        let mut buf = Vec::with_capacity(8 + visits.len() + self.others.len() * 12);
-        buf.extend_from_slice(&(visits.len() as u64).to_le_bytes());
-        buf.extend_from_slice(&visits);
-        for (p, day) in &self.others {
-            buf.extend_from_slice(&p.to_le_bytes());
-            buf.extend_from_slice(&day.to_le_bytes());
+    /// The history as one part (for tests).
+    #[cfg(test)]
+    pub fn to_part(&self) -> HistoryPart {
+        let mut part = HistoryPart::default();
+        for v in &self.visits {
+            encode(v, &mut part.visits);
         }
-        buf
+        for (p, day) in &self.others {
+            part.others.extend_from_slice(&p.to_le_bytes());
+            part.others.extend_from_slice(&day.to_le_bytes());
+        }
+        part
     }
 
-    /// The history [`Self::to_bytes`] wrote.
+    /// The history of parts written one after another ([`HistoryPart::into_bytes`]), its
+    /// other clients sorted and each pair once.
     pub fn from_bytes(b: &[u8]) -> Option<History> {
-        let n = u64::from_le_bytes(b.get(..8)?.try_into().ok()?) as usize;
-        let visits = records_from_bytes(b.get(8..8 + n)?)?;
-        let mut r = Reader {
-            b: b.get(8 + n..)?,
-            at: 0,
-        };
-        let mut others = Vec::new();
-        while r.at < r.b.len() {
-            let p = u64::from_le_bytes(r.array().ok()?);
-            let day = i32::from_le_bytes(r.array().ok()?);
-            others.push((p, day));
+        let mut history = History::default();
+        let mut strings = HashMap::new();
+        let mut r = Reader { b, at: 0 };
+        while r.at < b.len() {
+            let visits = u64::from_le_bytes(r.array().ok()?) as usize;
+            let others = u64::from_le_bytes(r.array().ok()?) as usize;
+            let visits = r.take(visits).ok()?;
+            decode(visits, &mut strings, |v| history.visits.push(v)).ok()?;
+            let others = r.take(others).ok()?;
+            if others.len() % 12 != 0 {
+                return None;
+            }
+            for pair in others.chunks_exact(12) {
+                let p = u64::from_le_bytes(pair[..8].try_into().expect("8"));
+                let day = i32::from_le_bytes(pair[8..].try_into().expect("4"));
+                history.others.push((p, day));
+            }
         }
-        Some(History { visits, others })
+        history.others.sort_unstable();
+        history.others.dedup();
+        Some(history)
     }
 }
 
@@ -357,6 +399,8 @@ pub struct VisitLog {
 pub enum StateError {
     #[error("visitor state {path}: {source}")]
     Io { path: String, source: io::Error },
+    #[error("cannot spill the visit log's earlier visits: {0}")]
+    Spill(io::Error),
     #[error(
         "visitor state {path} fails authentication (tampered with, or sealed under another key); move it away to start that day's state afresh"
     )]
@@ -452,13 +496,14 @@ impl VisitLog {
         Ok(days)
     }
 
-    /// Writes (replaces) the visits of `day`, sealed under the epoch's state key.
+    /// Writes (replaces) the visits of `day` (in the log's encoding: [`by_day`]), sealed
+    /// under the epoch's state key.
     pub fn write_day(
         &self,
         keys: &KeySet,
         lookback: u32,
         day: Day,
-        visits: &[VisitRecord],
+        plain: Vec<u8>,
     ) -> Result<(), StateError> {
         let epoch = keys
             .epoch_start(day, Some(lookback))
@@ -469,10 +514,6 @@ impl VisitLog {
         private_dir(self.root.parent().unwrap_or(&self.root))?;
         private_dir(&self.root)?;
         private_dir(dir)?;
-        let mut plain = Vec::with_capacity(visits.len() * 48);
-        for v in visits {
-            encode(v, &mut plain);
-        }
         let sealed = seal(&master.state_key(epoch), &aad(epoch, day), plain)?;
         let tmp = path.with_extension("tmp");
         {
@@ -489,9 +530,11 @@ impl VisitLog {
         std::fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
-    /// Loads the log's visits of days before `first` (within the retention of `last`), routed
-    /// to their buckets: visits of the run's clients (as run-wide identities) and, for
-    /// uniques, the other pseudonyms of the epochs of the run's days.
+    /// Reads the log's visits of days before `first` (within the retention of `last`) and
+    /// routes them to their buckets: visits of the run's clients (as run-wide identities) and,
+    /// for uniques, the other pseudonyms of the epochs of the run's days. Each bucket's part
+    /// goes to `spill` whenever it fills, and at the end; a bucket may get several parts, or
+    /// none.
     pub fn load(
         &self,
         keys: &KeySet,
@@ -499,13 +542,13 @@ impl VisitLog {
         days: (Day, Day),
         identities: &Identities,
         buckets: usize,
-    ) -> Result<Vec<History>, StateError> {
-        let mut out: Vec<History> = (0..buckets).map(|_| History::default()).collect();
+        spill: &mut dyn FnMut(usize, HistoryPart) -> io::Result<()>,
+    ) -> Result<(), StateError> {
+        let mut parts: Vec<HistoryPart> = (0..buckets).map(|_| HistoryPart::default()).collect();
         let run_epochs: std::collections::BTreeSet<Day> = (days.0.0..=days.1.0)
             .filter_map(|d| keys.epoch_start(Day(d), Some(lookback)))
             .collect();
         let oldest = Day(days.1.0 - retention_days(lookback));
-        let mut strings: HashMap<Vec<u8>, Arc<str>> = HashMap::new();
         for (epoch, day, path) in self.files()? {
             if day >= days.0 || day < oldest {
                 continue;
@@ -517,37 +560,69 @@ impl VisitLog {
                 continue;
             }
             let sealed = std::fs::read(&path).map_err(io_err(&path))?;
+            let tampered = || StateError::Tampered {
+                path: path.display().to_string(),
+            };
             let plain =
-                open(&master.state_key(epoch), &aad(epoch, day), sealed).ok_or_else(|| {
-                    StateError::Tampered {
-                        path: path.display().to_string(),
-                    }
-                })?;
+                open(&master.state_key(epoch), &aad(epoch, day), sealed).ok_or_else(tampered)?;
             let current = run_epochs.contains(&epoch);
-            decode(&plain, &mut strings, |mut v| {
-                match identities.get(epoch, v.visitor) {
+            let mut failed = None;
+            walk(&plain, |visitor, day, record| {
+                let b = match identities.get(epoch, visitor) {
                     Some((bucket, identity)) => {
-                        v.visitor = identity;
-                        out[usize::from(bucket) % buckets].visits.push(v);
+                        let b = usize::from(bucket) % buckets;
+                        let visits = &mut parts[b].visits;
+                        visits.extend_from_slice(&identity.to_le_bytes());
+                        visits.extend_from_slice(&record[8..]);
+                        b
                     }
                     None if current => {
-                        out[(v.visitor % buckets as u64) as usize]
-                            .others
-                            .push((v.visitor, v.day));
+                        let b = (visitor % buckets as u64) as usize;
+                        parts[b].others.extend_from_slice(&visitor.to_le_bytes());
+                        parts[b].others.extend_from_slice(&day.to_le_bytes());
+                        b
                     }
-                    None => {}
+                    None => return,
+                };
+                if parts[b].len() >= PART_BYTES
+                    && failed.is_none()
+                    && let Err(e) = spill(b, std::mem::take(&mut parts[b]))
+                {
+                    failed = Some(e);
                 }
             })
-            .map_err(|_| StateError::Tampered {
-                path: path.display().to_string(),
-            })?;
+            .map_err(|()| tampered())?;
+            if let Some(e) = failed {
+                return Err(StateError::Spill(e));
+            }
         }
-        for h in &mut out {
-            h.others.sort_unstable();
-            h.others.dedup();
+        for (b, part) in parts.into_iter().enumerate() {
+            if !part.is_empty() {
+                spill(b, part).map_err(StateError::Spill)?;
+            }
         }
-        Ok(out)
+        Ok(())
     }
+}
+
+/// Walks the log's encoding record by record without decoding its texts: each record's
+/// visitor, day and bytes (the visitor its first eight).
+fn walk(b: &[u8], mut each: impl FnMut(u64, i32, &[u8])) -> Result<(), ()> {
+    let mut r = Reader { b, at: 0 };
+    while r.at < b.len() {
+        let from = r.at;
+        let visitor = u64::from_le_bytes(r.array()?);
+        let day = i32::from_le_bytes(r.array()?);
+        r.take(8 + 1)?;
+        for _ in 0..3 {
+            let n = u32::from_le_bytes(r.array()?) as usize;
+            if n > 0 {
+                r.take(n - 1)?;
+            }
+        }
+        each(visitor, day, &b[from..r.at]);
+    }
+    Ok(())
 }
 
 fn aad(epoch: Day, day: Day) -> Vec<u8> {
@@ -631,7 +706,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ()> {
-        let s = self.b.get(self.at..self.at + n).ok_or(())?;
+        let s = self
+            .b
+            .get(self.at..self.at.checked_add(n).ok_or(())?)
+            .ok_or(())?;
         self.at += n;
         Ok(s)
     }
@@ -1259,8 +1337,10 @@ mod tests {
             utm_medium: None,
             utm_campaign: Some(Arc::from("осень")),
         };
-        log.write_day(&keys, 30, day, std::slice::from_ref(&rec))
-            .unwrap();
+        let visits = by_day(std::slice::from_ref(&rec));
+        assert_eq!(visits.len(), 1);
+        assert_eq!(visits[0].0, day);
+        log.write_day(&keys, 30, day, visits[0].1.clone()).unwrap();
         let files = log.files().unwrap();
         assert_eq!(files.len(), 1);
         let bytes = std::fs::read(&files[0].2).unwrap();
@@ -1277,20 +1357,115 @@ mod tests {
         notes.note(epoch, 0xfeed_beef, 3, 42, epoch);
         let ids = notes.finish();
         let next = (Day(day.0 + 1), Day(day.0 + 1));
-        let h = log.load(&keys, 30, next, &ids, 4).unwrap();
+        let h = load(&log, &keys, next, &ids, 4).unwrap();
         assert_eq!(h[3].visits.len(), 1);
         assert_eq!(h[3].visits[0].visitor, 42, "routed as the run's identity");
         assert_eq!(h[3].visits[0].utm_campaign.as_deref(), Some("осень"));
         // Another key cannot open it.
         let other = KeySet::Single(crate::pseudonymise::keys::MasterKey::from_bytes([8; 32]));
         assert!(matches!(
-            log.load(&other, 30, next, &ids, 4),
+            load(&log, &other, next, &ids, 4),
             Err(StateError::Tampered { .. })
         ));
         let mut b = bytes.clone();
         let last = b.len() - 1;
         b[last] ^= 1;
         std::fs::write(&files[0].2, b).unwrap();
-        assert!(log.load(&keys, 30, next, &ids, 4).is_err());
+        assert!(load(&log, &keys, next, &ids, 4).is_err());
+    }
+
+    /// Every bucket's history, from the parts [`VisitLog::load`] hands on (lookback 30).
+    fn load(
+        log: &VisitLog,
+        keys: &KeySet,
+        days: (Day, Day),
+        ids: &Identities,
+        buckets: usize,
+    ) -> Result<Vec<History>, StateError> {
+        let mut bytes = vec![Vec::new(); buckets];
+        log.load(keys, 30, days, ids, buckets, &mut |b, part| {
+            assert!(!part.is_empty());
+            bytes[b].extend(part.into_bytes());
+            Ok(())
+        })?;
+        Ok(bytes
+            .iter()
+            .map(|b| History::from_bytes(b).expect("parts read back"))
+            .collect())
+    }
+
+    /// A long log comes out in many parts per bucket; read back one after another they are
+    /// each bucket's history, as a direct routing of the written visits says: the run's
+    /// clients' visits in log order under their identity, the others' (pseudonym, day) pairs
+    /// sorted, each once. A failing spill stops the load with its error.
+    #[test]
+    fn history_parts_reassemble_the_routed_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = VisitLog::new(tmp.path());
+        let keys = KeySet::Single(crate::pseudonymise::keys::MasterKey::from_bytes([5; 32]));
+        // The log's three days and the run's in one epoch (2026-11-03 to 2026-12-02).
+        let first = Day::parse("2026-11-04").unwrap();
+        let epoch = keys.epoch_start(first, Some(30)).unwrap();
+        assert_eq!(keys.epoch_start(Day(first.0 + 3), Some(30)), Some(epoch));
+        let mut notes = IdentityNotes::default();
+        // Clients 0..3000 are in the run (bucket = client % 3, identity = client + 1_000_000);
+        // 3000..9000 are not.
+        for c in 0..3000u64 {
+            notes.note(epoch, c, (c % 3) as u16, c + 1_000_000, epoch);
+        }
+        let ids = notes.finish();
+        let mut want = vec![History::default(), History::default(), History::default()];
+        for d in 0..3 {
+            let day = Day(first.0 + d);
+            let records: Vec<VisitRecord> = (0..9000u64)
+                .map(|c| VisitRecord {
+                    visitor: c,
+                    day: day.0,
+                    start: 1_800_000_000 + c as i64,
+                    channel: channel::ALL[(c % 5) as usize],
+                    utm_source: (c % 4 == 0).then(|| Arc::from("яндекс")),
+                    utm_medium: None,
+                    utm_campaign: (c % 7 == 0).then(|| Arc::from(format!("c{c}"))),
+                })
+                .collect();
+            for r in &records {
+                if r.visitor < 3000 {
+                    let mut v = r.clone();
+                    v.visitor += 1_000_000;
+                    want[(r.visitor % 3) as usize].visits.push(v);
+                } else {
+                    want[(r.visitor % 3) as usize]
+                        .others
+                        .push((r.visitor, r.day));
+                }
+            }
+            let plain = by_day(&records).remove(0).1;
+            log.write_day(&keys, 30, day, plain).unwrap();
+        }
+        for h in &mut want {
+            h.others.sort_unstable();
+        }
+        let run = (Day(first.0 + 3), Day(first.0 + 3));
+        let got = load(&log, &keys, run, &ids, 3).unwrap();
+        for b in 0..3 {
+            assert!(got[b].visits == want[b].visits, "bucket {b}'s visits");
+            assert_eq!(got[b].others, want[b].others, "bucket {b}'s others");
+        }
+        let mut parts = [0; 3];
+        log.load(&keys, 30, run, &ids, 3, &mut |b, _| {
+            parts[b] += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            parts.iter().all(|&n| n >= 2),
+            "{parts:?}: several parts a bucket"
+        );
+        let err = log
+            .load(&keys, 30, run, &ids, 3, &mut |_, _| {
+                Err(io::Error::other("disk full"))
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::Spill(_)), "{err}");
     }
 }

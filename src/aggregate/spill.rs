@@ -16,6 +16,12 @@
 //! they first occur, and then as a writer's number: most events repeat texts of earlier
 //! ones, and a number costs four bytes to seal and write and one array read to decode,
 //! where the text cost its length and a hash lookup.
+//!
+//! Beside the events, under the run key with nonce spaces of their own: each bucket's
+//! row-visitor frames (`f-b<bucket>.bin`), and with returning visitors its earlier visits
+//! from the visit log (`h-b<bucket>.bin`) and its visits of this run for the log
+//! (`v-b<bucket>.bin`, day by day). Both kinds of visits grow with the site's audience and
+//! the log's length, not with one bucket, so they wait here rather than in memory.
 
 use std::collections::HashSet;
 
@@ -229,40 +235,82 @@ impl SpillDir {
 }
 
 /// Seals a bucket's frames into one file, `dir/f-b<bucket>.bin` (one file, not one per table:
-/// creating hundreds of small files cost more than writing them): the frame count, each sealed
-/// frame's length (0: none), then the sealed frames. Each frame is sealed on its own under the
-/// run key (one process's: a staged run seals its frames with `stages::seal` instead) with a
-/// nonce of its bucket and slot, so a frame read from any other place fails authentication.
-/// Nonces: worker number `u16::MAX`, never a writer's.
+/// creating hundreds of small files cost more than writing them), slot by slot
+/// ([`write_slots`]). Each frame is sealed on its own under the run key (one process's: a
+/// staged run seals its frames with `stages::seal` instead).
 fn write_frames(
     dir: &Path,
     run_key: &[u8; 32],
     bucket: usize,
     frames: Vec<Option<polars::prelude::DataFrame>>,
 ) -> io::Result<usize> {
+    let mut slots = Vec::with_capacity(frames.len());
+    for frame in frames {
+        slots.push(frame.as_ref().map(frame_bytes).transpose()?);
+    }
+    write_slots(&Slots::frames(dir, bucket), run_key, slots)
+}
+
+/// One bucket's file of sealed slots, and the nonce space its slots are sealed in.
+struct Slots {
+    path: PathBuf,
+    /// The nonce's worker part: never a writer's (writers seal under keys of their own).
+    space: u16,
+    bucket: usize,
+    what: &'static str,
+}
+
+impl Slots {
+    fn frames(dir: &Path, bucket: usize) -> Slots {
+        Slots {
+            path: dir.join(format!("f-b{bucket}.bin")),
+            space: FRAMES,
+            bucket,
+            what: "a spilled frame",
+        }
+    }
+
+    fn visits(dir: &Path, bucket: usize) -> Slots {
+        Slots {
+            path: dir.join(format!("v-b{bucket}.bin")),
+            space: VISITS,
+            bucket,
+            what: "a bucket's spilled visits",
+        }
+    }
+}
+
+/// Writes `slots` (`None`: empty) into one file: the slot count, each sealed slot's length
+/// (0: none), then the sealed slots. Each slot is sealed on its own with a nonce of its
+/// file's space, bucket and position, so a slot read from any other place fails
+/// authentication. Returns the bytes written.
+fn write_slots(file: &Slots, run_key: &[u8; 32], slots: Vec<Option<Vec<u8>>>) -> io::Result<usize> {
     let key = sealing_key(run_key);
-    let mut sealed = Vec::with_capacity(frames.len());
-    for (slot, frame) in frames.into_iter().enumerate() {
-        let Some(frame) = frame else {
+    let mut sealed = Vec::with_capacity(slots.len());
+    for (slot, plain) in slots.into_iter().enumerate() {
+        let Some(mut plain) = plain else {
             sealed.push(Vec::new());
             continue;
         };
-        let mut plain = frame_bytes(&frame)?;
-        key.seal_in_place_append_tag(nonce(FRAMES, bucket, slot as u64), Aad::empty(), &mut plain)
-            .map_err(|_| io::Error::other("sealing a frame failed"))?;
+        key.seal_in_place_append_tag(
+            nonce(file.space, file.bucket, slot as u64),
+            Aad::empty(),
+            &mut plain,
+        )
+        .map_err(|_| io::Error::other("sealing a spill slot failed"))?;
         sealed.push(plain);
     }
-    let mut file =
+    let mut bytes =
         Vec::with_capacity(4 + 8 * sealed.len() + sealed.iter().map(Vec::len).sum::<usize>());
-    file.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
     for s in &sealed {
-        file.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&(s.len() as u64).to_le_bytes());
     }
     for s in &sealed {
-        file.extend_from_slice(s);
+        bytes.extend_from_slice(s);
     }
-    std::fs::write(dir.join(format!("f-b{bucket}.bin")), &file)?;
-    Ok(file.len())
+    std::fs::write(&file.path, &bytes)?;
+    Ok(bytes.len())
 }
 
 /// How many slots a bucket's frame file holds (0 without a file).
@@ -284,35 +332,166 @@ fn read_frame(
     bucket: usize,
     slot: u64,
 ) -> io::Result<Option<polars::prelude::DataFrame>> {
+    read_slot(&Slots::frames(dir, bucket), run_key, slot)?
+        .map(|plain| frame_of(&plain))
+        .transpose()
+}
+
+/// The plain bytes of `slot` that [`write_slots`] wrote, `None` when there is none (or no
+/// file).
+fn read_slot(file: &Slots, run_key: &[u8; 32], slot: u64) -> io::Result<Option<Vec<u8>>> {
     use std::io::{Seek, SeekFrom};
-    let mut file = match File::open(dir.join(format!("f-b{bucket}.bin"))) {
+    let mut reader = match File::open(&file.path) {
         Ok(f) => BufReader::new(f),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut word = [0u8; 4];
-    file.read_exact(&mut word)?;
+    reader.read_exact(&mut word)?;
     let count = u64::from(u32::from_le_bytes(word));
     if slot >= count {
         return Ok(None);
     }
     let mut lengths = vec![0u8; 8 * count as usize];
-    file.read_exact(&mut lengths)?;
+    reader.read_exact(&mut lengths)?;
     let length = |i: usize| u64::from_le_bytes(lengths[8 * i..8 * i + 8].try_into().expect("8"));
     let len = length(slot as usize);
     if len == 0 {
         return Ok(None);
     }
     let skip: u64 = (0..slot as usize).map(length).sum();
-    file.seek(SeekFrom::Current(
+    reader.seek(SeekFrom::Current(
         i64::try_from(skip).map_err(io::Error::other)?,
     ))?;
     let mut sealed = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
-    file.read_exact(&mut sealed)?;
-    let plain = sealing_key(run_key)
-        .open_in_place(nonce(FRAMES, bucket, slot), Aad::empty(), &mut sealed)
-        .map_err(|_| io::Error::other("a spilled frame failed authentication"))?;
-    frame_of(plain).map(Some)
+    reader.read_exact(&mut sealed)?;
+    let plain_len = sealing_key(run_key)
+        .open_in_place(
+            nonce(file.space, file.bucket, slot),
+            Aad::empty(),
+            &mut sealed,
+        )
+        .map_err(|_| io::Error::other(format!("{} failed authentication", file.what)))?
+        .len();
+    sealed.truncate(plain_len);
+    Ok(Some(sealed))
+}
+
+impl SpillDir {
+    /// Seals a bucket's visits for the visit log, day by day in the log's encoding
+    /// ([`crate::visitors::DayVisits`]), so the run holds one day's visits when it writes
+    /// the log rather than every visit of the run. Slot 0 lists the days; slot `i + 1` holds
+    /// the `i`-th day's visits. Writes nothing for a bucket without visits. Returns the bytes
+    /// written.
+    pub fn write_visits(
+        &self,
+        bucket: usize,
+        visits: crate::visitors::DayVisits,
+    ) -> io::Result<usize> {
+        if visits.is_empty() {
+            return Ok(0);
+        }
+        let days: Vec<u8> = visits.iter().flat_map(|(d, _)| d.0.to_le_bytes()).collect();
+        let mut slots = vec![Some(days)];
+        slots.extend(visits.into_iter().map(|(_, v)| Some(v)));
+        write_slots(&Slots::visits(&self.dir, bucket), &self.key, slots)
+    }
+
+    /// Bucket `b`'s visits of `day` that [`Self::write_visits`] wrote, in the visit log's
+    /// encoding (empty: none).
+    pub fn read_visits(&self, bucket: usize, day: crate::day::Day) -> io::Result<Vec<u8>> {
+        let file = Slots::visits(&self.dir, bucket);
+        let Some(days) = read_slot(&file, &self.key, 0)? else {
+            return Ok(Vec::new());
+        };
+        let at = days
+            .chunks_exact(4)
+            .position(|d| i32::from_le_bytes(d.try_into().expect("4")) == day.0);
+        match at {
+            Some(i) => Ok(read_slot(&file, &self.key, i as u64 + 1)?.unwrap_or_default()),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Appends the visit log's earlier visits, bucket by bucket as [`crate::visitors::VisitLog::load`]
+/// routes them, to `h-b<bucket>.bin`: each part sealed on its own (length, then sealed bytes)
+/// with a nonce of its bucket and number under the run key. The reduce reads its bucket's
+/// back ([`SpillDir::read_history`]), so the run never holds the whole history.
+pub struct HistoryWriter {
+    dir: PathBuf,
+    key: LessSafeKey,
+    files: Vec<Option<(BufWriter<File>, u64)>>,
+}
+
+impl SpillDir {
+    /// The run's one history writer (its nonces are unique only if there is one).
+    pub fn history_writer(&self) -> HistoryWriter {
+        HistoryWriter {
+            dir: self.dir.clone(),
+            key: sealing_key(&self.key),
+            files: (0..self.buckets).map(|_| None).collect(),
+        }
+    }
+
+    /// Bucket `b`'s history, from every part [`HistoryWriter::append`] wrote (empty: none).
+    pub fn read_history(&self, b: usize) -> io::Result<crate::visitors::History> {
+        let mut input = match File::open(self.dir.join(format!("h-b{b}.bin"))) {
+            Ok(f) => BufReader::new(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(e),
+        };
+        let key = sealing_key(&self.key);
+        let mut plain = Vec::new();
+        let mut part = 0u64;
+        loop {
+            let mut len = [0u8; 4];
+            match input.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+            let mut sealed = vec![0u8; u32::from_le_bytes(len) as usize];
+            input.read_exact(&mut sealed)?;
+            let opened = key
+                .open_in_place(nonce(HISTORY, b, part), Aad::empty(), &mut sealed)
+                .map_err(|_| {
+                    io::Error::other("a bucket's spilled history failed authentication")
+                })?;
+            plain.extend_from_slice(opened);
+            part += 1;
+        }
+        crate::visitors::History::from_bytes(&plain)
+            .ok_or_else(|| io::Error::other("a bucket's spilled history is malformed"))
+    }
+}
+
+impl HistoryWriter {
+    /// Seals `part` and appends it to bucket `b`'s file.
+    pub fn append(&mut self, b: usize, part: crate::visitors::HistoryPart) -> io::Result<()> {
+        let slot = &mut self.files[b];
+        if slot.is_none() {
+            let path = self.dir.join(format!("h-b{b}.bin"));
+            *slot = Some((BufWriter::new(File::create(path)?), 0));
+        }
+        let (out, parts) = slot.as_mut().expect("opened");
+        let mut sealed = part.into_bytes();
+        self.key
+            .seal_in_place_append_tag(nonce(HISTORY, b, *parts), Aad::empty(), &mut sealed)
+            .map_err(|_| io::Error::other("encryption failed"))?;
+        *parts += 1;
+        let len = u32::try_from(sealed.len()).map_err(io::Error::other)?;
+        out.write_all(&len.to_le_bytes())?;
+        out.write_all(&sealed)
+    }
+
+    /// Writes out what is buffered.
+    pub fn finish(self) -> io::Result<()> {
+        for (mut out, _) in self.files.into_iter().flatten() {
+            out.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// A frame as bytes ([`super::frames`]: types round-trip exactly).
@@ -325,8 +504,11 @@ pub fn frame_of(bytes: &[u8]) -> io::Result<polars::prelude::DataFrame> {
     super::frames::decode(bytes)
 }
 
-/// The nonce space of [`SpillDir::write_frames`].
+/// The nonce spaces of [`SpillDir::write_frames`], [`SpillDir::write_visits`] and
+/// [`HistoryWriter`] under the run key.
 const FRAMES: u16 = u16::MAX;
+const VISITS: u16 = u16::MAX - 1;
+const HISTORY: u16 = u16::MAX - 2;
 
 impl Drop for SpillDir {
     fn drop(&mut self) {
@@ -845,6 +1027,93 @@ mod tests {
             0
         );
         assert_eq!(spill.read_table_frame(1, 0).unwrap(), None);
+    }
+
+    /// A bucket's visits come back day by day as written, sealed and bound to their bucket;
+    /// a day or a bucket without visits reads as none.
+    #[test]
+    fn visits_come_back_by_day_sealed_and_bound_to_their_bucket() {
+        use crate::day::Day;
+        let tmp = tempfile::tempdir().unwrap();
+        let spill = SpillDir::create(tmp.path(), "run-5", 3).unwrap();
+        let visitor: u64 = 0x5EC2_E71D_0123_4567;
+        let days = vec![
+            (
+                Day(20_760),
+                [visitor.to_le_bytes().as_slice(), b"first"].concat(),
+            ),
+            (Day(20_762), b"third day".to_vec()),
+        ];
+        assert!(spill.write_visits(1, days.clone()).unwrap() > 0);
+        assert_eq!(spill.write_visits(2, Vec::new()).unwrap(), 0);
+        for (day, want) in &days {
+            assert_eq!(&spill.read_visits(1, *day).unwrap(), want);
+        }
+        assert!(spill.read_visits(1, Day(20_761)).unwrap().is_empty());
+        assert!(spill.read_visits(2, Day(20_760)).unwrap().is_empty());
+        assert!(spill.read_visits(0, Day(20_760)).unwrap().is_empty());
+        let f = tmp.path().join("spill/run-5/v-b1.bin");
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == visitor.to_le_bytes()),
+            "sealed"
+        );
+        // Bucket 1's file in bucket 0's place fails authentication.
+        std::fs::write(tmp.path().join("spill/run-5/v-b0.bin"), &bytes).unwrap();
+        assert!(spill.read_visits(0, Day(20_760)).is_err());
+    }
+
+    /// The visit log's history, appended part by part, reads back as the parts' history;
+    /// parts are sealed, in order and bound to their bucket.
+    #[test]
+    fn history_parts_round_trip_sealed() {
+        use crate::visitors::{History, VisitRecord};
+        let tmp = tempfile::tempdir().unwrap();
+        let spill = SpillDir::create(tmp.path(), "run-6", 2).unwrap();
+        let visit = |visitor: u64| VisitRecord {
+            visitor,
+            day: 20_760,
+            start: 1_793_000_000,
+            channel: "organic_search",
+            utm_source: Some(Arc::from("яндекс")),
+            utm_medium: None,
+            utm_campaign: None,
+        };
+        let parts = [
+            History {
+                visits: vec![visit(0xAB_CDEF_0123), visit(7)],
+                others: vec![(9, 20_759), (3, 20_758)],
+            },
+            History {
+                visits: vec![visit(8)],
+                others: vec![(3, 20_758), (1, 20_759)],
+            },
+        ];
+        let mut writer = spill.history_writer();
+        for h in &parts {
+            writer.append(1, h.to_part()).unwrap();
+        }
+        writer.finish().unwrap();
+        let back = spill.read_history(1).unwrap();
+        let ids: Vec<u64> = back.visits.iter().map(|v| v.visitor).collect();
+        assert_eq!(ids, [0xAB_CDEF_0123, 7, 8]);
+        assert_eq!(back.visits[0], visit(0xAB_CDEF_0123));
+        assert_eq!(back.others, [(1, 20_759), (3, 20_758), (9, 20_759)]);
+        let empty = spill.read_history(0).unwrap();
+        assert!(empty.visits.is_empty() && empty.others.is_empty());
+        let f = tmp.path().join("spill/run-6/h-b1.bin");
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes
+                .windows(5)
+                .any(|w| *w == 0xAB_CDEF_0123u64.to_le_bytes()[..5])
+        );
+        std::fs::write(tmp.path().join("spill/run-6/h-b0.bin"), &bytes).unwrap();
+        assert!(spill.read_history(0).is_err(), "another bucket's parts");
+        let mut cut = bytes.clone();
+        cut.truncate(bytes.len() - 3);
+        std::fs::write(&f, cut).unwrap();
+        assert!(spill.read_history(1).is_err(), "a part cut short");
     }
 
     /// A row-visitor frame comes back as it was written, sealed (no visitor id in the clear
