@@ -403,11 +403,16 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         );
     }
     phase.mark("reduce (sessions, partial tables)");
+    // The identity map is the largest thing left when clients are many, and the merge and
+    // publication do not need it.
+    let clients_seen = shard.identities.len();
+    drop(reducer);
+    drop(shard);
     let reduced = Reduced {
         days,
         totals,
         visits,
-        clients_seen: shard.identities.len(),
+        clients_seen,
         buckets: spill.buckets,
         notes,
     };

@@ -70,7 +70,9 @@ pub struct IdentityNotes {
     pending: Vec<IdentityEntry>,
 }
 
-/// Notes kept unsorted before they are folded in (32 bytes each).
+/// Notes kept unsorted before they are folded in (32 bytes each): this many, or a quarter of
+/// the table once it is larger, so that folds stay few as the table grows while each
+/// worker's pending notes stay a fraction of it.
 const PENDING_NOTES: usize = 1 << 18;
 
 impl IdentityNotes {
@@ -92,7 +94,7 @@ impl IdentityNotes {
             of: of.0,
             bucket,
         });
-        if self.pending.len() >= PENDING_NOTES.max(self.folded) {
+        if self.pending.len() >= PENDING_NOTES.max(self.folded / 4) {
             self.fold();
         }
     }
@@ -119,9 +121,10 @@ impl IdentityNotes {
 /// identity of each (epoch, pseudonym). Noting is order-free (equal ones name the same
 /// client), so the result does not depend on which worker saw what.
 ///
-/// One pass over both runs into a vector of the result's size: the table is the shard's
-/// largest allocation on big inputs, and growing it in place (plus a sort's scratch) held
-/// up to three times its size.
+/// The table is the shard's largest allocation when clients are many, so the merge works in
+/// place: `entries` grows by `more`'s length (for a table this size the allocator remaps its
+/// pages rather than copy them) and is filled from the back, largest first; a copy into a
+/// new vector held both at once.
 fn merge_sorted(entries: &mut Vec<IdentityEntry>, mut more: Vec<IdentityEntry>) {
     let key = |e: &IdentityEntry| (e.pseudonym, e.epoch);
     more.dedup_by_key(|e| key(e));
@@ -133,29 +136,44 @@ fn merge_sorted(entries: &mut Vec<IdentityEntry>, mut more: Vec<IdentityEntry>) 
         *entries = more;
         return;
     }
-    let old = std::mem::take(entries);
-    let mut merged = Vec::with_capacity(old.len() + more.len());
-    let (mut a, mut b) = (old.into_iter().peekable(), more.into_iter().peekable());
-    loop {
-        let next = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if x.order() <= y.order() => a.next(),
-            (Some(_), Some(_)) => b.next(),
-            (Some(_), None) => a.next(),
-            (None, _) => b.next(),
-        };
-        let Some(e) = next else { break };
-        // Equal keys come newest first: the first one stays.
-        if merged
-            .last()
-            .is_none_or(|last: &IdentityEntry| key(last) != key(&e))
-        {
-            merged.push(e);
+    let (n, m) = (entries.len(), more.len());
+    entries.reserve_exact(m);
+    entries.resize(n + m, more[0]);
+    // Unmerged: entries[..i] and more[..j]; merged: entries[w..]. w - i is j plus the
+    // duplicates dropped so far, so writing at w never overwrites an unmerged entry.
+    let (mut i, mut j, mut w) = (n, m, n + m);
+    let mut put = |entries: &mut Vec<IdentityEntry>, e: IdentityEntry| {
+        // Equal keys come oldest first from the back: a newer one replaces it.
+        if w < n + m && key(&entries[w]) == key(&e) {
+            entries[w] = e;
+        } else {
+            w -= 1;
+            entries[w] = e;
         }
+    };
+    while j > 0 {
+        let e = if i > 0 && entries[i - 1].order() > more[j - 1].order() {
+            i -= 1;
+            entries[i]
+        } else {
+            j -= 1;
+            more[j]
+        };
+        put(entries, e);
     }
-    if merged.capacity() - merged.len() > merged.len() / 8 {
-        merged.shrink_to_fit();
+    // An old entry just before the merged ones may share the key of the first of them (old
+    // keys are distinct, so only that one): it is not older, so it replaces it.
+    if i > 0 && key(&entries[i - 1]) == key(&entries[w]) {
+        i -= 1;
+        entries[w] = entries[i];
     }
-    *entries = merged;
+    if w > i {
+        entries.copy_within(w.., i);
+        entries.truncate(i + (n + m - w));
+    }
+    if entries.capacity() - entries.len() > entries.len() / 8 {
+        entries.shrink_to_fit();
+    }
 }
 
 /// Which bucket and which run-wide pseudonym each (epoch, pseudonym) of a run belongs to:
@@ -1229,6 +1247,49 @@ mod tests {
     fn identities_match_a_map_of_the_newest_identity() {
         identities_of_two_workers(false);
         identities_of_two_workers(true);
+    }
+
+    /// The in-place merge against sorting both runs together and keeping each key's first
+    /// (newest) entry: runs of many sizes with keys in one, in the other and in both, under
+    /// older and newer identities.
+    #[test]
+    fn merge_sorted_is_sort_and_dedup() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..2000 {
+            let run = |len: u64, next: &mut dyn FnMut() -> u64| {
+                let mut v: Vec<IdentityEntry> = (0..len)
+                    .map(|_| {
+                        let r = next();
+                        let (pseudonym, of) = (r % 40, ((r >> 12) % 3) as i32);
+                        // One client per pseudonym: its identity in `of` is one number.
+                        IdentityEntry {
+                            pseudonym,
+                            identity: pseudonym * 31 + of as u64,
+                            epoch: ((r >> 8) % 2) as i32,
+                            of,
+                            bucket: (pseudonym % 7) as u16,
+                        }
+                    })
+                    .collect();
+                v.sort_unstable_by_key(IdentityEntry::order);
+                v
+            };
+            let mut old = run(next() % (round % 50 + 1), &mut next);
+            old.dedup_by_key(|e| (e.pseudonym, e.epoch));
+            let more = run(next() % (round % 30 + 1), &mut next);
+            let mut want: Vec<IdentityEntry> = old.iter().chain(&more).copied().collect();
+            want.sort_by_key(IdentityEntry::order);
+            want.dedup_by_key(|e| (e.pseudonym, e.epoch));
+            let mut got = old.clone();
+            merge_sorted(&mut got, more.clone());
+            assert_eq!(got, want, "round {round}: {old:?} + {more:?}");
+        }
     }
 
     fn identities_of_two_workers(shared: bool) {
