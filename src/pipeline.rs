@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::aggregate::{
     self, TABLES, TableName,
-    spill::{SpillDir, SpillWriter},
+    spill::{Parts, SpillDir, SpillWriter},
 };
 use crate::config::{KeySource, Pipeline};
 use crate::day::Day;
@@ -355,20 +355,27 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         return publish_nothing(summary, out);
     };
     let mut notes = Vec::new();
-    let mut history = spill.history_writer();
+    let spill_err = |e| Failure::new(exit::FAILED, format!("cannot write spill: {e}"));
+    let mut history = spill.parts_writer(Parts::History);
     load_histories(
         &plan,
         days,
         &shard.identities,
         spill.buckets,
         &mut notes,
-        &mut |b, part| history.append(b, part),
+        &mut |b, part| history.append(b, part.into_bytes()),
     )?;
-    history
-        .finish()
-        .map_err(|e| Failure::new(exit::FAILED, format!("cannot write spill: {e}")))?;
+    history.finish().map_err(spill_err)?;
+    // From here on each bucket needs only its own clients' entries.
+    let clients_seen = shard.identities.len();
+    let mut identities = spill.parts_writer(Parts::Identities);
+    shard
+        .identities
+        .split(spill.buckets, &mut |b, part| identities.append(b, part))
+        .map_err(spill_err)?;
+    identities.finish().map_err(spill_err)?;
     phase.mark("visit log (load)");
-    let reducer = Reducer::new(&plan, days, &shard.identities);
+    let reducer = Reducer::new(&plan, days);
     let mut merger = Merger::new(plan.tables());
     let mut visits = 0u64;
     let (mut frame_bytes, mut frame_time) = (0usize, std::time::Duration::ZERO);
@@ -403,11 +410,6 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         );
     }
     phase.mark("reduce (sessions, partial tables)");
-    // The identity map is the largest thing left when clients are many, and the merge and
-    // publication do not need it.
-    let clients_seen = shard.identities.len();
-    drop(reducer);
-    drop(shard);
     let reduced = Reduced {
         days,
         totals,
@@ -1106,7 +1108,6 @@ pub struct BucketOutput {
 pub struct Reducer<'p, 'a> {
     plan: &'p Plan<'a>,
     days: (Day, Day),
-    identities: &'p Identities,
     tables: Vec<TableName>,
     /// Time in building sessions and in the partial tables (LOGVEIL_PROFILE).
     pub in_sessions: std::sync::Mutex<std::time::Duration>,
@@ -1114,15 +1115,10 @@ pub struct Reducer<'p, 'a> {
 }
 
 impl<'p, 'a> Reducer<'p, 'a> {
-    pub fn new(
-        plan: &'p Plan<'a>,
-        days: (Day, Day),
-        identities: &'p Identities,
-    ) -> Reducer<'p, 'a> {
+    pub fn new(plan: &'p Plan<'a>, days: (Day, Day)) -> Reducer<'p, 'a> {
         Reducer {
             plan,
             days,
-            identities,
             tables: plan.tables(),
             in_sessions: Default::default(),
             in_tables: Default::default(),
@@ -1136,6 +1132,7 @@ impl<'p, 'a> Reducer<'p, 'a> {
         b: usize,
         events: aggregate::events::EventColumns,
         history: &visitors::History,
+        identities: &Identities,
     ) -> Result<Option<BucketOutput>, Failure> {
         let pipeline = self.plan.pipeline;
         let clock = std::time::Instant::now();
@@ -1146,8 +1143,7 @@ impl<'p, 'a> Reducer<'p, 'a> {
         let lookback = self.plan.lookback;
         let epoch_of = |d: Day| self.plan.epoch_of(d);
         let identity_of = |d: Day, visitor: u64| match lookback {
-            Some(_) => self
-                .identities
+            Some(_) => identities
                 .get(epoch_of(d), visitor)
                 .map_or(visitor, |(_, id)| id),
             None => visitor,
@@ -1228,10 +1224,11 @@ fn reduce_buckets(
         let events = spill.read_bucket(b, excluded).map_err(|e| {
             Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
         })?;
-        let history = spill.read_history(b).map_err(|e| {
-            Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"))
-        })?;
-        let Some(mut output) = reducer.reduce(b, events, &history)? else {
+        let read_err =
+            |e| Failure::new(exit::FAILED, format!("cannot read spilled bucket {b}: {e}"));
+        let history = spill.read_history(b).map_err(read_err)?;
+        let identities = spill.read_identities(b).map_err(read_err)?;
+        let Some(mut output) = reducer.reduce(b, events, &history, &identities)? else {
             return Ok(None);
         };
         let t0 = std::time::Instant::now();

@@ -914,8 +914,8 @@ pub fn reduce(work: &Path, b: usize) -> Result<(), Failure> {
     let dirs: Vec<PathBuf> = planned.shard_dirs()?.into_iter().map(|(_, d)| d).collect();
     let events = spill::read_bucket(&dirs, &planned.run_key, b, &excluded)
         .map_err(|e| io_failure(format!("cannot read the shard tasks' bucket {b}"), e))?;
-    let reducer = Reducer::new(&plan, days, &identities);
-    let output = reducer.reduce(b, events, &history)?;
+    let reducer = Reducer::new(&plan, days);
+    let output = reducer.reduce(b, events, &history, &identities)?;
     planned.work.publish_dir(&dir, |tmp| {
         let Some(output) = output else {
             return write_meta(tmp, b, 0, true);

@@ -260,13 +260,35 @@ impl Identities {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(self.entries.len() * 26);
         for e in &self.entries {
-            buf.extend_from_slice(&e.epoch.to_le_bytes());
-            buf.extend_from_slice(&e.pseudonym.to_le_bytes());
-            buf.extend_from_slice(&e.bucket.to_le_bytes());
-            buf.extend_from_slice(&e.identity.to_le_bytes());
-            buf.extend_from_slice(&e.of.to_le_bytes());
+            put_entry(&mut buf, e);
         }
         buf
+    }
+
+    /// Hands each bucket's entries on as bytes ([`Self::to_bytes`], which
+    /// [`Self::from_bytes`] reads back), in parts of about [`PART_BYTES`], and frees the
+    /// map: the reduce needs only its own bucket's clients, and on big inputs the whole map
+    /// is the largest thing a run holds.
+    pub fn split(
+        self,
+        buckets: usize,
+        each: &mut dyn FnMut(usize, Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); buckets];
+        for e in &self.entries {
+            let b = usize::from(e.bucket) % buckets;
+            put_entry(&mut parts[b], e);
+            if parts[b].len() >= PART_BYTES {
+                each(b, std::mem::take(&mut parts[b]))?;
+            }
+        }
+        drop(self);
+        for (b, part) in parts.into_iter().enumerate() {
+            if !part.is_empty() {
+                each(b, part)?;
+            }
+        }
+        Ok(())
     }
 
     /// The map [`Self::to_bytes`] wrote.
@@ -298,6 +320,14 @@ pub fn by_day(records: &[VisitRecord]) -> DayVisits {
         encode(v, days.entry(v.day).or_default());
     }
     days.into_iter().map(|(d, b)| (Day(d), b)).collect()
+}
+
+fn put_entry(buf: &mut Vec<u8>, e: &IdentityEntry) {
+    buf.extend_from_slice(&e.epoch.to_le_bytes());
+    buf.extend_from_slice(&e.pseudonym.to_le_bytes());
+    buf.extend_from_slice(&e.bucket.to_le_bytes());
+    buf.extend_from_slice(&e.identity.to_le_bytes());
+    buf.extend_from_slice(&e.of.to_le_bytes());
 }
 
 /// One bucket's share of the visit log as [`VisitLog::load`] routes it: visits in the log's
@@ -1345,6 +1375,22 @@ mod tests {
         }
         let back = Identities::from_bytes(&ids.to_bytes()).unwrap();
         assert_eq!(back.entries, ids.entries);
+        // Split by bucket, in parts, each bucket's bytes read back are its clients' entries.
+        let mut split = vec![Vec::new(); 38];
+        let mut parts = 0;
+        let whole = Identities::from_bytes(&ids.to_bytes()).unwrap();
+        whole
+            .split(38, &mut |b, part| {
+                parts += 1;
+                split[b].extend(part);
+                Ok(())
+            })
+            .unwrap();
+        assert!(parts > 38, "{parts} parts: some buckets in several");
+        for (b, bytes) in split.iter().enumerate() {
+            let mine = Identities::from_bytes(bytes).unwrap();
+            assert_eq!(mine.entries, ids.of_bucket(b, 38).entries, "bucket {b}");
+        }
         assert!(Identities::from_bytes(&ids.to_bytes()[..25]).is_none());
         assert!(Identities::default().get(Day(1), 1).is_none());
     }

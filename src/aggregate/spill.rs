@@ -18,10 +18,11 @@
 //! where the text cost its length and a hash lookup.
 //!
 //! Beside the events, under the run key with nonce spaces of their own: each bucket's
-//! row-visitor frames (`f-b<bucket>.bin`), and with returning visitors its earlier visits
-//! from the visit log (`h-b<bucket>.bin`) and its visits of this run for the log
-//! (`v-b<bucket>.bin`, day by day). Both kinds of visits grow with the site's audience and
-//! the log's length, not with one bucket, so they wait here rather than in memory.
+//! row-visitor frames (`f-b<bucket>.bin`), and with returning visitors its clients' entries
+//! of the identity map (`i-b<bucket>.bin`), its earlier visits from the visit log
+//! (`h-b<bucket>.bin`) and its visits of this run for the log (`v-b<bucket>.bin`, day by
+//! day). These grow with the site's audience and the log's length, not with one bucket, so
+//! they wait here rather than in memory.
 
 use std::collections::HashSet;
 
@@ -414,31 +415,61 @@ impl SpillDir {
     }
 }
 
-/// Appends the visit log's earlier visits, bucket by bucket as [`crate::visitors::VisitLog::load`]
-/// routes them, to `h-b<bucket>.bin`: each part sealed on its own (length, then sealed bytes)
-/// with a nonce of its bucket and number under the run key. The reduce reads its bucket's
-/// back ([`SpillDir::read_history`]), so the run never holds the whole history.
-pub struct HistoryWriter {
+/// What a [`PartsWriter`] appends to a bucket: with returning visitors, the bucket's earlier
+/// visits from the visit log as [`crate::visitors::VisitLog::load`] routes them
+/// (`h-b<bucket>.bin`), and its clients' entries of the identity map
+/// ([`crate::visitors::Identities::split`], `i-b<bucket>.bin`). Both grow with the site's
+/// audience, not with one bucket, so each bucket's reduce reads back its own rather than the
+/// run holding them all.
+#[derive(Debug, Clone, Copy)]
+pub enum Parts {
+    History,
+    Identities,
+}
+
+impl Parts {
+    fn file(self, dir: &Path, b: usize) -> PathBuf {
+        let prefix = match self {
+            Parts::History => "h",
+            Parts::Identities => "i",
+        };
+        dir.join(format!("{prefix}-b{b}.bin"))
+    }
+
+    fn space(self) -> u16 {
+        match self {
+            Parts::History => HISTORY,
+            Parts::Identities => IDENTITIES,
+        }
+    }
+}
+
+/// Appends parts to a file per bucket, each part sealed on its own (its length, then the
+/// sealed bytes) with a nonce of its kind, bucket and number under the run key.
+pub struct PartsWriter {
     dir: PathBuf,
+    kind: Parts,
     key: LessSafeKey,
     files: Vec<Option<(BufWriter<File>, u64)>>,
 }
 
 impl SpillDir {
-    /// The run's one history writer (its nonces are unique only if there is one).
-    pub fn history_writer(&self) -> HistoryWriter {
-        HistoryWriter {
+    /// The run's one writer of `kind` (its nonces are unique only if there is one).
+    pub fn parts_writer(&self, kind: Parts) -> PartsWriter {
+        PartsWriter {
             dir: self.dir.clone(),
+            kind,
             key: sealing_key(&self.key),
             files: (0..self.buckets).map(|_| None).collect(),
         }
     }
 
-    /// Bucket `b`'s history, from every part [`HistoryWriter::append`] wrote (empty: none).
-    pub fn read_history(&self, b: usize) -> io::Result<crate::visitors::History> {
-        let mut input = match File::open(self.dir.join(format!("h-b{b}.bin"))) {
+    /// Every part of `kind` [`PartsWriter::append`] wrote for bucket `b`, one after another
+    /// (empty: none).
+    pub fn read_parts(&self, kind: Parts, b: usize) -> io::Result<Vec<u8>> {
+        let mut input = match File::open(kind.file(&self.dir, b)) {
             Ok(f) => BufReader::new(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         let key = sealing_key(&self.key);
@@ -454,30 +485,47 @@ impl SpillDir {
             let mut sealed = vec![0u8; u32::from_le_bytes(len) as usize];
             input.read_exact(&mut sealed)?;
             let opened = key
-                .open_in_place(nonce(HISTORY, b, part), Aad::empty(), &mut sealed)
+                .open_in_place(nonce(kind.space(), b, part), Aad::empty(), &mut sealed)
                 .map_err(|_| {
-                    io::Error::other("a bucket's spilled history failed authentication")
+                    io::Error::other(format!("a bucket's spilled {kind:?} failed authentication"))
                 })?;
             plain.extend_from_slice(opened);
             part += 1;
         }
-        crate::visitors::History::from_bytes(&plain)
+        Ok(plain)
+    }
+
+    /// Bucket `b`'s history ([`Parts::History`]).
+    pub fn read_history(&self, b: usize) -> io::Result<crate::visitors::History> {
+        crate::visitors::History::from_bytes(&self.read_parts(Parts::History, b)?)
             .ok_or_else(|| io::Error::other("a bucket's spilled history is malformed"))
+    }
+
+    /// Bucket `b`'s clients in the identity map ([`Parts::Identities`]).
+    pub fn read_identities(&self, b: usize) -> io::Result<crate::visitors::Identities> {
+        crate::visitors::Identities::from_bytes(&self.read_parts(Parts::Identities, b)?)
+            .ok_or_else(|| io::Error::other("a bucket's spilled identities are malformed"))
     }
 }
 
-impl HistoryWriter {
+impl PartsWriter {
     /// Seals `part` and appends it to bucket `b`'s file.
-    pub fn append(&mut self, b: usize, part: crate::visitors::HistoryPart) -> io::Result<()> {
+    pub fn append(&mut self, b: usize, part: Vec<u8>) -> io::Result<()> {
         let slot = &mut self.files[b];
         if slot.is_none() {
-            let path = self.dir.join(format!("h-b{b}.bin"));
-            *slot = Some((BufWriter::new(File::create(path)?), 0));
+            *slot = Some((
+                BufWriter::new(File::create(self.kind.file(&self.dir, b))?),
+                0,
+            ));
         }
         let (out, parts) = slot.as_mut().expect("opened");
-        let mut sealed = part.into_bytes();
+        let mut sealed = part;
         self.key
-            .seal_in_place_append_tag(nonce(HISTORY, b, *parts), Aad::empty(), &mut sealed)
+            .seal_in_place_append_tag(
+                nonce(self.kind.space(), b, *parts),
+                Aad::empty(),
+                &mut sealed,
+            )
             .map_err(|_| io::Error::other("encryption failed"))?;
         *parts += 1;
         let len = u32::try_from(sealed.len()).map_err(io::Error::other)?;
@@ -504,11 +552,12 @@ pub fn frame_of(bytes: &[u8]) -> io::Result<polars::prelude::DataFrame> {
     super::frames::decode(bytes)
 }
 
-/// The nonce spaces of [`SpillDir::write_frames`], [`SpillDir::write_visits`] and
-/// [`HistoryWriter`] under the run key.
+/// The nonce spaces of [`SpillDir::write_frames`], [`SpillDir::write_visits`] and the
+/// [`PartsWriter`]s under the run key.
 const FRAMES: u16 = u16::MAX;
 const VISITS: u16 = u16::MAX - 1;
 const HISTORY: u16 = u16::MAX - 2;
+const IDENTITIES: u16 = u16::MAX - 3;
 
 impl Drop for SpillDir {
     fn drop(&mut self) {
@@ -1089,9 +1138,9 @@ mod tests {
                 others: vec![(3, 20_758), (1, 20_759)],
             },
         ];
-        let mut writer = spill.history_writer();
+        let mut writer = spill.parts_writer(Parts::History);
         for h in &parts {
-            writer.append(1, h.to_part()).unwrap();
+            writer.append(1, h.to_part().into_bytes()).unwrap();
         }
         writer.finish().unwrap();
         let back = spill.read_history(1).unwrap();
