@@ -1971,7 +1971,8 @@ pub fn shard(
     }
     let mut by_file: BTreeMap<u32, FileResult> = BTreeMap::new();
     let mut epoch_ids = BTreeMap::new();
-    let mut identities = Identities::default();
+    // The workers folded their notes into the shared table; the last holder takes it.
+    let mut identities = notes.finish();
     for outcome in outcomes {
         let (parts, ids, seen) = outcome?;
         epoch_ids.extend(ids);

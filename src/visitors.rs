@@ -107,13 +107,16 @@ impl IdentityNotes {
         self.folded = table.len();
     }
 
-    /// Every note folded so far into the table, with this worker's, as a map of clients
-    /// (the table is left empty: of workers sharing it, the first to finish takes most, the
-    /// others what came after; [`Identities::absorb`] joins them).
+    /// Every note of the notes sharing this table, as a map of clients: from the last of
+    /// them to finish (exactly one gets the table); the others fold their notes in and give
+    /// an empty map. (The first to finish took the table, and the rest built a second one of
+    /// the same clients: on distinct-client logs the two were the shard's peak, 55 MiB more.)
     pub fn finish(mut self) -> Identities {
         self.fold();
-        let entries = std::mem::take(&mut *self.table.lock().expect("not poisoned"));
-        Identities::of_sorted(entries)
+        match Arc::into_inner(self.table) {
+            Some(table) => Identities::of_sorted(table.into_inner().expect("not poisoned")),
+            None => Identities::default(),
+        }
     }
 }
 
@@ -1354,6 +1357,8 @@ mod tests {
             notes.note(Day(epoch), pseudonym, bucket, identity, Day(of));
         }
         let mut ids = a.finish();
+        // Of notes sharing a table, only the last to finish gives it (once).
+        assert_eq!(ids.is_empty(), shared);
         ids.absorb(b.finish());
         assert_eq!(ids.len(), reference.len());
         for (&(epoch, p), &(bucket, identity, _)) in &reference {
