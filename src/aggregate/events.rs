@@ -344,7 +344,10 @@ pub fn link_sessions(day: &[i32], visitor: &[u64], link: &[Option<u64>]) -> Vec<
 
 /// A number naming each event's campaign (source, medium, campaign), null when untagged: what
 /// decision 9 compares to split visits, within one bucket (a client's events are all in one).
-/// The bucket's campaigns numbered in the order first met.
+/// The bucket's campaigns numbered from 1 in the order first met: the visit cutter's running
+/// tag uses 0 for "no campaign yet", so a campaign numbered 0 would not split a visit that
+/// began untagged, and whether it did would hang on which campaign the bucket met first
+/// (that is, on the order the shard's writers' files were read).
 fn campaign_tags(c: &EventColumns) -> Vec<Option<u64>> {
     let mut numbers: foldhash::HashMap<[Option<u32>; 3], u64> = Default::default();
     (0..c.ts.len())
@@ -353,7 +356,7 @@ fn campaign_tags(c: &EventColumns) -> Vec<Option<u64>> {
             if parts.iter().all(Option::is_none) {
                 return None;
             }
-            let next = numbers.len() as u64;
+            let next = numbers.len() as u64 + 1;
             Some(*numbers.entry(parts).or_insert(next))
         })
         .collect()

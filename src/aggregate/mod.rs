@@ -1219,6 +1219,46 @@ mod tests {
 
     /// With a row bound of 2, a visitor whose 4 visits start in 4 different hours counts in
     /// the hours of its first 2 visits only; another visitor is untouched.
+    /// Decision 9 whatever order a bucket's events come in: client 1's untagged pageview and,
+    /// a minute later, one tagged with campaign X are two visits; client 2 (campaign Y) one.
+    /// The rows are pushed with X met first and with Y met first (the spill gives a bucket's
+    /// events in the order its writers' files are read).
+    #[test]
+    fn a_campaign_splits_an_untagged_visit_whichever_campaign_comes_first() {
+        let tagged = |ts: i64, visitor: u64, campaign: &str| {
+            let mut e = event(ts, visitor, "/a");
+            e.utm_source = Some(Arc::from("yandex"));
+            e.utm_campaign = Some(Arc::from(campaign));
+            e
+        };
+        let rows = [
+            (0u64, event(1000, 1, "/a")),
+            (1, tagged(1060, 1, "x")),
+            (2, tagged(1000, 2, "y")),
+        ];
+        for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0]] {
+            let mut cols = events::EventColumns::default();
+            for i in order {
+                cols.push(rows[i].0, rows[i].1.clone());
+            }
+            let s = sessionise(
+                cols.into_frame().unwrap(),
+                1800,
+                6 * 3600,
+                (Day(0), Day(0)),
+                &Goals::default(),
+            )
+            .unwrap();
+            let visitors = s.visits.column("visitor").unwrap().u64().unwrap();
+            let per = |v: u64| {
+                (0..visitors.len())
+                    .filter(|&i| visitors.get(i) == Some(v))
+                    .count()
+            };
+            assert_eq!((per(1), per(2)), (2, 1), "rows pushed in order {order:?}");
+        }
+    }
+
     #[test]
     fn partial_table_row_bound_per_visitor() {
         let mut cols = events::EventColumns::default();
