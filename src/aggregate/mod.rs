@@ -1259,6 +1259,66 @@ mod tests {
         }
     }
 
+    /// Visits do not depend on the order a bucket's events arrive in (the spill's files are
+    /// read in an order of random names): random events of a few clients, with and without
+    /// campaigns, in many seconds shared, cut the same in shuffled orders.
+    #[test]
+    fn visits_do_not_depend_on_the_order_events_arrive_in() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let campaigns = [None, None, None, Some("x"), Some("y"), Some("z")];
+        let rows: Vec<(u64, Event)> = (0..600u64)
+            .map(|seq| {
+                let r = next();
+                let mut e = event(1000 + (r % 7200) as i64, r >> 60, "/a");
+                if let Some(c) = campaigns[(r >> 20) as usize % campaigns.len()] {
+                    e.utm_source = Some(Arc::from("yandex"));
+                    e.utm_campaign = Some(Arc::from(c));
+                }
+                (seq, e)
+            })
+            .collect();
+        let visits = |order: &[usize]| {
+            let mut cols = events::EventColumns::default();
+            for &i in order {
+                cols.push(rows[i].0, rows[i].1.clone());
+            }
+            let s = sessionise(
+                cols.into_frame().unwrap(),
+                1800,
+                6 * 3600,
+                (Day(0), Day(0)),
+                &Goals::default(),
+            )
+            .unwrap();
+            let v = s.visits.column("visitor").unwrap().u64().unwrap();
+            let t = s.visits.column("start").unwrap().i64().unwrap();
+            let mut pairs: Vec<(u64, i64)> = (0..v.len())
+                .map(|i| (v.get(i).unwrap(), t.get(i).unwrap()))
+                .collect();
+            pairs.sort_unstable();
+            pairs
+        };
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let want = visits(&order);
+        assert!(
+            want.len() > 16,
+            "{} visits: the campaigns split some",
+            want.len()
+        );
+        for _ in 0..20 {
+            for i in (1..order.len()).rev() {
+                order.swap(i, next() as usize % (i + 1));
+            }
+            assert_eq!(visits(&order), want);
+        }
+    }
+
     #[test]
     fn partial_table_row_bound_per_visitor() {
         let mut cols = events::EventColumns::default();
