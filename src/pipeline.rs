@@ -419,7 +419,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         notes,
     };
     let read_frame = |b: usize, t: u64| spill.read_table_frame(b, t);
-    let read_visits = |b: usize, day: Day| spill.read_visits(b, day);
+    let read_visits = |b: usize, day: Day, out: &mut Vec<u8>| spill.read_visits_into(b, day, out);
     let sources = Sources {
         frame: &read_frame,
         visits: &read_visits,
@@ -1359,9 +1359,9 @@ pub struct Reduced {
 pub type FrameSource<'f> =
     dyn Fn(usize, u64) -> std::io::Result<Option<polars::prelude::DataFrame>> + Sync + 'f;
 
-/// A bucket's visits of a day for the visit log, in the log's encoding
-/// ([`visitors::DayVisits`]; empty: none).
-pub type VisitSource<'f> = dyn Fn(usize, Day) -> std::io::Result<Vec<u8>> + Sync + 'f;
+/// Appends a bucket's visits of a day for the visit log, in the log's encoding
+/// ([`visitors::DayVisits`]), to the buffer.
+pub type VisitSource<'f> = dyn Fn(usize, Day, &mut Vec<u8>) -> std::io::Result<()> + Sync + 'f;
 
 /// Where [`finish`] reads what the reduce stage left on disk, bucket by bucket, rather than
 /// hold it: the row-visitor frames and the visits for the visit log.
@@ -1601,16 +1601,17 @@ pub fn finish(
         let _mark = PhaseEnd(phase, "visit log (write)");
         let mut written = Vec::new();
         for day in &to_publish {
-            // The day's visits, bucket by bucket (the order the run had them in).
+            // The day's visits, bucket by bucket (the order the run had them in), read into
+            // the one buffer the log seals: a buffer per bucket, freed into the allocator's
+            // arenas, held the day's visits a second time.
             let mut plain = Vec::new();
             for b in 0..reduced.buckets {
-                let visits = (sources.visits)(b, *day).map_err(|e| {
+                (sources.visits)(b, *day, &mut plain).map_err(|e| {
                     Failure::new(
                         exit::FAILED,
                         format!("cannot read bucket {b}'s visits of {day} from the spill: {e}"),
                     )
                 })?;
-                plain.extend_from_slice(&visits);
             }
             visit_log.write_day(keys, l, *day, plain).map_err(failed)?;
             written.push(day.to_string());

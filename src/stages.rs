@@ -1066,9 +1066,12 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
         })
     };
     // A bucket's visits of a day: its file, or none (an empty bucket, a day without visits).
-    let read_visits = |b: usize, day: Day| {
+    let read_visits = |b: usize, day: Day, out: &mut Vec<u8>| {
         let file = format!("visits-{day}.bin");
-        Ok(read_plain(b, &file, &format!("bucket {b} visits {day}"))?.unwrap_or_default())
+        if let Some(plain) = read_plain(b, &file, &format!("bucket {b} visits {day}"))? {
+            out.extend_from_slice(&plain);
+        }
+        Ok(())
     };
     let sources = pipeline::Sources {
         frame: &read_frame,

@@ -695,34 +695,42 @@ fn seal(key: &[u8; 32], aad: &[u8], mut plain: Vec<u8>) -> Result<Vec<u8>, State
         path: "<random>".into(),
         source: io::Error::other(e.to_string()),
     })?;
-    cipher(key)
-        .seal_in_place_append_tag(
+    let tag = cipher(key)
+        .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad),
             &mut plain,
         )
         .expect("sealing cannot fail for in-memory data");
-    let mut out = Vec::with_capacity(plain.len() + 20);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&plain);
-    Ok(out)
+    // The header goes in front of the sealed bytes in the same buffer: a second buffer for
+    // the file would hold a day's visits twice.
+    let len = plain.len();
+    plain.reserve_exact(20 + tag.as_ref().len());
+    plain.resize(len + 20, 0);
+    plain.copy_within(..len, 20);
+    plain[..8].copy_from_slice(MAGIC);
+    plain[8..20].copy_from_slice(&nonce);
+    plain.extend_from_slice(tag.as_ref());
+    Ok(plain)
 }
 
-fn open(key: &[u8; 32], aad: &[u8], sealed: Vec<u8>) -> Option<Vec<u8>> {
+/// The plain bytes of a file [`seal`] made, opened in its own buffer.
+fn open(key: &[u8; 32], aad: &[u8], mut sealed: Vec<u8>) -> Option<Vec<u8>> {
     if sealed.len() < 20 + 16 || &sealed[..8] != MAGIC {
         return None;
     }
     let nonce: [u8; 12] = sealed[8..20].try_into().ok()?;
-    let mut body = sealed[20..].to_vec();
-    let plain = cipher(key)
+    let len = cipher(key)
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad),
-            &mut body,
+            &mut sealed[20..],
         )
-        .ok()?;
-    Some(plain.to_vec())
+        .ok()?
+        .len();
+    sealed.copy_within(20..20 + len, 0);
+    sealed.truncate(len);
+    Some(sealed)
 }
 
 fn put_opt(buf: &mut Vec<u8>, s: &Option<Arc<str>>) {

@@ -341,41 +341,63 @@ fn read_frame(
 /// The plain bytes of `slot` that [`write_slots`] wrote, `None` when there is none (or no
 /// file).
 fn read_slot(file: &Slots, run_key: &[u8; 32], slot: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut plain = Vec::new();
+    Ok(read_slot_into(file, run_key, slot, &mut plain)?.then_some(plain))
+}
+
+/// Appends the plain bytes of `slot` to `out`, read and opened in place there (no buffer of
+/// their own); whether there was such a slot.
+fn read_slot_into(
+    file: &Slots,
+    run_key: &[u8; 32],
+    slot: u64,
+    out: &mut Vec<u8>,
+) -> io::Result<bool> {
     use std::io::{Seek, SeekFrom};
     let mut reader = match File::open(&file.path) {
         Ok(f) => BufReader::new(f),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
     let mut word = [0u8; 4];
     reader.read_exact(&mut word)?;
     let count = u64::from(u32::from_le_bytes(word));
     if slot >= count {
-        return Ok(None);
+        return Ok(false);
     }
     let mut lengths = vec![0u8; 8 * count as usize];
     reader.read_exact(&mut lengths)?;
     let length = |i: usize| u64::from_le_bytes(lengths[8 * i..8 * i + 8].try_into().expect("8"));
     let len = length(slot as usize);
     if len == 0 {
-        return Ok(None);
+        return Ok(false);
     }
     let skip: u64 = (0..slot as usize).map(length).sum();
     reader.seek(SeekFrom::Current(
         i64::try_from(skip).map_err(io::Error::other)?,
     ))?;
-    let mut sealed = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
-    reader.read_exact(&mut sealed)?;
-    let plain_len = sealing_key(run_key)
-        .open_in_place(
-            nonce(file.space, file.bucket, slot),
-            Aad::empty(),
-            &mut sealed,
-        )
-        .map_err(|_| io::Error::other(format!("{} failed authentication", file.what)))?
-        .len();
-    sealed.truncate(plain_len);
-    Ok(Some(sealed))
+    let start = out.len();
+    out.resize(start + usize::try_from(len).map_err(io::Error::other)?, 0);
+    let opened = reader.read_exact(&mut out[start..]).and_then(|()| {
+        sealing_key(run_key)
+            .open_in_place(
+                nonce(file.space, file.bucket, slot),
+                Aad::empty(),
+                &mut out[start..],
+            )
+            .map(|plain| plain.len())
+            .map_err(|_| io::Error::other(format!("{} failed authentication", file.what)))
+    });
+    match opened {
+        Ok(plain_len) => {
+            out.truncate(start + plain_len);
+            Ok(true)
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
 }
 
 impl SpillDir {
@@ -398,20 +420,26 @@ impl SpillDir {
         write_slots(&Slots::visits(&self.dir, bucket), &self.key, slots)
     }
 
-    /// Bucket `b`'s visits of `day` that [`Self::write_visits`] wrote, in the visit log's
-    /// encoding (empty: none).
-    pub fn read_visits(&self, bucket: usize, day: crate::day::Day) -> io::Result<Vec<u8>> {
+    /// Appends bucket `b`'s visits of `day` that [`Self::write_visits`] wrote, in the visit
+    /// log's encoding, to `out` (read and opened in place there: the day's visits of every
+    /// bucket are held once, in the one buffer the visit log seals).
+    pub fn read_visits_into(
+        &self,
+        bucket: usize,
+        day: crate::day::Day,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
         let file = Slots::visits(&self.dir, bucket);
         let Some(days) = read_slot(&file, &self.key, 0)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let at = days
             .chunks_exact(4)
             .position(|d| i32::from_le_bytes(d.try_into().expect("4")) == day.0);
-        match at {
-            Some(i) => Ok(read_slot(&file, &self.key, i as u64 + 1)?.unwrap_or_default()),
-            None => Ok(Vec::new()),
+        if let Some(i) = at {
+            read_slot_into(&file, &self.key, i as u64 + 1, out)?;
         }
+        Ok(())
     }
 }
 
@@ -1096,11 +1124,15 @@ mod tests {
         assert!(spill.write_visits(1, days.clone()).unwrap() > 0);
         assert_eq!(spill.write_visits(2, Vec::new()).unwrap(), 0);
         for (day, want) in &days {
-            assert_eq!(&spill.read_visits(1, *day).unwrap(), want);
+            assert_eq!(&read(&spill, 1, *day).unwrap(), want);
         }
-        assert!(spill.read_visits(1, Day(20_761)).unwrap().is_empty());
-        assert!(spill.read_visits(2, Day(20_760)).unwrap().is_empty());
-        assert!(spill.read_visits(0, Day(20_760)).unwrap().is_empty());
+        assert!(read(&spill, 1, Day(20_761)).unwrap().is_empty());
+        assert!(read(&spill, 2, Day(20_760)).unwrap().is_empty());
+        assert!(read(&spill, 0, Day(20_760)).unwrap().is_empty());
+        // Appended after what the buffer holds.
+        let mut out = b"before".to_vec();
+        spill.read_visits_into(1, Day(20_762), &mut out).unwrap();
+        assert_eq!(out, b"beforethird day");
         let f = tmp.path().join("spill/run-5/v-b1.bin");
         let bytes = std::fs::read(&f).unwrap();
         assert!(
@@ -1109,7 +1141,15 @@ mod tests {
         );
         // Bucket 1's file in bucket 0's place fails authentication.
         std::fs::write(tmp.path().join("spill/run-5/v-b0.bin"), &bytes).unwrap();
-        assert!(spill.read_visits(0, Day(20_760)).is_err());
+        let mut out = b"kept".to_vec();
+        assert!(spill.read_visits_into(0, Day(20_760), &mut out).is_err());
+        assert_eq!(out, b"kept", "a failed read leaves the buffer as it was");
+    }
+
+    fn read(spill: &SpillDir, b: usize, day: crate::day::Day) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        spill.read_visits_into(b, day, &mut out)?;
+        Ok(out)
     }
 
     /// The visit log's history, appended part by part, reads back as the parts' history;
