@@ -373,6 +373,10 @@ fn read_slot_into(
         return Ok(false);
     }
     let skip: u64 = (0..slot as usize).map(length).sum();
+    // Lengths are checked against the file before anything is allocated for them.
+    if skip.saturating_add(len) > reader.get_ref().metadata()?.len() {
+        return Err(io::Error::other(format!("{} is cut short", file.what)));
+    }
     reader.seek(SeekFrom::Current(
         i64::try_from(skip).map_err(io::Error::other)?,
     ))?;
@@ -501,6 +505,7 @@ impl SpillDir {
             Err(e) => return Err(e),
         };
         let key = sealing_key(&self.key);
+        let size = input.get_ref().metadata()?.len();
         let mut plain = Vec::new();
         let mut part = 0u64;
         loop {
@@ -510,7 +515,13 @@ impl SpillDir {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(e),
             }
-            let mut sealed = vec![0u8; u32::from_le_bytes(len) as usize];
+            let len = u32::from_le_bytes(len);
+            if u64::from(len) > size {
+                return Err(io::Error::other(format!(
+                    "a bucket's spilled {kind:?} is cut short"
+                )));
+            }
+            let mut sealed = vec![0u8; len as usize];
             input.read_exact(&mut sealed)?;
             let opened = key
                 .open_in_place(nonce(kind.space(), b, part), Aad::empty(), &mut sealed)
@@ -1144,6 +1155,14 @@ mod tests {
         let mut out = b"kept".to_vec();
         assert!(spill.read_visits_into(0, Day(20_760), &mut out).is_err());
         assert_eq!(out, b"kept", "a failed read leaves the buffer as it was");
+        // A slot length beyond the file is an error, not an allocation of that size.
+        let mut huge = bytes.clone();
+        huge[4 + 8..4 + 16].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        std::fs::write(&f, &huge).unwrap();
+        let err = spill
+            .read_visits_into(1, Day(20_760), &mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("cut short"), "{err}");
     }
 
     fn read(spill: &SpillDir, b: usize, day: crate::day::Day) -> io::Result<Vec<u8>> {
