@@ -38,3 +38,16 @@ pub mod state;
 pub mod store;
 pub mod threads;
 pub mod visitors;
+
+/// Tests' random inputs: a deterministic generator (xorshift64) from `seed`, each call the
+/// next number, so a failing case is the same on every run.
+#[cfg(test)]
+pub(crate) fn test_numbers(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

@@ -1295,13 +1295,7 @@ mod tests {
     /// older and newer identities.
     #[test]
     fn merge_sorted_is_sort_and_dedup() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::test_numbers(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..2000 {
             let run = |len: u64, next: &mut dyn FnMut() -> u64| {
                 let mut v: Vec<IdentityEntry> = (0..len)
@@ -1342,12 +1336,10 @@ mod tests {
         } else {
             IdentityNotes::default()
         };
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = crate::test_numbers(0x2545_f491_4f6c_dd1du64);
         let n = 3 * PENDING_NOTES + 123;
         for i in 0..n {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             // Few distinct pseudonyms (so notes repeat), spread over all 64 bits.
             let pseudonym = (x % 200_000).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let epoch = 20_400 + (x >> 40) as i32 % 2;

@@ -1264,13 +1264,7 @@ mod tests {
     /// campaigns, in many seconds shared, cut the same in shuffled orders.
     #[test]
     fn visits_do_not_depend_on_the_order_events_arrive_in() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::test_numbers(0x2545_f491_4f6c_dd1du64);
         let campaigns = [None, None, None, Some("x"), Some("y"), Some("z")];
         let rows: Vec<(u64, Event)> = (0..600u64)
             .map(|seq| {

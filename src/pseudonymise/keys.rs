@@ -521,11 +521,9 @@ mod tests {
             check(s);
         }
         let alphabet = [b'0', b'1', b'a', b'F', b':', b':', b'f', b'9', b'.', b'g'];
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = crate::test_numbers(0x2545_f491_4f6c_dd1du64);
         for _ in 0..300_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let len = (x % 20) as usize + 1;
             let bytes: Vec<u8> = (0..len)
                 .map(|i| alphabet[((x >> (i * 3 % 60)) as usize + i) % alphabet.len()])
@@ -597,11 +595,9 @@ mod tests {
             check(s);
         }
         let alphabet = ['0', '1', '2', '5', '9', '.', 'x'];
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = crate::test_numbers(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let len = (x % 9) as usize + 7;
             let s: String = (0..len)
                 .map(|i| alphabet[((x >> (i * 3 + 4)) % 7) as usize])

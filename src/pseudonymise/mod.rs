@@ -776,12 +776,10 @@ mod tests {
             "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) Safari/605.1.15",
         ];
         let day0 = 1_795_478_400; // 2026-11-24T00:00:00Z
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = crate::test_numbers(0x2545_f491_4f6c_dd1du64);
         let mut checked = 0;
         for _ in 0..60_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             // Mostly recent clients (cache hits), sometimes any client (misses).
             let i = if x.is_multiple_of(4) {
                 (x >> 8) as usize
