@@ -249,34 +249,58 @@ fn write_frames(
     for frame in frames {
         slots.push(frame.as_ref().map(frame_bytes).transpose()?);
     }
-    write_slots(&Slots::frames(dir, bucket), run_key, slots)
+    write_slots(&Slots::new(&FRAME_FILES, dir, bucket), run_key, slots)
 }
 
-/// One bucket's file of sealed slots, and the nonce space its slots are sealed in.
-struct Slots {
-    path: PathBuf,
-    /// The nonce's worker part: never a writer's (writers seal under keys of their own).
+/// A kind of per-bucket file the spill holds beside the events, sealed under the run key:
+/// its name's prefix (`<prefix>-b<bucket>.bin`), its nonce space (the nonce's worker part,
+/// never a writer's: writers seal under keys of their own) and what errors call it.
+struct FileKind {
+    prefix: &'static str,
     space: u16,
-    bucket: usize,
     what: &'static str,
 }
 
-impl Slots {
-    fn frames(dir: &Path, bucket: usize) -> Slots {
-        Slots {
-            path: dir.join(format!("f-b{bucket}.bin")),
-            space: FRAMES,
-            bucket,
-            what: "a spilled frame",
-        }
-    }
+const FRAME_FILES: FileKind = FileKind {
+    prefix: "f",
+    space: u16::MAX,
+    what: "a spilled frame",
+};
+const VISIT_FILES: FileKind = FileKind {
+    prefix: "v",
+    space: u16::MAX - 1,
+    what: "a bucket's spilled visits",
+};
+const HISTORY_FILES: FileKind = FileKind {
+    prefix: "h",
+    space: u16::MAX - 2,
+    what: "a bucket's spilled history",
+};
+const IDENTITY_FILES: FileKind = FileKind {
+    prefix: "i",
+    space: u16::MAX - 3,
+    what: "a bucket's spilled identities",
+};
 
-    fn visits(dir: &Path, bucket: usize) -> Slots {
+impl FileKind {
+    fn path(&self, dir: &Path, bucket: usize) -> PathBuf {
+        dir.join(format!("{}-b{bucket}.bin", self.prefix))
+    }
+}
+
+/// One bucket's file of sealed slots.
+struct Slots {
+    kind: &'static FileKind,
+    path: PathBuf,
+    bucket: usize,
+}
+
+impl Slots {
+    fn new(kind: &'static FileKind, dir: &Path, bucket: usize) -> Slots {
         Slots {
-            path: dir.join(format!("v-b{bucket}.bin")),
-            space: VISITS,
+            kind,
+            path: kind.path(dir, bucket),
             bucket,
-            what: "a bucket's spilled visits",
         }
     }
 }
@@ -294,7 +318,7 @@ fn write_slots(file: &Slots, run_key: &[u8; 32], slots: Vec<Option<Vec<u8>>>) ->
             continue;
         };
         key.seal_in_place_append_tag(
-            nonce(file.space, file.bucket, slot as u64),
+            nonce(file.kind.space, file.bucket, slot as u64),
             Aad::empty(),
             &mut plain,
         )
@@ -316,7 +340,7 @@ fn write_slots(file: &Slots, run_key: &[u8; 32], slots: Vec<Option<Vec<u8>>>) ->
 
 /// How many slots a bucket's frame file holds (0 without a file).
 fn frame_count(dir: &Path, bucket: usize) -> io::Result<u64> {
-    let mut file = match File::open(dir.join(format!("f-b{bucket}.bin"))) {
+    let mut file = match File::open(FRAME_FILES.path(dir, bucket)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
@@ -333,7 +357,7 @@ fn read_frame(
     bucket: usize,
     slot: u64,
 ) -> io::Result<Option<polars::prelude::DataFrame>> {
-    read_slot(&Slots::frames(dir, bucket), run_key, slot)?
+    read_slot(&Slots::new(&FRAME_FILES, dir, bucket), run_key, slot)?
         .map(|plain| frame_of(&plain))
         .transpose()
 }
@@ -375,7 +399,7 @@ fn read_slot_into(
     let skip: u64 = (0..slot as usize).map(length).sum();
     // Lengths are checked against the file before anything is allocated for them.
     if skip.saturating_add(len) > reader.get_ref().metadata()?.len() {
-        return Err(io::Error::other(format!("{} is cut short", file.what)));
+        return Err(io::Error::other(format!("{} is cut short", file.kind.what)));
     }
     reader.seek(SeekFrom::Current(
         i64::try_from(skip).map_err(io::Error::other)?,
@@ -385,12 +409,12 @@ fn read_slot_into(
     let opened = reader.read_exact(&mut out[start..]).and_then(|()| {
         sealing_key(run_key)
             .open_in_place(
-                nonce(file.space, file.bucket, slot),
+                nonce(file.kind.space, file.bucket, slot),
                 Aad::empty(),
                 &mut out[start..],
             )
             .map(|plain| plain.len())
-            .map_err(|_| io::Error::other(format!("{} failed authentication", file.what)))
+            .map_err(|_| io::Error::other(format!("{} failed authentication", file.kind.what)))
     });
     match opened {
         Ok(plain_len) => {
@@ -421,7 +445,11 @@ impl SpillDir {
         let days: Vec<u8> = visits.iter().flat_map(|(d, _)| d.0.to_le_bytes()).collect();
         let mut slots = vec![Some(days)];
         slots.extend(visits.into_iter().map(|(_, v)| Some(v)));
-        write_slots(&Slots::visits(&self.dir, bucket), &self.key, slots)
+        write_slots(
+            &Slots::new(&VISIT_FILES, &self.dir, bucket),
+            &self.key,
+            slots,
+        )
     }
 
     /// Appends bucket `b`'s visits of `day` that [`Self::write_visits`] wrote, in the visit
@@ -433,7 +461,7 @@ impl SpillDir {
         day: crate::day::Day,
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
-        let file = Slots::visits(&self.dir, bucket);
+        let file = Slots::new(&VISIT_FILES, &self.dir, bucket);
         let Some(days) = read_slot(&file, &self.key, 0)? else {
             return Ok(());
         };
@@ -460,18 +488,10 @@ pub enum Parts {
 }
 
 impl Parts {
-    fn file(self, dir: &Path, b: usize) -> PathBuf {
-        let prefix = match self {
-            Parts::History => "h",
-            Parts::Identities => "i",
-        };
-        dir.join(format!("{prefix}-b{b}.bin"))
-    }
-
-    fn space(self) -> u16 {
+    fn files(self) -> &'static FileKind {
         match self {
-            Parts::History => HISTORY,
-            Parts::Identities => IDENTITIES,
+            Parts::History => &HISTORY_FILES,
+            Parts::Identities => &IDENTITY_FILES,
         }
     }
 }
@@ -499,7 +519,8 @@ impl SpillDir {
     /// Every part of `kind` [`PartsWriter::append`] wrote for bucket `b`, one after another
     /// (empty: none).
     pub fn read_parts(&self, kind: Parts, b: usize) -> io::Result<Vec<u8>> {
-        let mut input = match File::open(kind.file(&self.dir, b)) {
+        let files = kind.files();
+        let mut input = match File::open(files.path(&self.dir, b)) {
             Ok(f) => BufReader::new(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -517,17 +538,13 @@ impl SpillDir {
             }
             let len = u32::from_le_bytes(len);
             if u64::from(len) > size {
-                return Err(io::Error::other(format!(
-                    "a bucket's spilled {kind:?} is cut short"
-                )));
+                return Err(io::Error::other(format!("{} is cut short", files.what)));
             }
             let mut sealed = vec![0u8; len as usize];
             input.read_exact(&mut sealed)?;
             let opened = key
-                .open_in_place(nonce(kind.space(), b, part), Aad::empty(), &mut sealed)
-                .map_err(|_| {
-                    io::Error::other(format!("a bucket's spilled {kind:?} failed authentication"))
-                })?;
+                .open_in_place(nonce(files.space, b, part), Aad::empty(), &mut sealed)
+                .map_err(|_| io::Error::other(format!("{} failed authentication", files.what)))?;
             plain.extend_from_slice(opened);
             part += 1;
         }
@@ -553,7 +570,7 @@ impl PartsWriter {
         let slot = &mut self.files[b];
         if slot.is_none() {
             *slot = Some((
-                BufWriter::new(File::create(self.kind.file(&self.dir, b))?),
+                BufWriter::new(File::create(self.kind.files().path(&self.dir, b))?),
                 0,
             ));
         }
@@ -561,7 +578,7 @@ impl PartsWriter {
         let mut sealed = part;
         self.key
             .seal_in_place_append_tag(
-                nonce(self.kind.space(), b, *parts),
+                nonce(self.kind.files().space, b, *parts),
                 Aad::empty(),
                 &mut sealed,
             )
@@ -590,13 +607,6 @@ pub fn frame_bytes(frame: &polars::prelude::DataFrame) -> io::Result<Vec<u8>> {
 pub fn frame_of(bytes: &[u8]) -> io::Result<polars::prelude::DataFrame> {
     super::frames::decode(bytes)
 }
-
-/// The nonce spaces of [`SpillDir::write_frames`], [`SpillDir::write_visits`] and the
-/// [`PartsWriter`]s under the run key.
-const FRAMES: u16 = u16::MAX;
-const VISITS: u16 = u16::MAX - 1;
-const HISTORY: u16 = u16::MAX - 2;
-const IDENTITIES: u16 = u16::MAX - 3;
 
 impl Drop for SpillDir {
     fn drop(&mut self) {
