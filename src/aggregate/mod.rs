@@ -1073,6 +1073,23 @@ mod tests {
         Event::for_test(ts, visitor, path)
     }
 
+    /// The sessions of `(seq, event)` rows pushed in the order given (a 30-minute timeout,
+    /// 6-hour visits, day 0, no goals).
+    fn sessions_of<'r>(rows: impl IntoIterator<Item = &'r (u64, Event)>) -> Sessions {
+        let mut cols = events::EventColumns::default();
+        for (seq, e) in rows {
+            cols.push(*seq, e.clone());
+        }
+        sessionise(
+            cols.into_frame().unwrap(),
+            1800,
+            6 * 3600,
+            (Day(0), Day(0)),
+            &Goals::default(),
+        )
+        .unwrap()
+    }
+
     /// Goal `g` = matcher 0 then matcher 1; funnel `f` = matchers 0, 1, 2. Worked by hand per
     /// visit (rows in time order, each row's matchers):
     /// 1: {1} {0} {1}        → g yes (0 then a later 1); f steps 1, 2
@@ -1237,18 +1254,7 @@ mod tests {
             (2, tagged(1000, 2, "y")),
         ];
         for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0]] {
-            let mut cols = events::EventColumns::default();
-            for i in order {
-                cols.push(rows[i].0, rows[i].1.clone());
-            }
-            let s = sessionise(
-                cols.into_frame().unwrap(),
-                1800,
-                6 * 3600,
-                (Day(0), Day(0)),
-                &Goals::default(),
-            )
-            .unwrap();
+            let s = sessions_of(order.map(|i| &rows[i]));
             let visitors = s.visits.column("visitor").unwrap().u64().unwrap();
             let per = |v: u64| {
                 (0..visitors.len())
@@ -1278,18 +1284,7 @@ mod tests {
             })
             .collect();
         let visits = |order: &[usize]| {
-            let mut cols = events::EventColumns::default();
-            for &i in order {
-                cols.push(rows[i].0, rows[i].1.clone());
-            }
-            let s = sessionise(
-                cols.into_frame().unwrap(),
-                1800,
-                6 * 3600,
-                (Day(0), Day(0)),
-                &Goals::default(),
-            )
-            .unwrap();
+            let s = sessions_of(order.iter().map(|&i| &rows[i]));
             let v = s.visits.column("visitor").unwrap().u64().unwrap();
             let t = s.visits.column("start").unwrap().i64().unwrap();
             let mut pairs: Vec<(u64, i64)> = (0..v.len())
@@ -1315,19 +1310,13 @@ mod tests {
 
     #[test]
     fn partial_table_row_bound_per_visitor() {
-        let mut cols = events::EventColumns::default();
-        for (i, hour) in [9i64, 11, 13, 15].iter().enumerate() {
-            cols.push(i as u64, event(hour * 3600, 1, "/a"));
-        }
-        cols.push(10, event(15 * 3600 + 60, 2, "/b"));
-        let s = sessionise(
-            cols.into_frame().unwrap(),
-            1800,
-            6 * 3600,
-            (Day(0), Day(0)),
-            &Goals::default(),
-        )
-        .unwrap();
+        let mut rows: Vec<(u64, Event)> = [9i64, 11, 13, 15]
+            .iter()
+            .enumerate()
+            .map(|(i, hour)| (i as u64, event(hour * 3600, 1, "/a")))
+            .collect();
+        rows.push((10, event(15 * 3600 + 60, 2, "/b")));
+        let s = sessions_of(&rows);
         let hours = |bound: Option<u32>| -> Vec<(i32, i64)> {
             let df = partial_table(&s, TableName::Hourly, bound)
                 .unwrap()
