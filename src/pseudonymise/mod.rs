@@ -176,6 +176,29 @@ impl Default for Filters {
     }
 }
 
+/// [`Filters::status_allowed`] for statuses below 1024 (every one a parser passes is below
+/// 1000), one bit each, worked out once per pseudonymiser rather than per line.
+struct StatusTable([u64; 16]);
+
+impl StatusTable {
+    fn new(filters: &Filters) -> StatusTable {
+        let mut bits = [0u64; 16];
+        for status in 0..1024u16 {
+            if filters.status_allowed(status) {
+                bits[usize::from(status) / 64] |= 1 << (status % 64);
+            }
+        }
+        StatusTable(bits)
+    }
+
+    fn allows(&self, status: u16, filters: &Filters) -> bool {
+        match self.0.get(usize::from(status) / 64) {
+            Some(word) => word & (1 << (status % 64)) != 0,
+            None => filters.status_allowed(status),
+        }
+    }
+}
+
 impl Filters {
     fn status_allowed(&self, status: u16) -> bool {
         // The status's decimal digits, as `to_string` would give them, without allocating
@@ -291,6 +314,7 @@ pub struct Pseudonymiser {
     /// most pageviews of a client follow another of the same day.
     recent: Vec<(i32, u64, u16)>,
     pseudonyms: PseudonymCache,
+    statuses: StatusTable,
     /// utm values normalised so far.
     utm_values: campaign::UtmValues,
     settings: Settings,
@@ -340,18 +364,37 @@ impl PseudonymCache {
         (folded.wrapping_mul(K) >> (64 - PSEUDONYM_SLOT_BITS)) as usize
     }
 
-    fn get(&self, client: &keys::CanonicalClient, user_agent: u64, day: Day) -> Option<(u64, u16)> {
+    /// The cached (pseudonym, bucket) of a key; on a miss, the slot to [`Self::store`] the
+    /// answer in (`None`: a host name, not cached).
+    fn find(
+        &self,
+        client: &keys::CanonicalClient,
+        user_agent: u64,
+        day: Day,
+    ) -> Result<(u64, u16), Option<usize>> {
         let keys::CanonicalClient::Address { bytes, len } = client else {
-            return None;
+            return Err(None);
         };
-        let s = &self.slots[Self::slot(bytes, user_agent, day)];
-        (s.len == *len && s.address == *bytes && s.user_agent == user_agent && s.day == day.0)
-            .then_some((s.visitor, s.bucket))
+        let slot = Self::slot(bytes, user_agent, day);
+        let s = &self.slots[slot];
+        if s.len == *len && s.address == *bytes && s.user_agent == user_agent && s.day == day.0 {
+            Ok((s.visitor, s.bucket))
+        } else {
+            Err(Some(slot))
+        }
     }
 
-    fn put(&mut self, client: &keys::CanonicalClient, user_agent: u64, day: Day, got: (u64, u16)) {
+    /// Stores a key's answer in the slot [`Self::find`] gave for it.
+    fn store(
+        &mut self,
+        slot: usize,
+        client: &keys::CanonicalClient,
+        user_agent: u64,
+        day: Day,
+        got: (u64, u16),
+    ) {
         if let keys::CanonicalClient::Address { bytes, len } = client {
-            self.slots[Self::slot(bytes, user_agent, day)] = PseudonymSlot {
+            self.slots[slot] = PseudonymSlot {
                 len: *len,
                 address: *bytes,
                 user_agent,
@@ -376,6 +419,7 @@ impl Pseudonymiser {
             path_bytes: 0,
             recent: vec![(i32::MIN, 0, 0); RECENT_SLOTS],
             pseudonyms: PseudonymCache::new(),
+            statuses: StatusTable::new(&settings.filters),
             utm_values: Default::default(),
             settings,
         }
@@ -460,7 +504,7 @@ impl Pseudonymiser {
         if self.settings.filters.non_page_requests && !get {
             return Outcome::Filtered(NonPageRequest);
         }
-        if !self.settings.filters.status_allowed(rec.status) {
+        if !self.statuses.allows(rec.status, &self.settings.filters) {
             return Outcome::Filtered(Status);
         }
         let (path_part, query) = match memchr::memchr(b'?', target) {
@@ -491,13 +535,15 @@ impl Pseudonymiser {
         };
         // Canonicalised once (an address parsed, no allocation for an IP) for every hash.
         let client = keys::canonical_client(rec.client);
-        let (visitor, bucket) = match self.pseudonyms.get(&client, ua_number, day) {
-            Some(hit) => hit,
-            None => {
+        let (visitor, bucket) = match self.pseudonyms.find(&client, ua_number, day) {
+            Ok(hit) => hit,
+            Err(slot) => {
                 let Some(got) = self.hash_client(client.as_bytes(), user_agent, day) else {
                     return Outcome::MissingKey(day);
                 };
-                self.pseudonyms.put(&client, ua_number, day, got);
+                if let Some(slot) = slot {
+                    self.pseudonyms.store(slot, &client, ua_number, day, got);
+                }
                 got
             }
         };
@@ -715,6 +761,17 @@ mod tests {
             assert_eq!(odd.status_allowed(status), want, "{status}");
         }
         assert!(odd.status_allowed(0) && odd.status_allowed(305) && !odd.status_allowed(310));
+        // The per-pseudonymiser table answers as the rule does, and past it defers to it.
+        for f in [&odd, &all, &Filters::default()] {
+            let table = StatusTable::new(f);
+            for status in (0..1100u16).chain([u16::MAX]) {
+                assert_eq!(
+                    table.allows(status, f),
+                    f.status_allowed(status),
+                    "{status}"
+                );
+            }
+        }
     }
 
     #[test]
