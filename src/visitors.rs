@@ -618,7 +618,8 @@ impl VisitLog {
                 open(&master.state_key(epoch), &aad(epoch, day), sealed).ok_or_else(tampered)?;
             let current = run_epochs.contains(&epoch);
             let mut failed = None;
-            walk(&plain, |visitor, day, record| {
+            records(&plain, |v| {
+                let (visitor, day, record) = (v.visitor, v.day, v.bytes);
                 let b = match identities.get(epoch, visitor) {
                     Some((bucket, identity)) => {
                         let b = usize::from(bucket) % buckets;
@@ -633,7 +634,7 @@ impl VisitLog {
                         parts[b].others.extend_from_slice(&day.to_le_bytes());
                         b
                     }
-                    None => return,
+                    None => return Ok(()),
                 };
                 if parts[b].len() >= PART_BYTES
                     && failed.is_none()
@@ -641,6 +642,7 @@ impl VisitLog {
                 {
                     failed = Some(e);
                 }
+                Ok(())
             })
             .map_err(|()| tampered())?;
             if let Some(e) = failed {
@@ -656,22 +658,46 @@ impl VisitLog {
     }
 }
 
-/// Walks the log's encoding record by record without decoding its texts: each record's
-/// visitor, day and bytes (the visitor its first eight).
-fn walk(b: &[u8], mut each: impl FnMut(u64, i32, &[u8])) -> Result<(), ()> {
+/// One record of the log's encoding ([`encode`]), its texts still bytes, and the record's
+/// own bytes (the visitor its first eight).
+struct RawVisit<'a> {
+    visitor: u64,
+    day: i32,
+    start: i64,
+    channel: u8,
+    utm: [Option<&'a [u8]>; 3],
+    bytes: &'a [u8],
+}
+
+/// The log's encoding record by record: the one reader of its layout, for [`decode`] and
+/// for the load, which routes records without decoding their texts. Stops at the first
+/// error `each` returns; `Err` too when the bytes end inside a record.
+fn records<'a>(
+    b: &'a [u8],
+    mut each: impl FnMut(RawVisit<'a>) -> Result<(), ()>,
+) -> Result<(), ()> {
     let mut r = Reader { b, at: 0 };
     while r.at < b.len() {
         let from = r.at;
         let visitor = u64::from_le_bytes(r.array()?);
         let day = i32::from_le_bytes(r.array()?);
-        r.take(8 + 1)?;
-        for _ in 0..3 {
+        let start = i64::from_le_bytes(r.array()?);
+        let channel = r.take(1)?[0];
+        let mut utm = [None; 3];
+        for slot in &mut utm {
             let n = u32::from_le_bytes(r.array()?) as usize;
             if n > 0 {
-                r.take(n - 1)?;
+                *slot = Some(r.take(n - 1)?);
             }
         }
-        each(visitor, day, &b[from..r.at]);
+        each(RawVisit {
+            visitor,
+            day,
+            start,
+            channel,
+            utm,
+            bytes: &b[from..r.at],
+        })?;
     }
     Ok(())
 }
@@ -783,40 +809,32 @@ fn decode(
     strings: &mut HashMap<Vec<u8>, Arc<str>>,
     mut each: impl FnMut(VisitRecord),
 ) -> Result<(), ()> {
-    let mut r = Reader { b, at: 0 };
-    while r.at < b.len() {
-        let visitor = u64::from_le_bytes(r.array()?);
-        let day = i32::from_le_bytes(r.array()?);
-        let start = i64::from_le_bytes(r.array()?);
-        let ch = r.take(1)?[0];
+    records(b, |v| {
         let mut utm: [Option<Arc<str>>; 3] = [None, None, None];
-        for slot in &mut utm {
-            let n = u32::from_le_bytes(r.array()?) as usize;
-            if n > 0 {
-                let bytes = r.take(n - 1)?;
-                let s = match strings.get(bytes) {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s: Arc<str> = Arc::from(std::str::from_utf8(bytes).map_err(|_| ())?);
-                        strings.insert(bytes.to_vec(), s.clone());
-                        s
-                    }
-                };
-                *slot = Some(s);
-            }
+        for (slot, bytes) in utm.iter_mut().zip(v.utm) {
+            let Some(bytes) = bytes else { continue };
+            let s = match strings.get(bytes) {
+                Some(s) => s.clone(),
+                None => {
+                    let s: Arc<str> = Arc::from(std::str::from_utf8(bytes).map_err(|_| ())?);
+                    strings.insert(bytes.to_vec(), s.clone());
+                    s
+                }
+            };
+            *slot = Some(s);
         }
         let [utm_source, utm_medium, utm_campaign] = utm;
         each(VisitRecord {
-            visitor,
-            day,
-            start,
-            channel: channel::ALL[usize::from(ch) % channel::ALL.len()],
+            visitor: v.visitor,
+            day: v.day,
+            start: v.start,
+            channel: channel::ALL[usize::from(v.channel) % channel::ALL.len()],
             utm_source,
             utm_medium,
             utm_campaign,
         });
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The loyalty table's keys: (dimension, bucket), in the published order.
