@@ -418,7 +418,7 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         buckets: spill.buckets,
         notes,
     };
-    let read_frame = |b: usize, t: u64| spill.read_table_frame(b, t);
+    let read_frame = |b: usize, tables: &[u64]| spill.read_table_frames(b, tables);
     let read_visits = |b: usize, day: Day, out: &mut Vec<u8>| spill.read_visits_into(b, day, out);
     let sources = Sources {
         frame: &read_frame,
@@ -1355,9 +1355,10 @@ pub struct Reduced {
     pub notes: Vec<String>,
 }
 
-/// A bucket's row-visitor frame of a table (by index in [`Plan::tables`]), if it has one.
+/// A bucket's row-visitor frames of some tables (by index in [`Plan::tables`]; `None` for a
+/// table without one) and its texts.
 pub type FrameSource<'f> =
-    dyn Fn(usize, u64) -> std::io::Result<Option<polars::prelude::DataFrame>> + Sync + 'f;
+    dyn Fn(usize, &[u64]) -> std::io::Result<aggregate::events::RowVisitorFrames> + Sync + 'f;
 
 /// Appends a bucket's visits of a day for the visit log, in the log's encoding
 /// ([`visitors::DayVisits`]), to the buffer.
@@ -1431,24 +1432,43 @@ pub fn finish(
     let workers = usize::from(plan.workers);
     let mut other = |requests: &[disclose::UnionRequest]|
      -> anyhow::Result<Vec<BTreeMap<disclose::Unit, Vec<i64>>>> {
-        let mut answers = Vec::with_capacity(requests.len());
-        for (table, keys) in requests {
-            let folded = aggregate::keys_frame(*table, keys)?;
-            let t = tables.iter().position(|x| x == table).expect("a table");
-            // The buckets' frames on the worker threads, summed in bucket order.
-            let per_bucket = crate::threads::in_parallel(reduced.buckets, workers, |b| {
-                let Some(incidence) = read_frame(b, t as u64)? else {
-                    return Ok(BTreeMap::new());
-                };
-                aggregate::union_visitors(&incidence, *table, folded.clone())
-                    .map_err(anyhow::Error::from)
-            });
-            let mut visitors: BTreeMap<disclose::Unit, i64> = BTreeMap::new();
-            for counts in per_bucket {
-                for (unit, n) in counts? {
-                    *visitors.entry(unit).or_default() += n;
+        let slots: Vec<u64> = requests
+            .iter()
+            .map(|(table, _)| tables.iter().position(|x| x == table).expect("a table") as u64)
+            .collect();
+        let folded = requests
+            .iter()
+            .map(|(table, keys)| aggregate::keys_frame(*table, keys))
+            .collect::<polars::prelude::PolarsResult<Vec<_>>>()?;
+        // Each bucket's frames of every table asking, read on the worker threads (the
+        // bucket's texts once), its counts summed in bucket order.
+        let per_bucket = crate::threads::in_parallel(reduced.buckets, workers, |b| {
+            let read = read_frame(b, &slots)?;
+            requests
+                .iter()
+                .zip(&folded)
+                .zip(read.frames)
+                .map(|(((table, _), folded), incidence)| match incidence {
+                    None => Ok(BTreeMap::new()),
+                    Some(incidence) => {
+                        let folded = read.texts.encode(folded.clone())?;
+                        aggregate::union_visitors(&incidence, *table, folded, &read.texts)
+                            .map_err(anyhow::Error::from)
+                    }
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        });
+        let mut visitors: Vec<BTreeMap<disclose::Unit, i64>> = vec![BTreeMap::new(); requests.len()];
+        for counts in per_bucket {
+            for (total, counts) in visitors.iter_mut().zip(counts?) {
+                for (unit, n) in counts {
+                    *total.entry(unit).or_default() += n;
                 }
             }
+        }
+        let mut answers = Vec::with_capacity(requests.len());
+        for (((table, keys), t), visitors) in requests.iter().zip(&slots).zip(visitors) {
+            let t = *t as usize;
             let mut sums: BTreeMap<disclose::Unit, Vec<i64>> = BTreeMap::new();
             for (day, kv) in keys {
                 if let Some(m) = merged_index.get(&(t, *day, kv.clone())) {

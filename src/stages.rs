@@ -1059,9 +1059,12 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
             .map(|plain| spill::frame_of(&plain))
             .transpose()
     };
-    let read_frame = |b: usize, t: u64| {
-        let frame = read_sealed(b, &format!("f{t}.bin"), &format!("bucket {b} frame {t}"))?;
-        events::with_text(frame, || {
+    let read_frame = |b: usize, tables: &[u64]| {
+        let frames = tables
+            .iter()
+            .map(|t| read_sealed(b, &format!("f{t}.bin"), &format!("bucket {b} frame {t}")))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        events::RowVisitorFrames::new(frames, || {
             read_sealed(b, "texts.bin", &format!("bucket {b} texts"))
         })
     };

@@ -57,7 +57,10 @@ impl Dictionary {
     }
 
     fn add(&mut self, text: &str) -> u32 {
-        let id = u32::try_from(self.values.len()).expect("fewer than 2^32 texts in a bucket");
+        let id = u32::try_from(self.values.len())
+            .ok()
+            .filter(|&id| id != NO_ID)
+            .expect("fewer than 2^32 - 1 texts in a bucket");
         self.values.push(text.into());
         self.ids.insert(text.as_bytes().into(), id);
         id
@@ -154,30 +157,67 @@ impl Texts {
         }
         Ok(frame)
     }
+
+    /// The inverse of [`Self::decode`]: `frame` with each of its [`ID_COLUMNS`] (text, null
+    /// for none) replaced by the id of its text in this bucket. A text the bucket never gave
+    /// gets [`NO_ID`], which no row has, so it matches nothing.
+    pub fn encode(&self, mut frame: DataFrame) -> PolarsResult<DataFrame> {
+        let mut ids: Option<foldhash::HashMap<&str, u32>> = None;
+        for name in ID_COLUMNS {
+            let Ok(column) = frame.column(name) else {
+                continue;
+            };
+            let ids = ids.get_or_insert_with(|| {
+                let numbered = self.0.iter().enumerate();
+                numbered.filter_map(|(i, t)| Some((t?, i as u32))).collect()
+            });
+            let encoded: UInt32Chunked = column
+                .str()?
+                .iter()
+                .map(|t| t.map(|t| ids.get(t).copied().unwrap_or(NO_ID)))
+                .collect();
+            frame.replace(name, encoded.with_name(name.into()).into_column())?;
+        }
+        Ok(frame)
+    }
 }
+
+/// The id [`Texts::encode`] gives a text its bucket does not have: a bucket numbers fewer
+/// texts than this.
+pub const NO_ID: u32 = u32::MAX;
 
 /// Whether `frame` has any of the [`ID_COLUMNS`].
 pub fn has_ids(frame: &DataFrame) -> bool {
     ID_COLUMNS.iter().any(|c| frame.column(c).is_ok())
 }
 
-/// A stored frame with its text back: `texts` reads the bucket's [`Strings::to_frame`],
-/// only when the frame has id columns.
-pub fn with_text(
-    frame: Option<DataFrame>,
-    texts: impl FnOnce() -> std::io::Result<Option<DataFrame>>,
-) -> std::io::Result<Option<DataFrame>> {
-    let frame = match frame {
-        Some(frame) if has_ids(&frame) => frame,
-        other => return Ok(other),
-    };
-    let texts = texts()?.ok_or_else(|| {
-        std::io::Error::other("a bucket's texts are missing beside its row-visitor frames")
-    })?;
-    Texts::from_frame(&texts)
-        .and_then(|texts| texts.decode(frame))
-        .map(Some)
-        .map_err(std::io::Error::other)
+/// Some of a bucket's stored row-visitor frames, their ids kept, and the texts the ids stand
+/// for (read once for all of them, and only when one has ids; empty otherwise). The k rule's
+/// unions are counted on the ids ([`super::union_visitors`]): the rows asked for are turned into
+/// the bucket's ids ([`Texts::encode`]), not the frames into text.
+pub struct RowVisitorFrames {
+    pub frames: Vec<Option<DataFrame>>,
+    pub texts: Texts,
+}
+
+impl RowVisitorFrames {
+    /// `frames` as stored, with the texts `texts` reads (the bucket's [`Strings::to_frame`]).
+    pub fn new(
+        frames: Vec<Option<DataFrame>>,
+        texts: impl FnOnce() -> std::io::Result<Option<DataFrame>>,
+    ) -> std::io::Result<RowVisitorFrames> {
+        if !frames.iter().flatten().any(has_ids) {
+            return Ok(RowVisitorFrames {
+                frames,
+                texts: Texts::default(),
+            });
+        }
+        let texts = texts()?.ok_or_else(|| {
+            std::io::Error::other("a bucket's texts are missing beside its row-visitor frames")
+        })?;
+        let texts = Texts::from_frame(&texts).map_err(std::io::Error::other)?;
+        Ok(RowVisitorFrames { frames, texts })
+    }
 }
 
 /// A bucket's event frame and the texts its id columns stand for.
@@ -418,26 +458,41 @@ mod tests {
         assert_eq!(strings.to_frame().height(), 2);
     }
 
-    /// A stored frame gets its text back from the texts stored beside it, read only when the
-    /// frame has ids; texts missing where they are needed are an error.
+    /// Stored frames come with the texts stored beside them, read once and only when a frame
+    /// has ids; texts missing where they are needed are an error. Rows asked for by text get
+    /// the bucket's ids (a text the bucket lacks: [`NO_ID`], nulls stay null), and decoding
+    /// gives the text back.
     #[test]
-    fn stored_frames_get_their_text_back_from_the_stored_texts() {
+    fn stored_frames_come_with_their_texts_and_rows_are_asked_for_by_id() {
         let mut d = Dictionary::default();
         d.id("/a");
         d.id("/б");
         let stored = Texts::from_frame(&Strings::new(d).to_frame()).unwrap();
         let frame = df!("day" => [3i32, 3], "path" => [1u32, 0], "visitor" => [7u64, 8]).unwrap();
-        let want = df!("day" => [3i32, 3], "path" => ["/б", "/a"], "visitor" => [7u64, 8]).unwrap();
-        let texts = || Ok(Some(stored.to_frame()));
-        assert_eq!(with_text(Some(frame.clone()), texts).unwrap(), Some(want));
         let no_ids = df!("day" => [3i32], "hour" => [5i32], "visitor" => [7u64]).unwrap();
-        let unread = || -> std::io::Result<Option<DataFrame>> { panic!("texts read") };
+        let mut reads = 0;
+        let read = RowVisitorFrames::new(
+            vec![Some(frame.clone()), None, Some(no_ids.clone())],
+            || {
+                reads += 1;
+                Ok(Some(stored.to_frame()))
+            },
+        )
+        .unwrap();
+        assert_eq!(reads, 1);
         assert_eq!(
-            with_text(Some(no_ids.clone()), unread).unwrap(),
-            Some(no_ids)
+            read.frames,
+            vec![Some(frame.clone()), None, Some(no_ids.clone())]
         );
-        assert_eq!(with_text(None, unread).unwrap(), None);
-        assert!(with_text(Some(frame), || Ok(None)).is_err());
+        let want = df!("day" => [3i32, 3], "path" => ["/б", "/a"], "visitor" => [7u64, 8]).unwrap();
+        assert_eq!(read.texts.decode(frame.clone()).unwrap(), want);
+        let asked = df!("day" => [3i32, 3, 4], "path" => [Some("/a"), None, Some("/в")]).unwrap();
+        let want = df!("day" => [3i32, 3, 4], "path" => [Some(0u32), None, Some(NO_ID)]).unwrap();
+        assert_eq!(read.texts.encode(asked).unwrap(), want);
+        let unread = || -> std::io::Result<Option<DataFrame>> { panic!("texts read") };
+        let read = RowVisitorFrames::new(vec![Some(no_ids.clone()), None], unread).unwrap();
+        assert_eq!(read.frames, vec![Some(no_ids), None]);
+        assert!(RowVisitorFrames::new(vec![Some(frame)], || Ok(None)).is_err());
     }
 
     /// The event frame comes in session order, as Polars sorts it (the second method): by

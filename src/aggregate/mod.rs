@@ -860,20 +860,23 @@ fn unit_columns(table: TableName) -> Vec<Expr> {
 }
 
 /// Distinct visitors per unit of the union of `folded` rows in one bucket's row-visitor
-/// frame ([`bucket_tables`]).
+/// frame ([`bucket_tables`]). The frame keeps the bucket's ids, and so must `folded` (see
+/// [`events::Texts::encode`]); `texts` turns the units' ids back into text.
 pub fn union_visitors(
     incidence: &DataFrame,
     table: TableName,
     folded: DataFrame,
+    texts: &events::Texts,
 ) -> PolarsResult<BTreeMap<Unit, i64>> {
     let mut with_visitor = unit_columns(table);
-    with_visitor.extend([col("_bucket"), col("visitor")]);
+    with_visitor.push(col("visitor"));
     let df = only_rows(incidence.clone().lazy(), table, folded)
         .group_by(with_visitor)
         .agg([len().alias("_n")])
         .group_by(unit_columns(table))
         .agg([len().cast(DataType::Int64).alias("visitors")])
         .collect()?;
+    let df = texts.decode(df)?;
     let units = unit_keys(table, &df)?;
     let visitors = df.column("visitors")?.i64()?;
     Ok(units

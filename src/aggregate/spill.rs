@@ -209,14 +209,18 @@ impl SpillDir {
         self.write_frames(bucket, frames)
     }
 
-    /// Table `t`'s row-visitor frame of `bucket`, written by [`Self::write_table_frames`],
-    /// with its text back; `None` when there is none.
-    pub fn read_table_frame(
+    /// The row-visitor frames of `tables` (slots) of `bucket`, written by
+    /// [`Self::write_table_frames`], ids kept, with the bucket's texts (read once).
+    pub fn read_table_frames(
         &self,
         bucket: usize,
-        t: u64,
-    ) -> io::Result<Option<polars::prelude::DataFrame>> {
-        super::events::with_text(self.read_frame(bucket, t)?, || {
+        tables: &[u64],
+    ) -> io::Result<super::events::RowVisitorFrames> {
+        let frames = tables
+            .iter()
+            .map(|&t| self.read_frame(bucket, t))
+            .collect::<io::Result<Vec<_>>>()?;
+        super::events::RowVisitorFrames::new(frames, || {
             // The texts are the file's last slot.
             match frame_count(&self.dir, bucket)? {
                 0 => Ok(None),
@@ -1098,10 +1102,10 @@ mod tests {
         assert!(spill.read_bucket(0, &HashSet::new()).is_err());
     }
 
-    /// Tables' frames keep their ids on disk and come back with their text (the texts sit in
-    /// the slot after the tables'); a bucket without frames writes nothing.
+    /// Tables' frames keep their ids on disk and come back with the bucket's texts (they sit
+    /// in the slot after the tables'); a bucket without frames writes nothing.
     #[test]
-    fn table_frames_come_back_with_their_text() {
+    fn table_frames_come_back_with_their_texts() {
         use polars::prelude::*;
         let tmp = tempfile::tempdir().unwrap();
         let spill = SpillDir::create(tmp.path(), "run-4", 2).unwrap();
@@ -1110,21 +1114,21 @@ mod tests {
         assert_eq!(strings.id("yandex.ru"), 1);
         let pages = df!("day" => [3i32, 3], "path" => [1u32, 0], "visitor" => [7u64, 8]).unwrap();
         let hourly = df!("day" => [3i32], "hour" => [5i32], "visitor" => [7u64]).unwrap();
-        let frames = vec![Some(pages), None, Some(hourly.clone())];
+        let frames = vec![Some(pages.clone()), None, Some(hourly.clone())];
         assert!(spill.write_table_frames(0, frames, &strings).unwrap() > 0);
+        let read = spill.read_table_frames(0, &[2, 1, 0]).unwrap();
+        assert_eq!(read.frames, vec![Some(hourly), None, Some(pages.clone())]);
         let want =
             df!("day" => [3i32, 3], "path" => ["yandex.ru", "/каталог"], "visitor" => [7u64, 8])
                 .unwrap();
-        assert_eq!(spill.read_table_frame(0, 0).unwrap(), Some(want));
-        assert_eq!(spill.read_table_frame(0, 1).unwrap(), None);
-        assert_eq!(spill.read_table_frame(0, 2).unwrap(), Some(hourly));
+        assert_eq!(read.texts.decode(pages).unwrap(), want);
         assert_eq!(
             spill
                 .write_table_frames(1, vec![None, None], &strings)
                 .unwrap(),
             0
         );
-        assert_eq!(spill.read_table_frame(1, 0).unwrap(), None);
+        assert_eq!(spill.read_table_frames(1, &[0]).unwrap().frames, vec![None]);
     }
 
     /// A bucket's visits come back day by day as written, sealed and bound to their bucket;
