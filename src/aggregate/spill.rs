@@ -329,17 +329,19 @@ fn write_slots(file: &Slots, run_key: &[u8; 32], slots: Vec<Option<Vec<u8>>>) ->
         .map_err(|_| io::Error::other("sealing a spill slot failed"))?;
         sealed.push(plain);
     }
-    let mut bytes =
-        Vec::with_capacity(4 + 8 * sealed.len() + sealed.iter().map(Vec::len).sum::<usize>());
-    bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    // The header, then each slot as it is (not gathered into one buffer first: a copy of
+    // every byte).
+    let mut header = Vec::with_capacity(4 + 8 * sealed.len());
+    header.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
     for s in &sealed {
-        bytes.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(s.len() as u64).to_le_bytes());
     }
+    let mut out = File::create(&file.path)?;
+    out.write_all(&header)?;
     for s in &sealed {
-        bytes.extend_from_slice(s);
+        out.write_all(s)?;
     }
-    std::fs::write(&file.path, &bytes)?;
-    Ok(bytes.len())
+    Ok(header.len() + sealed.iter().map(Vec::len).sum::<usize>())
 }
 
 /// How many slots a bucket's frame file holds (0 without a file).
