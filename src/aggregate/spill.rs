@@ -14,8 +14,13 @@
 //!
 //! Texts (path, referrer host, browser, OS, utm values) are written once per file, where
 //! they first occur, and then as a writer's number: most events repeat texts of earlier
-//! ones, and a number costs four bytes to seal and write and one array read to decode,
-//! where the text cost its length and a hash lookup.
+//! ones, and a number costs a byte or two to seal and write and one array read to decode,
+//! where the text cost its length and a hash lookup. Numbers are LEB128 varints, and an
+//! event's input position, time and day are written as the difference from the file's
+//! previous event (zigzag varints): a bucket sees every few dozenth line of a log in order,
+//! so these take a byte or two instead of twenty. On the 5 M-line benchmark log an event
+//! takes 22 bytes instead of 67 (the spill 32.9 MB instead of 99.0); every byte is sealed,
+//! written, read and opened once more.
 //!
 //! Beside the events, under the run key with nonce spaces of their own: each bucket's
 //! row-visitor frames (`f-b<bucket>.bin`), and with returning visitors its clients' entries
@@ -149,6 +154,8 @@ pub fn read_bucket(
         let mut chunk_no = 0u64;
         // The writer's text numbers, as this file defined them.
         let mut numbered: Vec<u32> = Vec::new();
+        // The file's previous event, which each is written relative to.
+        let mut last = Previous::default();
         // One buffer for every chunk of the file (chunks are about the same size).
         let mut sealed = Vec::new();
         loop {
@@ -164,7 +171,14 @@ pub fn read_bucket(
                 .open_in_place(nonce(0, b, chunk_no), Aad::empty(), &mut sealed)
                 .map_err(|_| io::Error::other("a spilled bucket failed authentication"))?;
             chunk_no += 1;
-            decode(plain, &mut cols, &mut codes, &mut numbered, excluded)?;
+            decode(
+                plain,
+                &mut cols,
+                &mut codes,
+                &mut numbered,
+                &mut last,
+                excluded,
+            )?;
         }
     }
     Ok(cols)
@@ -637,6 +651,8 @@ struct BucketFile {
     out: BufWriter<File>,
     buf: Vec<u8>,
     chunks: u64,
+    /// The file's previous event, which the next is written relative to.
+    last: Previous,
     /// Bit `n` set: text number `n` of [`TextNumbers`] is written in this file already.
     written: Vec<u64>,
 }
@@ -708,6 +724,7 @@ impl SpillWriter {
                 out: BufWriter::new(File::create(path)?),
                 buf: Vec::new(),
                 chunks: 0,
+                last: Previous::default(),
                 written: Vec::new(),
             });
         }
@@ -758,38 +775,80 @@ impl SpillWriter {
 }
 
 /// A text as its number, preceded by the text itself where the file has not had it yet:
-/// `number << 1 | 1`, length, bytes the first time; `number << 1` after.
+/// `number << 1 | 1`, length, bytes the first time; `number << 1` after (varints).
 fn put_text(file: &mut BucketFile, texts: &mut TextNumbers, text: &Arc<str>) {
     let n = texts.number(text);
     if file.first_time(n) {
-        file.buf.extend_from_slice(&(n << 1 | 1).to_le_bytes());
-        file.buf
-            .extend_from_slice(&(text.len() as u32).to_le_bytes());
+        put_varint(&mut file.buf, u64::from(n) << 1 | 1);
+        put_varint(&mut file.buf, text.len() as u64);
         file.buf.extend_from_slice(text.as_bytes());
     } else {
-        file.buf.extend_from_slice(&(n << 1).to_le_bytes());
+        put_varint(&mut file.buf, u64::from(n) << 1);
     }
 }
 
-fn put_optional_text(file: &mut BucketFile, texts: &mut TextNumbers, text: &Option<Arc<str>>) {
-    match text {
-        Some(t) => {
-            file.buf.push(1);
-            put_text(file, texts, t);
-        }
-        None => file.buf.push(0),
-    }
+/// An event's position, time and day: what the next event of the file is written relative
+/// to (all zero at the file's start).
+#[derive(Default, Clone, Copy)]
+struct Previous {
+    seq: u64,
+    ts: i64,
+    day: i32,
 }
+
+/// `v` in LEB128: seven bits a byte, low first, the high bit set on all but the last.
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// A signed difference as an unsigned varint's value, small either side of zero (zigzag).
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(z: u64) -> i64 {
+    (z >> 1) as i64 ^ -((z & 1) as i64)
+}
+
+/// Flags of an event: which of its optional fields follow.
+const HAS_LINK: u8 = 1;
+const HAS_REFERRER: u8 = 2;
+const HAS_UTM: [u8; 3] = [4, 8, 16];
 
 fn encode(seq: u64, e: &Event, file: &mut BucketFile, texts: &mut TextNumbers) {
+    let now = Previous {
+        seq,
+        ts: e.ts,
+        day: e.day.0,
+    };
+    let last = std::mem::replace(&mut file.last, now);
+    let utm = [&e.utm_source, &e.utm_medium, &e.utm_campaign];
+    let mut flags = 0;
+    if e.link.is_some() {
+        flags |= HAS_LINK;
+    }
+    if e.referrer_host.is_some() {
+        flags |= HAS_REFERRER;
+    }
+    for (v, bit) in utm.iter().zip(HAS_UTM) {
+        if v.is_some() {
+            flags |= bit;
+        }
+    }
     let buf = &mut file.buf;
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&e.ts.to_le_bytes());
-    buf.extend_from_slice(&e.day.0.to_le_bytes());
+    put_varint(buf, zigzag(seq.wrapping_sub(last.seq) as i64));
+    put_varint(buf, zigzag(e.ts.wrapping_sub(last.ts)));
+    put_varint(buf, zigzag(i64::from(e.day.0) - i64::from(last.day)));
     buf.push(e.hour);
     buf.extend_from_slice(&e.visitor.to_le_bytes());
-    buf.extend_from_slice(&e.link.unwrap_or(0).to_le_bytes());
-    buf.push(u8::from(e.link.is_some()));
+    buf.push(flags);
+    if let Some(link) = e.link {
+        buf.extend_from_slice(&link.to_le_bytes());
+    }
     buf.push(
         channel::ALL
             .iter()
@@ -803,13 +862,15 @@ fn encode(seq: u64, e: &Event, file: &mut BucketFile, texts: &mut TextNumbers) {
             .unwrap_or(0) as u8,
     );
     put_text(file, texts, &e.path);
-    put_optional_text(file, texts, &e.referrer_host);
+    if let Some(host) = &e.referrer_host {
+        put_text(file, texts, host);
+    }
     put_text(file, texts, &e.browser);
     put_text(file, texts, &e.os);
-    for v in [&e.utm_source, &e.utm_medium, &e.utm_campaign] {
-        put_optional_text(file, texts, v);
+    for v in utm.into_iter().flatten() {
+        put_text(file, texts, v);
     }
-    file.buf.extend_from_slice(&e.steps.to_le_bytes());
+    put_varint(&mut file.buf, e.steps);
 }
 
 struct Cursor<'a> {
@@ -822,7 +883,7 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
         let s = self
             .b
-            .get(self.at..self.at + n)
+            .get(self.at..self.at.saturating_add(n))
             .ok_or_else(|| io::Error::other("a spilled bucket is truncated"))?;
         self.at += n;
         Ok(s)
@@ -833,15 +894,30 @@ impl<'a> Cursor<'a> {
     fn u8(&mut self) -> io::Result<u8> {
         Ok(self.take(1)?[0])
     }
+    /// A [`put_varint`] value (at most ten bytes, the last one ending it).
+    #[inline]
+    fn varint(&mut self) -> io::Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(io::Error::other(
+            "a spilled bucket holds a malformed number",
+        ))
+    }
     fn bytes(&mut self) -> io::Result<&'a [u8]> {
-        let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4")) as usize;
+        let len = usize::try_from(self.varint()?).map_err(io::Error::other)?;
         self.take(len)
     }
     /// A text [`put_text`] wrote, as its id in the bucket's dictionary; `numbered` maps the
     /// file's text numbers to those ids (`u32::MAX`: not defined yet).
     fn id(&mut self, dictionary: &mut Dictionary, numbered: &mut Vec<u32>) -> io::Result<u32> {
-        let tag = u32::from_le_bytes(self.take(4)?.try_into().expect("4"));
-        let n = (tag >> 1) as usize;
+        let tag = self.varint()?;
+        let n = usize::try_from(tag >> 1).map_err(io::Error::other)?;
         if tag & 1 == 1 {
             let id = dictionary
                 .id_of_utf8(self.bytes()?)
@@ -889,21 +965,28 @@ fn decode(
     cols: &mut EventColumns,
     codes: &mut CodeIds,
     numbered: &mut Vec<u32>,
+    last: &mut Previous,
     excluded: &HashSet<u32>,
 ) -> io::Result<()> {
     let mut c = Cursor { b: plain, at: 0 };
     while c.at < plain.len() {
-        let seq = c.u64()?;
-        let ts = c.u64()? as i64;
-        let day = i32::from_le_bytes(c.take(4)?.try_into().expect("4"));
+        let seq = last.seq.wrapping_add(unzigzag(c.varint()?) as u64);
+        let ts = last.ts.wrapping_add(unzigzag(c.varint()?));
+        let day = i32::try_from(i64::from(last.day) + unzigzag(c.varint()?))
+            .map_err(|_| io::Error::other("a spilled bucket holds a malformed day"))?;
+        *last = Previous { seq, ts, day };
         let hour = c.u8()?;
         let visitor = c.u64()?;
-        let link = c.u64()?;
-        let has_link = c.u8()? == 1;
+        let flags = c.u8()?;
+        let link = if flags & HAS_LINK != 0 {
+            Some(c.u64()?)
+        } else {
+            None
+        };
         let channel = codes.channel(c.u8()?, cols);
         let device_type = codes.device_type(c.u8()?, cols);
         let path = c.id(&mut cols.strings, numbered)?;
-        let referrer_host = if c.u8()? == 1 {
+        let referrer_host = if flags & HAS_REFERRER != 0 {
             Some(c.id(&mut cols.strings, numbered)?)
         } else {
             None
@@ -911,12 +994,12 @@ fn decode(
         let browser = c.id(&mut cols.strings, numbered)?;
         let os = c.id(&mut cols.strings, numbered)?;
         let mut utm: [Option<u32>; 3] = [None, None, None];
-        for slot in &mut utm {
-            if c.u8()? == 1 {
+        for (slot, bit) in utm.iter_mut().zip(HAS_UTM) {
+            if flags & bit != 0 {
                 *slot = Some(c.id(&mut cols.strings, numbered)?);
             }
         }
-        let steps = c.u64()?;
+        let steps = c.varint()?;
         // Usually none: no hash per event then.
         if !excluded.is_empty() && excluded.contains(&((seq >> 40) as u32)) {
             continue;
@@ -927,7 +1010,7 @@ fn decode(
         cols.day.push(day);
         cols.hour.push(i32::from(hour));
         cols.visitor.push(visitor);
-        cols.link.push(has_link.then_some(link));
+        cols.link.push(link);
         cols.path.push(path);
         cols.referrer_host.push(referrer_host);
         cols.channel.push(channel);
@@ -1000,6 +1083,95 @@ mod tests {
         let dir = tmp.path().join("spill/run-1");
         drop(spill);
         assert!(!dir.exists());
+    }
+
+    /// Every field comes back as it went in, whatever the differences between a file's
+    /// events (input positions and times going back, far jumps, the extremes, days either
+    /// side of 1970, optional fields present or not, every flag combination), across many
+    /// sealed chunks: the second method is the in-memory columns of the same events.
+    #[test]
+    fn spill_events_round_trip_field_by_field() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spill = SpillDir::create(tmp.path(), "run-v", 2).unwrap();
+        let mut w = spill.writer().unwrap();
+        let mut next = crate::test_numbers(0x005e_ed0f_5b11);
+        let mut want = [EventColumns::default(), EventColumns::default()];
+        let pick = |r: u64, small: i64| match r % 5 {
+            0 => i64::MIN,
+            1 => i64::MAX,
+            _ => (r >> 8) as i64 % small,
+        };
+        for i in 0..20_000u64 {
+            let r = next();
+            let seq = match r % 7 {
+                0 => u64::MAX - (r >> 40),
+                1 => r >> 3,
+                _ => i * 31,
+            };
+            let texts = next();
+            let some =
+                |bit: u64, text: String| (texts >> bit & 1 == 1).then(|| Arc::from(text.as_str()));
+            let e = Event {
+                ts: pick(next(), 200_000),
+                day: Day(pick(next(), 3_000) as i32),
+                hour: (r % 24) as u8,
+                visitor: next(),
+                link: (r >> 5 & 1 == 1).then(&mut next),
+                bucket: (r >> 6 & 1) as u16,
+                path: Arc::from(format!("/p{}", texts % 50).as_str()),
+                referrer_host: some(8, format!("r{}.ru", texts >> 20 & 7)),
+                channel: channel::ALL[(texts >> 24) as usize % channel::ALL.len()],
+                browser: Arc::from(["Chrome", "Яндекс Браузер"][(texts >> 30 & 1) as usize]),
+                os: Arc::from(["Android", "Windows"][(texts >> 31 & 1) as usize]),
+                device_type: DEVICE_TYPES[(texts >> 32) as usize % DEVICE_TYPES.len()],
+                utm_source: some(9, "yandex".into()),
+                utm_medium: some(10, format!("cpc{}", texts >> 40 & 3)),
+                utm_campaign: some(11, "осень".into()),
+                steps: if r >> 7 & 1 == 1 { next() } else { r >> 60 },
+                ..Event::for_test(0, 0, "/unused")
+            };
+            w.push(seq, &e).unwrap();
+            want[usize::from(e.bucket)].push(seq, e);
+        }
+        w.finish().unwrap();
+        for (b, want) in want.into_iter().enumerate() {
+            let got = spill
+                .read_bucket(b, &HashSet::new())
+                .unwrap()
+                .into_frame()
+                .unwrap();
+            let want = want.into_frame().unwrap();
+            assert!(got.frame.height() > 9_000);
+            let got = got.strings.decode(got.frame).unwrap();
+            let want = want.strings.decode(want.frame).unwrap();
+            assert!(got.equals_missing(&want), "bucket {b}: the events differ");
+        }
+    }
+
+    /// A damaged number (a varint that never ends) is an error, not a panic or a wrong value.
+    #[test]
+    fn spill_malformed_numbers_are_errors() {
+        let mut c = Cursor {
+            b: &[0xff; 11],
+            at: 0,
+        };
+        assert!(c.varint().is_err());
+        let mut c = Cursor {
+            b: &[0x80, 0x80],
+            at: 0,
+        };
+        assert!(c.varint().is_err());
+        let mut buf = Vec::new();
+        for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            buf.clear();
+            put_varint(&mut buf, v);
+            assert_eq!(Cursor { b: &buf, at: 0 }.varint().unwrap(), v);
+        }
+        for v in [0, -1, 1, i64::MIN, i64::MAX] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+        assert_eq!(zigzag(-1), 1);
+        assert_eq!(zigzag(1), 2);
     }
 
     /// Texts come back right when the writer numbers them by pointer: one `Arc` repeated, the
