@@ -900,6 +900,10 @@ impl<'a> Cursor<'a> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.u8()?;
+            // The tenth byte holds the 64th bit only.
+            if shift == 63 && byte > 1 {
+                break;
+            }
             v |= u64::from(byte & 0x7f) << shift;
             if byte < 0x80 {
                 return Ok(v);
@@ -917,7 +921,8 @@ impl<'a> Cursor<'a> {
     /// file's text numbers to those ids (`u32::MAX`: not defined yet).
     fn id(&mut self, dictionary: &mut Dictionary, numbered: &mut Vec<u32>) -> io::Result<u32> {
         let tag = self.varint()?;
-        let n = usize::try_from(tag >> 1).map_err(io::Error::other)?;
+        // A writer numbers fewer than 2^32 texts.
+        let n = u32::try_from(tag >> 1).map_err(io::Error::other)? as usize;
         if tag & 1 == 1 {
             let id = dictionary
                 .id_of_utf8(self.bytes()?)
@@ -972,8 +977,10 @@ fn decode(
     while c.at < plain.len() {
         let seq = last.seq.wrapping_add(unzigzag(c.varint()?) as u64);
         let ts = last.ts.wrapping_add(unzigzag(c.varint()?));
-        let day = i32::try_from(i64::from(last.day) + unzigzag(c.varint()?))
-            .map_err(|_| io::Error::other("a spilled bucket holds a malformed day"))?;
+        let day = i64::from(last.day)
+            .checked_add(unzigzag(c.varint()?))
+            .and_then(|d| i32::try_from(d).ok())
+            .ok_or_else(|| io::Error::other("a spilled bucket holds a malformed day"))?;
         *last = Previous { seq, ts, day };
         let hour = c.u8()?;
         let visitor = c.u64()?;
@@ -1161,6 +1168,22 @@ mod tests {
             at: 0,
         };
         assert!(c.varint().is_err());
+        // Ten bytes hold 64 bits: a tenth byte above 1 would overflow.
+        let mut ten = [0xff; 10];
+        ten[9] = 0x02;
+        assert!(Cursor { b: &ten, at: 0 }.varint().is_err());
+        ten[9] = 0x01;
+        assert_eq!(Cursor { b: &ten, at: 0 }.varint().unwrap(), u64::MAX);
+        // A text number beyond a writer's 2^32 is an error, not a huge allocation.
+        let mut huge = Vec::new();
+        put_varint(&mut huge, (u64::from(u32::MAX) + 1) << 1 | 1);
+        let mut numbered = Vec::new();
+        let mut dictionary = Dictionary::default();
+        assert!(
+            Cursor { b: &huge, at: 0 }
+                .id(&mut dictionary, &mut numbered)
+                .is_err()
+        );
         let mut buf = Vec::new();
         for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
             buf.clear();
