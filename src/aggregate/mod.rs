@@ -755,11 +755,10 @@ pub fn partial_table(
 }
 
 /// A table's rows per visitor: `day`, the table's keys, `visitor` and the table's measures
-/// except `visitors`, summed over that visitor's rows. Both the partial table (one more
-/// group-by, by row, over this smaller frame) and the row-visitor frame (its key columns) come
-/// from it, so the bucket's sessions are grouped once per table, not twice, and `visitors` is a
-/// count of rows instead of a distinct count. With `row_bound` (differential privacy), a
-/// visitor's visits count in at most that many rows of the table per day.
+/// except `visitors`, summed over that visitor's rows; the partial table is one more
+/// group-by, by row, over it, `visitors` a count of its rows ([`partial_table`], and
+/// [`bucket_tables`] with a row bound). With `row_bound` (differential privacy), a visitor's
+/// visits count in at most that many rows of the table per day.
 fn per_visitor_plan(
     sessions: &Sessions,
     table: TableName,
@@ -789,15 +788,16 @@ fn partial_of_per_visitor(per_visitor: LazyFrame, table: TableName) -> LazyFrame
 
 /// Every table's partial and row-visitor frame of one bucket: `(partial, row_visitors)` per
 /// table. The row-visitor frame says which visitors each row has in this bucket: (day, keys,
-/// visitor, `_bucket`), one row per distinct pair. Buckets are disjoint in visitors, so the
-/// distinct visitors of any union of rows is the sum over buckets of the distinct visitors of
-/// its rows here: what the k rule's unions are counted from, without going back to the
-/// sessions. Each table's sessions are grouped once, by row and visitor ([`per_visitor_plan`]);
-/// the partial is grouped from that, the row-visitor frame is its key columns. The tables'
-/// plans run together in each of the two rounds, so the per-query overhead is paid twice, not
-/// once per table. The partials get their text back (they are merged across buckets); the
-/// row-visitor frames keep the bucket's ids (see [`events::with_text`]), which makes them
-/// cheaper to store.
+/// visitor, `_bucket`), a pair possibly more than once. Buckets are disjoint in visitors, so
+/// the distinct visitors of any union of rows is the sum over buckets of the distinct visitors
+/// of its rows here: what the k rule's unions are counted from, without going back to the
+/// sessions. Without a row bound a table's partial is grouped once, from its source, and its
+/// frame is the source's key and visitor columns; with one (differential privacy, no frames
+/// needed) and for `uniques`, the rows are grouped by row and visitor first
+/// ([`per_visitor_plan`]) and the partial from those. The tables' plans run together in each
+/// round, so the per-query overhead is paid per round, not per table. The partials get their
+/// text back (they are merged across buckets); the row-visitor frames keep the bucket's ids
+/// (see [`events::RowVisitorFrames`]), which makes them cheaper to store.
 pub fn bucket_tables(
     sessions: &Sessions,
     tables: &[TableName],
