@@ -1149,16 +1149,13 @@ mod tests {
             })
             .collect();
         let s = sessions_of(&rows);
-        let tables = [
-            TableName::Overview,
-            TableName::Hourly,
-            TableName::Pages,
-            TableName::Referrers,
-            TableName::Devices,
-            TableName::Channels,
-            TableName::Campaigns,
-        ];
-        let got = bucket_tables(&s, &tables, None, 0).unwrap();
+        // The tables up to `campaigns`: these sessions have no goals, so the rest are empty.
+        let tables = &TABLES[..=TABLES
+            .iter()
+            .position(|t| *t == TableName::Campaigns)
+            .unwrap()];
+        assert_eq!(tables.len(), 7);
+        let got = bucket_tables(&s, tables, None, 0).unwrap();
         let sorted = |df: DataFrame, t: TableName| {
             let mut by = vec!["day"];
             by.extend(t.keys());
