@@ -1,5 +1,4 @@
-//! The shard stage's reader alone (`ChunkReader`: read or map, hash, count lines, cut into
-//! blocks),
+//! The shard stage's reader alone (`ChunkReader`: read, hash, count lines, cut into blocks),
 //! for docs/PERFORMANCE.md: `cargo run --release --example reader_speed -- FILE`.
 fn main() -> std::io::Result<()> {
     let path = std::env::args().nth(1).expect("usage: reader_speed FILE");
@@ -8,9 +7,7 @@ fn main() -> std::io::Result<()> {
     let (mut buf, mut blocks) = (Vec::new(), 0u64);
     while let Some(chunk) = reader.next_chunk_in(std::mem::take(&mut buf))? {
         blocks += 1;
-        if let logveil::ingest::reader::Block::Read(data) = chunk.data {
-            buf = data;
-        }
+        buf = chunk.data;
     }
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -1844,11 +1844,8 @@ pub fn shard(
                         {
                             error = Some(f);
                         }
-                        // A read block's buffer goes back to the reader for another block (a
-                        // mapped block's window is unmapped once its last block is dropped).
-                        if let reader::Block::Read(buffer) = chunk.data {
-                            let _ = recycle.send(buffer);
-                        }
+                        // The block's buffer goes back to the reader for another block.
+                        let _ = recycle.send(chunk.data);
                     }
                     if let Some(f) = error {
                         return Err(f);

@@ -10,7 +10,6 @@ pub mod combined;
 pub mod custom;
 pub mod haproxy;
 pub mod json;
-pub mod mapped;
 pub mod reader;
 pub mod timestamp;
 pub mod w3c;

@@ -4,17 +4,11 @@
 //! identical inputs once, decision 11).
 //!
 //! Memory does not grow with file size: one 64 KiB read buffer and one line buffer of at most
-//! [`MAX_LINE`] bytes. A longer line is skipped to its end and reported, never kept. The
-//! pipeline's [`ChunkReader`] cuts blocks of lines for the parsing workers, from windows of a
-//! memory-mapped file when the input is a plain local file (see [`super::mapped`]), from
-//! buffers it fills otherwise.
+//! [`MAX_LINE`] bytes. A longer line is skipped to its end and reported, never kept.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use super::mapped::Window;
 
 use flate2::read::MultiGzDecoder;
 
@@ -154,11 +148,6 @@ impl Compression {
     }
 }
 
-/// Whether `path` names a local file (not standard input, not an object in a store).
-fn is_local(path: &Path) -> bool {
-    path.as_os_str() != STDIN && !path.to_string_lossy().starts_with("s3://")
-}
-
 /// The raw bytes of one input: a local file, standard input or a streamed object.
 fn open_source(path: &Path, remotes: &mut Remotes) -> io::Result<Box<dyn Read + Send>> {
     let text = path.to_string_lossy();
@@ -235,11 +224,9 @@ impl<'a> Inputs<'a> {
                 }
             }
         }
-        let path = &self.files[index];
         let source: Box<dyn Read + Send> = match self.started.remove(&index) {
             Some(reader) => Box::new(reader),
-            None if is_local(path) => return ChunkReader::open(path),
-            None => open_source(path, &mut self.remotes)?,
+            None => open_source(&self.files[index], &mut self.remotes)?,
         };
         ChunkReader::from_source(source)
     }
@@ -374,7 +361,7 @@ impl LineReader {
 pub struct Chunk {
     /// Line number of the first line in `data` (1-based).
     pub first_line: u64,
-    pub data: Block,
+    pub data: Vec<u8>,
     /// Line numbers (sorted) of the lines that were too long to keep.
     pub too_long: Vec<u64>,
     /// W3C logs: the `#Fields:` layout in force at the block's first line.
@@ -414,99 +401,34 @@ fn has_long_line(block: &[u8]) -> bool {
     false
 }
 
-/// Replaces the lines of `data[range]` (whole lines, the first numbered `first_line`) longer
-/// than the cap by empty lines, moving the rest up, and adds their numbers to `too_long`;
-/// where the kept lines now end.
-fn blank_long_lines(
-    data: &mut [u8],
-    too_long: &mut Vec<u64>,
-    range: std::ops::Range<usize>,
-    first_line: u64,
-) -> usize {
+/// Replaces the lines of `chunk.data[range]` (whole lines, the first numbered `first_line`)
+/// longer than the cap by empty lines, moving the rest up; where the kept lines now end.
+fn blank_long_lines(chunk: &mut Chunk, range: std::ops::Range<usize>, first_line: u64) -> usize {
     let mut kept = range.start;
     let mut start = range.start;
     let mut line = first_line;
     while start < range.end {
-        let end = start + memchr::memchr(b'\n', &data[start..range.end]).expect("whole lines") + 1;
+        let end =
+            start + memchr::memchr(b'\n', &chunk.data[start..range.end]).expect("whole lines") + 1;
         if end - start > MAX_LINE + 1 {
-            too_long.push(line);
-            data[kept] = b'\n';
+            chunk.too_long.push(line);
+            chunk.data[kept] = b'\n';
             kept += 1;
         } else {
-            data.copy_within(start..end, kept);
+            chunk.data.copy_within(start..end, kept);
             kept += end - start;
         }
         start = end;
         line += 1;
     }
-    too_long.sort_unstable();
+    chunk.too_long.sort_unstable();
     kept
-}
-
-/// What the mapped path gives next (one a block, returned at once: not boxed).
-#[allow(clippy::large_enum_variant)]
-enum MappedStep {
-    Block(Chunk),
-    End,
-    /// A line the maps do not cut: the rest of the file goes through the read path.
-    Read,
-}
-
-/// A block's bytes: a buffer the reader filled, or a stretch of a mapped window of the file.
-pub enum Block {
-    Read(Vec<u8>),
-    Mapped {
-        window: Arc<Window>,
-        range: std::ops::Range<usize>,
-    },
-}
-
-impl std::ops::Deref for Block {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Block::Read(buffer) => buffer,
-            Block::Mapped { window, range } => &window[range.clone()],
-        }
-    }
-}
-
-/// Bytes mapped at a time: room for a few blocks; at least a block, the longest line begun
-/// after it and its newline.
-const WINDOW_BYTES: usize = 8 << 20;
-const _: () = assert!(WINDOW_BYTES > CHUNK_BYTES + MAX_LINE);
-
-/// A plain local file read through windows mapped in turn (see [`super::mapped`]).
-struct Mapped {
-    file: File,
-    /// The file's length when it was opened: a file that grows is read to that length.
-    len: u64,
-    /// Where the next block starts (always a line's start).
-    pos: u64,
-    window: Option<Arc<Window>>,
-    fault_message: Arc<[u8]>,
-}
-
-impl Mapped {
-    /// A window of the file from `offset`.
-    fn map(&self, offset: u64) -> io::Result<Arc<Window>> {
-        let len = (self.len - offset).min(WINDOW_BYTES as u64) as usize;
-        Ok(Arc::new(Window::map(
-            &self.file,
-            offset,
-            len,
-            &self.fault_message,
-        )?))
-    }
 }
 
 /// Cuts a file's decompressed content into blocks of whole lines, for parallel parsing. The
 /// content is hashed as it is read, like [`LineReader`].
 pub struct ChunkReader {
     inner: HashingReader<Box<dyn Read + Send>>,
-    /// A plain local file is cut from memory maps until a line the maps do not cut simply
-    /// (one too long, or a last line without its newline) hands the rest to the read path.
-    mapped: Option<Mapped>,
     carry: Vec<u8>,
     next_line: u64,
     /// Dropping the rest of a too-long line, which started at this line number.
@@ -523,35 +445,8 @@ pub const CHUNK_BYTES: usize = 2 << 20;
 const READ_BYTES: usize = 256 * 1024;
 
 impl ChunkReader {
-    /// A local file: mapped if it is a regular, uncompressed, non-empty file whose window
-    /// can be mapped, read otherwise.
     pub fn open(path: &Path) -> io::Result<ChunkReader> {
-        if !is_local(path) {
-            return Self::from_source(open_source(path, &mut Remotes::default())?);
-        }
-        let file = File::open(path)?;
-        let meta = file.metadata()?;
-        let mut head = [0u8; 4];
-        let head_len = (meta.len() as usize).min(head.len());
-        if meta.is_file() && meta.len() > 0 {
-            use std::os::unix::fs::FileExt;
-            file.read_exact_at(&mut head[..head_len], 0)?;
-        }
-        if !meta.is_file()
-            || meta.len() == 0
-            || Compression::detect(&head[..head_len]) != Compression::None
-        {
-            return Self::from_source(Box::new(file));
-        }
-        let mut reader = Self::from_source(Box::new(io::empty()))?;
-        reader.mapped = Some(Mapped {
-            file,
-            len: meta.len(),
-            pos: 0,
-            window: None,
-            fault_message: super::mapped::fault_message(&path.display().to_string()),
-        });
-        Ok(reader)
+        Self::from_source(open_source(path, &mut Remotes::default())?)
     }
 
     fn from_source(source: Box<dyn Read + Send>) -> io::Result<ChunkReader> {
@@ -563,7 +458,6 @@ impl ChunkReader {
                 hasher: blake3::Hasher::new(),
                 bytes: 0,
             },
-            mapped: None,
             carry: Vec::new(),
             next_line: 1,
             skipping: None,
@@ -584,33 +478,27 @@ impl ChunkReader {
     pub fn next_chunk_in(&mut self, mut data: Vec<u8>) -> io::Result<Option<Chunk>> {
         // Room for a block, a line begun beyond it (at most MAX_LINE) and one more read.
         const ROOM: usize = CHUNK_BYTES + MAX_LINE + 1 + READ_BYTES;
-        if self.mapped.is_some() {
-            match self.next_mapped_chunk(&mut data)? {
-                MappedStep::Block(chunk) => return Ok(Some(chunk)),
-                MappedStep::End => return Ok(None),
-                MappedStep::Read => {
-                    // The rest, from a line's start, through the read path.
-                    let mut m = self.mapped.take().expect("a mapped file");
-                    m.file.seek(io::SeekFrom::Start(m.pos))?;
-                    self.inner.inner = Box::new(m.file);
-                }
-            }
-        }
         if data.len() < ROOM {
             data.resize(ROOM, 0);
         }
-        let first_line = self.next_line;
-        let mut too_long = Vec::new();
-        // `data[..end]`: whole lines; `[end..filled]`: the line begun.
+        let mut chunk = Chunk {
+            first_line: self.next_line,
+            data,
+            too_long: Vec::new(),
+            w3c_layout: None,
+        };
+        // `chunk.data[..end]`: whole lines; `[end..filled]`: the line begun.
         let mut end = 0;
         let mut filled = self.carry.len();
-        data[..filled].copy_from_slice(&self.carry);
+        chunk.data[..filled].copy_from_slice(&self.carry);
         self.carry.clear();
         while end < CHUNK_BYTES && !self.eof {
-            if data.len() < filled + READ_BYTES {
-                data.resize(filled + READ_BYTES, 0);
+            if chunk.data.len() < filled + READ_BYTES {
+                chunk.data.resize(filled + READ_BYTES, 0);
             }
-            let n = self.inner.read(&mut data[filled..filled + READ_BYTES])?;
+            let n = self
+                .inner
+                .read(&mut chunk.data[filled..filled + READ_BYTES])?;
             if n == 0 {
                 self.eof = true;
                 break;
@@ -619,13 +507,13 @@ impl ChunkReader {
             filled += n;
             if let Some(start) = self.skipping {
                 // Dropping a too-long line (`filled` was `end`): up to its newline.
-                match memchr::memchr(b'\n', &data[fresh..filled]) {
+                match memchr::memchr(b'\n', &chunk.data[fresh..filled]) {
                     Some(i) => {
-                        too_long.push(start);
+                        chunk.too_long.push(start);
                         self.next_line += 1;
                         self.skipping = None;
-                        data.copy_within(fresh + i + 1..filled, end + 1);
-                        data[end] = b'\n';
+                        chunk.data.copy_within(fresh + i + 1..filled, end + 1);
+                        chunk.data[end] = b'\n';
                         end += 1;
                         filled = end + (filled - (fresh + i + 1));
                         fresh = end;
@@ -636,17 +524,16 @@ impl ChunkReader {
                     }
                 }
             }
-            if let Some(last) = memchr::memrchr(b'\n', &data[fresh..filled]) {
+            if let Some(last) = memchr::memrchr(b'\n', &chunk.data[fresh..filled]) {
                 let whole = fresh + last + 1;
                 let first_of_added = self.next_line;
-                let added = &data[end..whole];
+                let added = &chunk.data[end..whole];
                 // Count the lines (a vectorised count, not a stop per line), and see whether
                 // one is over the cap.
                 self.next_line += memchr::memchr_iter(b'\n', added).count() as u64;
                 if has_long_line(added) {
-                    let kept =
-                        blank_long_lines(&mut data, &mut too_long, end..whole, first_of_added);
-                    data.copy_within(whole..filled, kept);
+                    let kept = blank_long_lines(&mut chunk, end..whole, first_of_added);
+                    chunk.data.copy_within(whole..filled, kept);
                     filled -= whole - kept;
                     end = kept;
                 } else {
@@ -661,136 +548,23 @@ impl ChunkReader {
         if self.eof {
             // The last line may lack its newline.
             if let Some(start) = self.skipping.take() {
-                too_long.push(start);
-                data[end] = b'\n';
+                chunk.too_long.push(start);
+                chunk.data[end] = b'\n';
                 end += 1;
                 self.next_line += 1;
             } else if filled > end {
-                data[filled] = b'\n';
+                chunk.data[filled] = b'\n';
                 end = filled + 1;
                 self.next_line += 1;
             }
         } else {
-            self.carry.extend_from_slice(&data[end..filled]);
+            self.carry.extend_from_slice(&chunk.data[end..filled]);
         }
-        data.truncate(end);
-        if data.is_empty() {
+        chunk.data.truncate(end);
+        if chunk.data.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Chunk {
-            first_line,
-            data: Block::Read(data),
-            too_long,
-            w3c_layout: None,
-        }))
-    }
-
-    /// The next block cut from the mapped file, or what to do instead. A block holding a
-    /// line over the cap, or a last line without its newline, is copied into `data` and
-    /// mended there as the read path mends it (rare: the copy is what mapping saves).
-    fn next_mapped_chunk(&mut self, data: &mut Vec<u8>) -> io::Result<MappedStep> {
-        let m = self.mapped.as_mut().expect("a mapped file");
-        if m.pos == m.len {
-            return Ok(MappedStep::End);
-        }
-        // The block, the longest line it may end in and that line's newline.
-        let reach = (m.pos + (CHUNK_BYTES + MAX_LINE + 1) as u64).min(m.len);
-        if !m.window.as_ref().is_some_and(|w| w.covers(m.pos, reach)) {
-            m.window = None; // the blocks cut from it hold it while they are parsed
-            match m.map(m.pos) {
-                Ok(w) => m.window = Some(w),
-                Err(_) => return Ok(MappedStep::Read),
-            }
-        }
-        let window = m.window.clone().expect("mapped above");
-        let from = (m.pos - window.offset) as usize;
-        let bytes = &window[from..(reach - window.offset) as usize];
-        let at_end = reach == m.len;
-        // The block ends at the first newline at or after CHUNK_BYTES, or at the file's end.
-        let end = if at_end && bytes.len() <= CHUNK_BYTES {
-            bytes.len()
-        } else {
-            match memchr::memchr(b'\n', &bytes[CHUNK_BYTES - 1..]) {
-                Some(i) => CHUNK_BYTES + i,
-                None if at_end => bytes.len(),
-                // The line across CHUNK_BYTES is over the cap: the block ends before it, or
-                // it is the block's first line and is skipped to its end.
-                None => match memchr::memrchr(b'\n', &bytes[..CHUNK_BYTES - 1]) {
-                    Some(i) => i + 1,
-                    None => return self.skip_mapped_line(data).map(MappedStep::Block),
-                },
-            }
-        };
-        let block = &bytes[..end];
-        self.inner.hasher.update(block);
-        self.inner.bytes += end as u64;
-        let first_line = self.next_line;
-        let whole = block.last() == Some(&b'\n');
-        let chunk = if whole && !has_long_line(block) {
-            self.next_line += memchr::memchr_iter(b'\n', block).count() as u64;
-            Chunk {
-                first_line,
-                data: Block::Mapped {
-                    window: window.clone(),
-                    range: from..from + end,
-                },
-                too_long: Vec::new(),
-                w3c_layout: None,
-            }
-        } else {
-            let mut copy = std::mem::take(data);
-            copy.clear();
-            copy.extend_from_slice(block);
-            if !whole {
-                copy.push(b'\n');
-            }
-            self.next_line += memchr::memchr_iter(b'\n', &copy).count() as u64;
-            let mut too_long = Vec::new();
-            let len = copy.len();
-            let kept = blank_long_lines(&mut copy, &mut too_long, 0..len, first_line);
-            copy.truncate(kept);
-            Chunk {
-                first_line,
-                data: Block::Read(copy),
-                too_long,
-                w3c_layout: None,
-            }
-        };
-        m.pos += end as u64;
-        Ok(MappedStep::Block(chunk))
-    }
-
-    /// Skips the line at the mapped file's position, which is over the cap (no newline within
-    /// a block and the cap), to its end, hashing it: an empty line in its place, in `data`.
-    fn skip_mapped_line(&mut self, data: &mut Vec<u8>) -> io::Result<Chunk> {
-        let m = self.mapped.as_mut().expect("a mapped file");
-        let start = m.pos;
-        loop {
-            let window = m.map(m.pos)?;
-            let bytes = &window[..];
-            let (n, done) = match memchr::memchr(b'\n', bytes) {
-                Some(i) => (i + 1, true),
-                None => (bytes.len(), m.pos + bytes.len() as u64 == m.len),
-            };
-            self.inner.hasher.update(&bytes[..n]);
-            self.inner.bytes += n as u64;
-            m.pos += n as u64;
-            if done {
-                break;
-            }
-        }
-        debug_assert!(m.pos - start > MAX_LINE as u64);
-        let mut blank = std::mem::take(data);
-        blank.clear();
-        blank.push(b'\n');
-        let chunk = Chunk {
-            first_line: self.next_line,
-            data: Block::Read(blank),
-            too_long: vec![self.next_line],
-            w3c_layout: None,
-        };
-        self.next_line += 1;
-        Ok(chunk)
+        Ok(Some(chunk))
     }
 
     /// BLAKE3 of the decompressed content read so far, and its length.
@@ -967,10 +741,7 @@ mod tests {
                 expected_first = n + 1;
             }
             assert_eq!(too_long.next(), None, "a too-long line outside its block");
-            recycled = match chunk.data {
-                Block::Read(buffer) => buffer,
-                Block::Mapped { .. } => Vec::new(),
-            };
+            recycled = chunk.data;
         }
         got
     }
@@ -1096,171 +867,6 @@ mod tests {
                 (blake3::hash(&content), content.len() as u64)
             );
         }
-    }
-
-    /// Lines of random lengths (a few KiB at most, some empty) to `len` bytes.
-    fn short_lines(seed: u64, len: usize) -> Vec<u8> {
-        let mut next = crate::test_numbers(seed);
-        let mut content = Vec::with_capacity(len + 8192);
-        let mut i = 0u64;
-        while content.len() < len {
-            let n = match next() % 100 {
-                0 => 0,
-                1 => (next() % 8000) as usize,
-                _ => (next() % 300) as usize,
-            };
-            content.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, n));
-            content.push(b'\n');
-            i += 1;
-        }
-        content
-    }
-
-    /// Mapped blocks, and all blocks, of a chunk reader read to its end.
-    fn count_blocks(path: &Path) -> (usize, usize) {
-        let mut r = ChunkReader::open(path).unwrap();
-        let (mut mapped, mut all) = (0, 0);
-        while let Some(chunk) = r.next_chunk_in(Vec::new()).unwrap() {
-            all += 1;
-            mapped += usize::from(matches!(chunk.data, Block::Mapped { .. }));
-        }
-        (mapped, all)
-    }
-
-    /// A plain file is cut from maps, several windows of it, and gives the line reader's
-    /// lines, numbers and digest; so do files with a line over the cap in the middle, lines
-    /// longer than a block (in the middle, first, last), a last line without its newline,
-    /// and a file smaller than a block. The same bytes read through `read(2)` give the same.
-    #[test]
-    fn mapped_reader_agrees_with_line_reader() {
-        let dir = tempfile::tempdir().unwrap();
-        let size = 2 * WINDOW_BYTES + CHUNK_BYTES / 3;
-        let plain = short_lines(11, size);
-        let mut long_in_middle = short_lines(12, size / 2);
-        long_in_middle.extend(std::iter::repeat_n(b'x', MAX_LINE + 1));
-        long_in_middle.push(b'\n');
-        long_in_middle.extend(short_lines(13, size / 2));
-        let mut no_last_newline = short_lines(14, WINDOW_BYTES + 10);
-        no_last_newline.extend_from_slice(b"the last line");
-        let small = short_lines(15, 5000);
-        // Lines longer than a block and the cap together: skipped to their ends, across
-        // windows, in the middle, first, and last without a newline.
-        let huge = |n: usize| std::iter::repeat_n(b'x', n).collect::<Vec<u8>>();
-        let huge_in_middle = [
-            short_lines(18, size / 3),
-            huge(2 * CHUNK_BYTES + 5),
-            b"\n".to_vec(),
-            short_lines(19, size / 3),
-        ]
-        .concat();
-        let huge_first = [
-            huge(WINDOW_BYTES + 7),
-            b"\n".to_vec(),
-            short_lines(20, 10_000),
-        ]
-        .concat();
-        let huge_last = [
-            short_lines(21, CHUNK_BYTES),
-            huge(CHUNK_BYTES + MAX_LINE + 100),
-        ]
-        .concat();
-        let cases = [
-            ("plain", plain, true),
-            ("long-in-middle", long_in_middle, false),
-            ("no-last-newline", no_last_newline, false),
-            ("small", small, true),
-            ("huge-in-middle", huge_in_middle, false),
-            ("huge-first", huge_first, false),
-            ("huge-last", huge_last, false),
-        ];
-        for (name, content, all_mapped) in cases {
-            let p = dir.path().join(format!("{name}.log"));
-            std::fs::write(&p, &content).unwrap();
-            let want = lines_of(&p);
-            let (mapped, all) = count_blocks(&p);
-            assert!(mapped > 0, "{name}: no block was mapped");
-            assert_eq!(
-                mapped == all,
-                all_mapped,
-                "{name}: {mapped} of {all} mapped"
-            );
-            let mut r = ChunkReader::open(&p).unwrap();
-            let got = chunk_lines(&mut r);
-            assert_eq!(got.len(), want.len(), "{name}");
-            assert!(got == want, "{name}: the lines differ");
-            let digest = (blake3::hash(&content), content.len() as u64);
-            assert_eq!(r.content_digest(), digest, "{name}");
-            let mut read = ChunkReader::from_source(Box::new(File::open(&p).unwrap())).unwrap();
-            assert!(chunk_lines(&mut read) == want, "{name}: read(2) differs");
-            assert_eq!(read.content_digest(), digest, "{name}");
-        }
-        // Empty and compressed files are read, not mapped.
-        let empty = dir.path().join("empty.log");
-        std::fs::write(&empty, b"").unwrap();
-        assert_eq!(count_blocks(&empty), (0, 0));
-        let gz = dir.path().join("a.log");
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&short_lines(16, 100_000)).unwrap();
-        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
-        let (mapped, all) = count_blocks(&gz);
-        assert_eq!((mapped, all > 0), (0, true));
-    }
-
-    /// A file that shrinks under its map: the process ends with the failure code and a
-    /// message naming the input and what to do, and no byte of the file. Run in a child
-    /// process (this test binary again, only the test below), since it ends that process.
-    #[test]
-    fn mapped_file_cut_short_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("live.log");
-        let mut content = short_lines(17, WINDOW_BYTES);
-        content.extend_from_slice(b"1.2.3.4 secret-line\n");
-        std::fs::write(&p, &content).unwrap();
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "ingest::reader::tests::cut_short_child",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env("LOGVEIL_CUT_SHORT", &p)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains(&format!("input {} could not be read", p.display())));
-        assert!(stderr.contains("nothing was published"), "{stderr}");
-        assert!(
-            !stderr.contains("secret") && !stderr.contains("aaa"),
-            "{stderr}"
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(!stdout.contains("reached the end"), "{stdout}");
-    }
-
-    /// The child of the test above: maps the file, cuts it to nothing, reads on.
-    #[test]
-    #[ignore = "run by mapped_file_cut_short_is_a_clear_error in a child process"]
-    fn cut_short_child() {
-        let Some(path) = std::env::var_os("LOGVEIL_CUT_SHORT") else {
-            return;
-        };
-        let path = PathBuf::from(path);
-        let mut r = ChunkReader::open(&path).unwrap();
-        let first = r.next_chunk_in(Vec::new()).unwrap().unwrap();
-        assert!(matches!(first.data, Block::Mapped { .. }));
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
-        let mut sum = 0u64;
-        while let Some(chunk) = r.next_chunk_in(Vec::new()).unwrap() {
-            sum += chunk.data.iter().map(|&b| u64::from(b)).sum::<u64>();
-        }
-        sum += first.data.iter().map(|&b| u64::from(b)).sum::<u64>();
-        println!("reached the end: {sum}");
     }
 
     #[test]
