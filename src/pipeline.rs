@@ -1444,6 +1444,8 @@ pub fn finish(
         // bucket's texts once), its counts summed in bucket order.
         let per_bucket = crate::threads::in_parallel(reduced.buckets, workers, |b| {
             let read = read_frame(b, &slots)?;
+            // The bucket's text -> id map, made once for all the tables asking.
+            let ids = aggregate::events::TextIds::new();
             requests
                 .iter()
                 .zip(&folded)
@@ -1451,7 +1453,7 @@ pub fn finish(
                 .map(|(((table, _), folded), incidence)| match incidence {
                     None => Ok(BTreeMap::new()),
                     Some(incidence) => {
-                        let folded = read.texts.encode(folded.clone())?;
+                        let folded = read.texts.encode_with(&ids, folded.clone())?;
                         aggregate::union_visitors(&incidence, *table, folded, &read.texts)
                             .map_err(anyhow::Error::from)
                     }

@@ -161,13 +161,22 @@ impl Texts {
     /// The inverse of [`Self::decode`]: `frame` with each of its [`ID_COLUMNS`] (text, null
     /// for none) replaced by the id of its text in this bucket. A text the bucket never gave
     /// gets [`NO_ID`], which no row has, so it matches nothing.
-    pub fn encode(&self, mut frame: DataFrame) -> PolarsResult<DataFrame> {
-        let mut ids: Option<foldhash::HashMap<&str, u32>> = None;
+    pub fn encode(&self, frame: DataFrame) -> PolarsResult<DataFrame> {
+        self.encode_with(&TextIds::new(), frame)
+    }
+
+    /// [`Self::encode`] with the text -> id map in `ids`, made on first need and kept there:
+    /// the frames of several tables asked of one bucket share one map.
+    pub fn encode_with<'t>(
+        &'t self,
+        ids: &TextIds<'t>,
+        mut frame: DataFrame,
+    ) -> PolarsResult<DataFrame> {
         for name in ID_COLUMNS {
             let Ok(column) = frame.column(name) else {
                 continue;
             };
-            let ids = ids.get_or_insert_with(|| {
+            let ids = ids.get_or_init(|| {
                 let numbered = self.0.iter().enumerate();
                 numbered.filter_map(|(i, t)| Some((t?, i as u32))).collect()
             });
@@ -181,6 +190,9 @@ impl Texts {
         Ok(frame)
     }
 }
+
+/// A bucket's text -> id map for [`Texts::encode_with`], made when first needed.
+pub type TextIds<'t> = std::cell::OnceCell<foldhash::HashMap<&'t str, u32>>;
 
 /// The id [`Texts::encode`] gives a text its bucket does not have: a bucket numbers fewer
 /// texts than this.
@@ -488,7 +500,15 @@ mod tests {
         assert_eq!(read.texts.decode(frame.clone()).unwrap(), want);
         let asked = df!("day" => [3i32, 3, 4], "path" => [Some("/a"), None, Some("/в")]).unwrap();
         let want = df!("day" => [3i32, 3, 4], "path" => [Some(0u32), None, Some(NO_ID)]).unwrap();
-        assert_eq!(read.texts.encode(asked).unwrap(), want);
+        assert_eq!(read.texts.encode(asked.clone()).unwrap(), want);
+        // One map for several frames: made by the first that has ids, used by the next.
+        let ids = TextIds::new();
+        let hours = df!("day" => [3i32], "hour" => [5i32]).unwrap();
+        assert_eq!(read.texts.encode_with(&ids, hours.clone()).unwrap(), hours);
+        assert!(ids.get().is_none());
+        assert_eq!(read.texts.encode_with(&ids, asked.clone()).unwrap(), want);
+        assert_eq!(ids.get().map(|m| m.len()), Some(2)); // "/a" and "/б"
+        assert_eq!(read.texts.encode_with(&ids, asked).unwrap(), want);
         let unread = || -> std::io::Result<Option<DataFrame>> { panic!("texts read") };
         let read = RowVisitorFrames::new(vec![Some(no_ids.clone()), None], unread).unwrap();
         assert_eq!(read.frames, vec![Some(no_ids), None]);
