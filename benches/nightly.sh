@@ -26,6 +26,14 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d "${TMPDIR:-/tmp}/logveil-nightly.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
+# Both builds run from fresh copies in the work dir: an older copy of a build ran slower, and
+# with a smaller peak RSS, than a fresh copy of the same bytes (cause not established; the
+# page cache's state for the older file is the likeliest). An A/A run of one build
+# (docs/PERFORMANCE.md, twelfth session), a copy made two hours before against a fresh one:
+# wall 0.95x, peak RSS 143 -> 149.5 MiB; two fresh copies: 1.01x, 150 -> 150.5 MiB.
+cp "$old" "$work/old-bin"
+cp "$new" "$work/new-bin"
+old=$work/old-bin new=$work/new-bin
 
 logs=("$days"/*.log)
 [[ -e ${logs[0]} ]] || die "no *.log in $days"
