@@ -493,9 +493,9 @@ impl ChunkReader {
         chunk.data[..filled].copy_from_slice(&self.carry);
         self.carry.clear();
         while end < CHUNK_BYTES && !self.eof {
-            if chunk.data.len() < filled + READ_BYTES {
-                chunk.data.resize(filled + READ_BYTES, 0);
-            }
+            // `end < CHUNK_BYTES` and a line begun never holds more than MAX_LINE bytes (the
+            // check at the bottom), so one more read always fits in ROOM.
+            debug_assert!(filled + READ_BYTES <= chunk.data.len());
             let n = self
                 .inner
                 .read(&mut chunk.data[filled..filled + READ_BYTES])?;
