@@ -484,14 +484,6 @@ fn row_columns(table: TableName) -> Vec<Expr> {
     columns
 }
 
-/// `frame` restricted to the rows (day and table keys) listed in `rows`; null keys match.
-fn only_rows(frame: LazyFrame, table: TableName, rows: DataFrame) -> LazyFrame {
-    let on = row_columns(table);
-    let mut args = JoinArgs::new(JoinType::Inner);
-    args.nulls_equal = true;
-    frame.join(rows.lazy(), on.clone(), on, args)
-}
-
 /// The per-visit goal and funnel columns `sessionise` adds: `_g{i}` (goal i converted) and
 /// `_f{f}_{j}` (step j of funnel f reached, 0-based).
 fn goal_column(i: usize) -> String {
@@ -958,38 +950,88 @@ pub fn merge(table: TableName, partials: Vec<DataFrame>) -> PolarsResult<DataFra
         .collect()
 }
 
-/// The day and group-key columns of a disclosure unit ([`TableName::group_keys`]).
-fn unit_columns(table: TableName) -> Vec<Expr> {
-    let mut by = vec![col("day")];
-    by.extend(table.keys()[..table.group_keys()].iter().map(|k| col(*k)));
-    by
-}
-
 /// Distinct visitors per unit of the union of `folded` rows in one bucket's row-visitor
 /// frame ([`bucket_tables`]). The frame keeps the bucket's ids, and so must `folded` (see
 /// [`events::Texts::encode`]); `texts` turns the units' ids back into text.
+///
+/// One pass over the frame: each row's day and keys looked up among the folded rows', the
+/// (unit, visitor) pairs of the rows found sorted and counted. Polars' join and two
+/// group-bys did the same for 0.3 of the disclose stage's 0.43 CPU seconds on the 5 M-line
+/// benchmark (456 small queries: 38 buckets, 6 tables, 2 rounds); the test compares them.
 pub fn union_visitors(
     incidence: &DataFrame,
     table: TableName,
     folded: DataFrame,
     texts: &events::Texts,
 ) -> PolarsResult<BTreeMap<Unit, i64>> {
-    let mut with_visitor = unit_columns(table);
-    with_visitor.push(col("visitor"));
-    let df = only_rows(incidence.clone().lazy(), table, folded)
-        .group_by(with_visitor)
-        .agg([len().alias("_n")])
-        .group_by(unit_columns(table))
-        .agg([len().cast(DataType::Int64).alias("visitors")])
-        .collect()?;
-    let df = texts.decode(df)?;
-    let units = unit_keys(table, &df)?;
-    let visitors = df.column("visitors")?.i64()?;
-    Ok(units
-        .into_iter()
-        .enumerate()
-        .map(|(i, u)| (u, visitors.get(i).unwrap_or(0)))
-        .collect())
+    let mut names = vec!["day"];
+    names.extend(table.keys());
+    let wanted: foldhash::HashSet<RowCode> = row_codes(&folded, &names)?.into_iter().collect();
+    let unit_width = 1 + table.group_keys();
+    let visitors = incidence.column("visitor")?.u64()?.rechunk();
+    let visitors = visitors.cont_slice()?;
+    // Each unit met: its number, and a row of it (to read its day and group keys from).
+    let mut units: foldhash::HashMap<RowCode, u32> = Default::default();
+    let mut unit_rows: Vec<IdxSize> = Vec::new();
+    let mut pairs: Vec<(u32, u64)> = Vec::new();
+    for (i, code) in row_codes(incidence, &names)?.into_iter().enumerate() {
+        if !wanted.contains(&code) {
+            continue;
+        }
+        let mut unit = code;
+        unit[unit_width..].fill(0);
+        let next = units.len() as u32;
+        let n = *units.entry(unit).or_insert_with(|| {
+            unit_rows.push(i as IdxSize);
+            next
+        });
+        pairs.push((n, visitors[i]));
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut counts = vec![0i64; units.len()];
+    for (n, _) in pairs {
+        counts[n as usize] += 1;
+    }
+    let unit_names: Vec<&str> = names[..unit_width].to_vec();
+    let unit_frame = incidence
+        .select(unit_names)?
+        .take(&IdxCa::from_vec("".into(), unit_rows))?;
+    let units = unit_keys(table, &texts.decode(unit_frame)?)?;
+    Ok(units.into_iter().zip(counts).collect())
+}
+
+/// A row's day and keys as numbers (at most six keys), for [`union_visitors`]' lookups: an
+/// `Int32` or `UInt32` value (a day, an hour or step, a text's id) with bit 32 set, a null as
+/// 0, unused places 0.
+type RowCode = [u64; 7];
+
+/// The [`RowCode`] of each row of `frame` over `columns`.
+fn row_codes(frame: &DataFrame, columns: &[&str]) -> PolarsResult<Vec<RowCode>> {
+    let mut codes = vec![[0u64; 7]; frame.height()];
+    polars_ensure!(columns.len() <= 7, ComputeError: "more than 6 keys in a row code");
+    for (j, name) in columns.iter().enumerate() {
+        let column = frame.column(name)?.as_materialized_series();
+        let code = |v: Option<u32>| v.map_or(0, |v| u64::from(v) | 1 << 32);
+        match column.dtype() {
+            DataType::Int32 => {
+                let values = column.i32()?.iter().map(|v| v.map(|v| v as u32));
+                codes
+                    .iter_mut()
+                    .zip(values)
+                    .for_each(|(c, v)| c[j] = code(v));
+            }
+            DataType::UInt32 => {
+                let values = column.u32()?.iter();
+                codes
+                    .iter_mut()
+                    .zip(values)
+                    .for_each(|(c, v)| c[j] = code(v));
+            }
+            other => polars_bail!(ComputeError: "column `{name}` of type {other} in a row code"),
+        }
+    }
+    Ok(codes)
 }
 
 /// The unit (day and group keys) of each row of a frame grouped by [`unit_columns`].
@@ -1594,6 +1636,113 @@ mod tests {
             .collect()
             .unwrap();
         assert!(s.pageviews.equals_missing(&want), "{}\n{want}", s.pageviews);
+    }
+
+    /// [`union_visitors`] by Polars: the rows asked for joined (null keys match), grouped by
+    /// unit and visitor, then by unit.
+    fn union_by_polars(
+        incidence: &DataFrame,
+        table: TableName,
+        folded: DataFrame,
+        texts: &events::Texts,
+    ) -> BTreeMap<Unit, i64> {
+        let on = row_columns(table);
+        let mut args = JoinArgs::new(JoinType::Inner);
+        args.nulls_equal = true;
+        let mut units = vec![col("day")];
+        units.extend(table.keys()[..table.group_keys()].iter().map(|k| col(*k)));
+        let mut with_visitor = units.clone();
+        with_visitor.push(col("visitor"));
+        let df = incidence
+            .clone()
+            .lazy()
+            .join(folded.lazy(), on.clone(), on, args)
+            .group_by(with_visitor)
+            .agg([len().alias("_n")])
+            .group_by(units)
+            .agg([len().cast(DataType::Int64).alias("visitors")])
+            .collect()
+            .unwrap();
+        let df = texts.decode(df).unwrap();
+        let visitors = df.column("visitors").unwrap().i64().unwrap();
+        let keys = unit_keys(table, &df).unwrap();
+        (keys.into_iter().enumerate())
+            .map(|(i, u)| (u, visitors.get(i).unwrap()))
+            .collect()
+    }
+
+    /// The unions counted by hand equal Polars' on random row-visitor frames: `attribution`
+    /// (two group keys, text ids with nulls), `hourly` (an integer key) and `funnels` (a
+    /// group key and an integer key); folded rows that are in the frame, repeated, absent,
+    /// or carry a text the bucket does not have.
+    #[test]
+    fn unions_by_hand_equal_polars() {
+        let mut next = crate::test_numbers(0x0417_0a5e);
+        let texts = events::Texts::from_frame(
+            &df!("text" => (0..12).map(|i| format!("t{i}")).collect::<Vec<_>>()).unwrap(),
+        )
+        .unwrap();
+        for table in [
+            TableName::Attribution,
+            TableName::Hourly,
+            TableName::Funnels,
+        ] {
+            let n = 3_000;
+            let mut rows: Vec<Vec<Option<u32>>> = Vec::new();
+            let mut columns = vec![Column::new(
+                "day".into(),
+                (0..n)
+                    .map(|_| 20_000 + (next() % 3) as i32)
+                    .collect::<Vec<i32>>(),
+            )];
+            for key in table.keys() {
+                let values: Vec<Option<u32>> = (0..n)
+                    .map(|_| {
+                        let r = next();
+                        (!r.is_multiple_of(5)).then_some((r >> 8) as u32 % 4)
+                    })
+                    .collect();
+                rows.push(values.clone());
+                columns.push(match INT_KEYS.contains(key) {
+                    true => Column::new(
+                        (*key).into(),
+                        values
+                            .iter()
+                            .map(|v| v.map(|v| v as i32))
+                            .collect::<Vec<_>>(),
+                    ),
+                    false => Column::new((*key).into(), values),
+                });
+            }
+            columns.push(Column::new(
+                "visitor".into(),
+                (0..n).map(|_| next() % 200).collect::<Vec<u64>>(),
+            ));
+            let incidence = DataFrame::new(n, columns).unwrap();
+            // Every third row of the frame's first 300 (repeats likely), and rows that match
+            // nothing: an unknown text's id, a day not in the frame.
+            let mut picked: Vec<IdxSize> = (0..300).step_by(3).collect();
+            picked.push(1);
+            let mut folded = incidence
+                .drop("visitor")
+                .unwrap()
+                .take(&IdxCa::from_vec("".into(), picked))
+                .unwrap();
+            let mut absent = folded.head(Some(2));
+            absent.apply("day", |c| c + 9).unwrap();
+            folded.vstack_mut(&absent).unwrap();
+            if let Some(k) = table.keys().iter().find(|k| !INT_KEYS.contains(k)) {
+                let mut unknown = folded.head(Some(1));
+                let id = Column::new((*k).into(), [events::NO_ID]);
+                unknown.replace(k, id).unwrap();
+                folded.vstack_mut(&unknown).unwrap();
+            }
+            let want = union_by_polars(&incidence, table, folded.clone(), &texts);
+            let got = union_visitors(&incidence, table, folded, &texts).unwrap();
+            assert!(want.len() >= 3, "{table:?}: {} units", want.len());
+            assert!(want.values().any(|&v| v > 1), "{table:?}: visitors repeat");
+            assert_eq!(got, want, "{table:?}");
+        }
     }
 
     #[test]
