@@ -290,14 +290,35 @@ impl EpochKey {
     /// [`Self::visitor`] of a client already in [`canonical_client`] form (the pseudonymiser
     /// canonicalises once per pageview, for all of its hashes).
     pub fn visitor_of_canonical(&self, canonical: &[u8], user_agent: &[u8]) -> u64 {
-        let mut hasher = blake3::Hasher::new_keyed(&self.0);
-        hasher.update(&(canonical.len() as u32).to_le_bytes());
-        hasher.update(canonical);
-        hasher.update(&(user_agent.len() as u32).to_le_bytes());
-        hasher.update(user_agent);
-        let out = hasher.finalize();
-        u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 bytes"))
+        let client_len = (canonical.len() as u32).to_le_bytes();
+        let agent_len = (user_agent.len() as u32).to_le_bytes();
+        keyed_hash_u64(&self.0, [&client_len, canonical, &agent_len, user_agent])
     }
+}
+
+/// The first 8 bytes (little-endian) of the keyed BLAKE3 hash of `pieces` one after another.
+/// Laid out in one buffer on the stack and hashed in one call when they fit (a pageview's
+/// client and user agent nearly always do): four `Hasher::update` calls cost as much again as
+/// the hash's three compressions (`perf`, the 5 M-line benchmark). The same hash either way.
+pub fn keyed_hash_u64(key: &[u8; 32], pieces: [&[u8]; 4]) -> u64 {
+    const ROOM: usize = 512;
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let hash = if len <= ROOM {
+        let mut buf = [0u8; ROOM];
+        let mut at = 0;
+        for piece in pieces {
+            buf[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
+        blake3::keyed_hash(key, &buf[..len])
+    } else {
+        let mut hasher = blake3::Hasher::new_keyed(key);
+        pieces.iter().for_each(|p| {
+            hasher.update(p);
+        });
+        hasher.finalize()
+    };
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// A client in canonical form (what the pseudonym hashes): an address's bytes, held inline so
@@ -622,6 +643,21 @@ mod tests {
         ];
         let want: [u64; 3] = include!("../../tests/it/pseudonym_vectors.txt");
         assert_eq!(got, want);
+    }
+
+    /// The one-call hash equals BLAKE3's keyed hash of the pieces joined in a `Vec`, on both
+    /// sides of its stack buffer's size (user agents up to 1 100 bytes, empty pieces).
+    #[test]
+    fn keyed_hash_of_pieces_is_the_hash_of_their_concatenation() {
+        let key = [9u8; 32];
+        let agent: Vec<u8> = (0..1100u32).map(|i| b'a' + (i % 26) as u8).collect();
+        for len in (0..=1100).step_by(7).chain(500..=520) {
+            let pieces: [&[u8]; 4] = [b"\x04\0\0\0", &[192, 0, 2, 1], &[], &agent[..len]];
+            let joined: Vec<u8> = pieces.concat();
+            let want = blake3::keyed_hash(&key, &joined);
+            let want = u64::from_le_bytes(want.as_bytes()[..8].try_into().unwrap());
+            assert_eq!(keyed_hash_u64(&key, pieces), want, "{len}");
+        }
     }
 
     #[test]

@@ -441,11 +441,9 @@ impl Pseudonymiser {
         if self.settings.buckets <= 1 {
             return 0;
         }
-        let mut h = blake3::Hasher::new_keyed(&self.bucket_key);
-        h.update(&(canonical.len() as u32).to_le_bytes());
-        h.update(canonical);
-        h.update(user_agent);
-        let v = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+        let client_len = (canonical.len() as u32).to_le_bytes();
+        let pieces = [&client_len[..], canonical, user_agent, &[]];
+        let v = keys::keyed_hash_u64(&self.bucket_key, pieces);
         (v % u64::from(self.settings.buckets)) as u16
     }
 
