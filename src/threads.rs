@@ -1,35 +1,37 @@
 //! Work spread over the run's worker threads where it is made of independent jobs (buckets,
-//! output files): plain scoped threads taking the next job from a counter, with results in
-//! job order so that nothing a run writes depends on the number of threads.
+//! output files): jobs on Polars' thread pool taking the next job from a counter, with results
+//! in job order so that nothing a run writes depends on the number of threads.
 
-/// `job(0..n)` on up to `workers` threads, the results in job order.
+/// `job(0..n)` on up to `workers` threads, the results in job order. The threads are Polars'
+/// pool's, as in the reduce stage: the jobs' allocations then reuse the memory those threads
+/// already hold, where fresh threads each took more from the system (11 MiB more peak memory
+/// in the disclose stage of the 5 M-line benchmark).
 pub fn in_parallel<T: Send>(n: usize, workers: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
-    let mut done: Vec<Option<T>> = (0..n).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..workers.clamp(1, n.max(1)))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            return mine;
-                        }
-                        mine.push((i, job(i)));
+    let slots: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let (next_job, results, job) = (&next, &slots, &job);
+    polars_core::runtime::THREAD_POOL.scope(|pool| {
+        for _ in 0..workers.clamp(1, n.max(1)) {
+            pool.spawn(move |_| {
+                loop {
+                    let i = next_job.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return;
                     }
-                })
-            })
-            .collect();
-        for thread in threads {
-            for (i, result) in thread.join().expect("a writer thread panicked") {
-                done[i] = Some(result);
-            }
+                    let result = job(i);
+                    *results[i].lock().expect("a job's slot") = Some(result);
+                }
+            });
         }
     });
-    done.into_iter()
-        .map(|r| r.expect("every job ran"))
+    slots
+        .into_iter()
+        .map(|slot| {
+            let result = slot.into_inner().expect("a job's slot");
+            result.expect("every job ran")
+        })
         .collect()
 }
 
