@@ -109,6 +109,7 @@ const BUCKET_INPUT_BYTES: u64 = 32 << 20;
 const MAX_LINE_NUMBERS: usize = 100;
 
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunReport, Failure> {
+    pseudonymise::useragent::compile_in_background();
     publish_with(pipeline, options, |out| run_in(pipeline, options, out))
 }
 
