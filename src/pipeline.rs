@@ -1572,94 +1572,99 @@ pub fn finish(
     }
     // Stage, audit the staged files independently, and only then publish.
     phase.mark("disclose (unions from the row-visitor frames)");
-    let staging = output::stage(
-        &out,
-        &release,
-        &to_publish,
-        plan.costs.as_ref(),
-        &mut record,
-        usize::from(plan.workers),
-    )
-    .map_err(failed)?;
-    phase.mark("write Parquet");
-    let audit = crate::audit::audit_staged(&staging, &record).map_err(failed)?;
-    phase.mark("audit the staged files");
-    if !audit.passed() {
-        output::discard(&out, &record.run_id);
-        return Err(Failure::new(
-            exit::AUDIT_FAILED,
-            format!(
-                "the output audit failed ({}); nothing was published. This is a bug in logveil: please report the findings, which name no value: {}",
-                audit.findings.len(),
-                audit
-                    .findings
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        ));
-    }
-    // The privacy ledger: charge ε for every table and day whose pre-noise content is new, or
-    // release nothing. Saved before the files become visible, so no release goes uncharged.
-    if let Some(dp) = &pipeline.dp {
-        let mut ledger = Ledger::load(&pipeline.state_dir).map_err(failed)?;
-        let mut releases = Vec::new();
-        for (table, rows) in &true_rows {
-            for day in &to_publish {
-                let Some(master) = keys.master_for(*day) else {
-                    continue;
-                };
-                let mut h = blake3::Hasher::new_keyed(&master.ledger_key(*day));
-                for r in rows.iter().filter(|r| r.day == *day) {
-                    h.update(format!("{:?}|{:?}\n", r.keys, r.measures).as_bytes());
-                }
-                releases.push(ledger::Release {
-                    table: table.as_str().to_string(),
-                    date: *day,
-                    epsilon: dp.epsilon,
-                    digest: h.finalize().to_hex().to_string(),
-                });
-            }
-        }
-        let charged =
-            match ledger.charge(&releases, dp.epsilon_budget, dp.window_days, &record.run_id) {
-                Ok(c) => c,
-                Err(e @ ledger::LedgerError::Spent { .. }) => {
-                    output::discard(&out, &record.run_id);
-                    return Err(Failure::new(exit::BUDGET_SPENT, e.to_string()));
-                }
-                Err(e) => {
-                    output::discard(&out, &record.run_id);
-                    return Err(failed(e));
-                }
-            };
-        if let Some(v) = record.differential_privacy.as_mut() {
-            v["epsilon_charged"] = serde_json::json!(charged);
-        }
-        ledger.save(&pipeline.state_dir).map_err(failed)?;
-    }
     // The visit log of the published days, before the commit: a run that fails after this
-    // leaves state that a re-run replaces (decision 19).
-    if let Some(l) = lookback {
-        let _mark = PhaseEnd(phase, "visit log (write)");
-        let mut written = Vec::new();
-        for day in &to_publish {
-            // The day's visits, bucket by bucket (the order the run had them in), read into
-            // the one buffer the log seals: a buffer per bucket, freed into the allocator's
-            // arenas, held the day's visits a second time.
-            let mut plain = Vec::new();
-            for b in 0..reduced.buckets {
-                (sources.visits)(b, *day, &mut plain).map_err(|e| {
-                    Failure::new(
-                        exit::FAILED,
-                        format!("cannot read bucket {b}'s visits of {day} from the spill: {e}"),
-                    )
-                })?;
-            }
-            visit_log.write_day(keys, l, *day, plain).map_err(failed)?;
-            written.push(day.to_string());
+    // leaves state that a re-run replaces (decision 19). Written on a thread of its own
+    // while the tables are staged, audited and charged (it needs none of them), so a run
+    // that the audit or the privacy ledger stops has written it too: the visits it holds
+    // happened whether or not their tables are released.
+    let buckets = reduced.buckets;
+    let written = std::thread::scope(|scope| -> Result<Option<Vec<String>>, Failure> {
+        let (log, log_days) = (&visit_log, &to_publish);
+        let log_writer = lookback.map(|l| {
+            scope.spawn(move || write_visit_log(log, keys, l, log_days, buckets, sources.visits))
+        });
+        let staging = output::stage(
+            &out,
+            &release,
+            &to_publish,
+            plan.costs.as_ref(),
+            &mut record,
+            usize::from(plan.workers),
+        )
+        .map_err(failed)?;
+        phase.mark("write Parquet");
+        let audit = crate::audit::audit_staged(&staging, &record).map_err(failed)?;
+        phase.mark("audit the staged files");
+        if !audit.passed() {
+            output::discard(&out, &record.run_id);
+            return Err(Failure::new(
+                exit::AUDIT_FAILED,
+                format!(
+                    "the output audit failed ({}); nothing was published. This is a bug in logveil: please report the findings, which name no value: {}",
+                    audit.findings.len(),
+                    audit
+                        .findings
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            ));
         }
+        // The privacy ledger: charge ε for every table and day whose pre-noise content is new, or
+        // release nothing. Saved before the files become visible, so no release goes uncharged.
+        if let Some(dp) = &pipeline.dp {
+            let mut ledger = Ledger::load(&pipeline.state_dir).map_err(failed)?;
+            let mut releases = Vec::new();
+            for (table, rows) in &true_rows {
+                for day in &to_publish {
+                    let Some(master) = keys.master_for(*day) else {
+                        continue;
+                    };
+                    let mut h = blake3::Hasher::new_keyed(&master.ledger_key(*day));
+                    for r in rows.iter().filter(|r| r.day == *day) {
+                        h.update(format!("{:?}|{:?}\n", r.keys, r.measures).as_bytes());
+                    }
+                    releases.push(ledger::Release {
+                        table: table.as_str().to_string(),
+                        date: *day,
+                        epsilon: dp.epsilon,
+                        digest: h.finalize().to_hex().to_string(),
+                    });
+                }
+            }
+            let charged =
+                match ledger.charge(&releases, dp.epsilon_budget, dp.window_days, &record.run_id) {
+                    Ok(c) => c,
+                    Err(e @ ledger::LedgerError::Spent { .. }) => {
+                        output::discard(&out, &record.run_id);
+                        return Err(Failure::new(exit::BUDGET_SPENT, e.to_string()));
+                    }
+                    Err(e) => {
+                        output::discard(&out, &record.run_id);
+                        return Err(failed(e));
+                    }
+                };
+            if let Some(v) = record.differential_privacy.as_mut() {
+                v["epsilon_charged"] = serde_json::json!(charged);
+            }
+            ledger.save(&pipeline.state_dir).map_err(failed)?;
+        }
+        match log_writer {
+            Some(writer) => {
+                let _mark = PhaseEnd(
+                    phase,
+                    "visit log (write, the rest of its time beside the tables)",
+                );
+                writer
+                    .join()
+                    .expect("the visit log's writer panicked")
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    })?;
+    if let (Some(l), Some(written)) = (lookback, written) {
         let stale: Vec<String> = visit_log
             .days_after(days.1)
             .map_err(failed)?
@@ -1735,6 +1740,37 @@ pub fn finish(
         record_path,
         output: out,
     })
+}
+
+/// Writes the visit log's file of each day in `days`: the day's visits, bucket by bucket (the
+/// order the run had them in), read into the one buffer the log seals (a buffer per bucket,
+/// freed into the allocator's arenas, held the day's visits a second time). Returns the days
+/// written.
+fn write_visit_log(
+    visit_log: &VisitLog,
+    keys: &KeySet,
+    lookback: u32,
+    days: &BTreeSet<Day>,
+    buckets: usize,
+    visits: &VisitSource<'_>,
+) -> Result<Vec<String>, Failure> {
+    let mut written = Vec::new();
+    for day in days {
+        let mut plain = Vec::new();
+        for b in 0..buckets {
+            visits(b, *day, &mut plain).map_err(|e| {
+                Failure::new(
+                    exit::FAILED,
+                    format!("cannot read bucket {b}'s visits of {day} from the spill: {e}"),
+                )
+            })?;
+        }
+        visit_log
+            .write_day(keys, lookback, *day, plain)
+            .map_err(failed)?;
+        written.push(day.to_string());
+    }
+    Ok(written)
 }
 
 /// Notes for the ad costs no published campaigns row carries: campaigns without a visit on a
