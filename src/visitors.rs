@@ -913,12 +913,20 @@ pub fn largest_remainder(total: i64, weights: &[i64]) -> Vec<i64> {
         .map(|w| (i128::from(total) * i128::from(*w) / i128::from(den)) as i64)
         .collect();
     let mut rest = total - out.iter().sum::<i64>();
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by_key(|i| {
-        let frac = i128::from(total) * i128::from(weights[*i]) % i128::from(den);
-        (std::cmp::Reverse(frac), *i)
-    });
-    for i in order {
+    // Nothing left over (one touch, or weights that divide the total): no order needed.
+    if rest == 0 {
+        return out;
+    }
+    let mut order: Vec<(std::cmp::Reverse<i128>, usize)> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let frac = i128::from(total) * i128::from(*w) % i128::from(den);
+            (std::cmp::Reverse(frac), i)
+        })
+        .collect();
+    order.sort_unstable();
+    for (_, i) in order {
         if rest == 0 {
             break;
         }
@@ -1439,6 +1447,10 @@ mod tests {
         // Position-based over 4 touches: 40 %, 10 %, 10 %, 40 % of 1 001 kopecks.
         assert_eq!(largest_remainder(1001, &[8, 2, 2, 8]), [401, 100, 100, 400]);
         assert_eq!(largest_remainder(7, &[0, 0]), [0, 0]);
+        assert_eq!(largest_remainder(1_000_000, &[3]), [1_000_000]);
+        assert_eq!(largest_remainder(10, &[1, 0, 1]), [5, 0, 5]);
+        // Equal remainders go to the earlier touches.
+        assert_eq!(largest_remainder(5, &[1, 1, 1, 1]), [2, 1, 1, 1]);
     }
 
     #[test]
