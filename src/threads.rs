@@ -35,6 +35,46 @@ pub fn in_parallel<T: Send>(n: usize, workers: usize, job: impl Fn(usize) -> T +
         .collect()
 }
 
+/// Threads for jobs that only wait on the disk (syncing the output's directories): more than
+/// the cores, since a thread waiting on `fsync` uses none.
+pub const IO_THREADS: usize = 8;
+
+/// `job(0..n)` on up to `threads` threads of their own (not Polars' pool, which has one
+/// thread a core), the results in job order: for jobs that mostly wait on the disk.
+pub fn in_parallel_io<T: Send>(
+    n: usize,
+    threads: usize,
+    job: impl Fn(usize) -> T + Sync,
+) -> Vec<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.clamp(1, n.max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return mine;
+                        }
+                        mine.push((i, job(i)));
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            for (i, result) in handle.join().expect("a writer thread panicked") {
+                done[i] = Some(result);
+            }
+        }
+    });
+    done.into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +87,12 @@ mod tests {
             for n in [0, 1, 5, 100] {
                 let ran = std::sync::atomic::AtomicUsize::new(0);
                 let out = in_parallel(n, workers, |i| {
+                    ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    i * i
+                });
+                assert_eq!(out, (0..n).map(|i| i * i).collect::<Vec<_>>());
+                assert_eq!(ran.swap(0, std::sync::atomic::Ordering::Relaxed), n);
+                let out = in_parallel_io(n, workers, |i| {
                     ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     i * i
                 });

@@ -211,13 +211,19 @@ pub fn commit(out: &Path, record: &RunRecord) -> Result<PathBuf, OutputError> {
     let runs = out.join("_runs");
     let pending = runs.join(format!("{}.pending.json", record.run_id));
     write_json_atomically(&pending, record)?;
+    let mut parents = BTreeSet::new();
     for f in &record.files {
         let dest = out.join(&f.path);
         let parent = dest.parent().expect("has a parent");
         fs::create_dir_all(parent).map_err(io_err(parent))?;
         fs::rename(staging.join(&f.path), &dest).map_err(io_err(&dest))?;
-        sync_dir(parent);
+        parents.insert(parent.to_path_buf());
     }
+    // Every directory that gained a file synced before the commit, side by side.
+    let parents: Vec<PathBuf> = parents.into_iter().collect();
+    crate::threads::in_parallel_io(parents.len(), crate::threads::IO_THREADS, |i| {
+        sync_dir(&parents[i])
+    });
     let committed = runs.join(format!("{}.json", record.run_id));
     fs::rename(&pending, &committed).map_err(io_err(&committed))?;
     sync_dir(&runs);
