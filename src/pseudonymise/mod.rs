@@ -130,6 +130,17 @@ pub enum FilterRule {
 }
 
 impl FilterRule {
+    /// Every rule, in declaration order (`rule as usize` is its place here).
+    pub const ALL: [FilterRule; 7] = [
+        FilterRule::Directive,
+        FilterRule::OutsideDateWindow,
+        FilterRule::OtherSite,
+        FilterRule::NonPageRequest,
+        FilterRule::Status,
+        FilterRule::StaticAsset,
+        FilterRule::Bot,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             FilterRule::Directive => "directive_line",
@@ -785,6 +796,25 @@ mod tests {
         let ny = jiff::tz::TimeZone::get("America/New_York").unwrap();
         let (day, hour, _) = local_time(&ny, ts);
         assert_eq!((day.to_string(), hour), ("2026-11-24".to_string(), 16));
+    }
+
+    /// `FilterRule::ALL` lists every rule at its place (the shard counts filtered lines in an
+    /// array indexed by `rule as usize`). The match is exhaustive: a new rule does not compile
+    /// here until it is placed.
+    #[test]
+    fn filter_rules_in_declaration_order() {
+        for (i, rule) in FilterRule::ALL.into_iter().enumerate() {
+            let place = match rule {
+                FilterRule::Directive => 0,
+                FilterRule::OutsideDateWindow => 1,
+                FilterRule::OtherSite => 2,
+                FilterRule::NonPageRequest => 3,
+                FilterRule::Status => 4,
+                FilterRule::StaticAsset => 5,
+                FilterRule::Bot => 6,
+            };
+            assert_eq!((rule as usize, place), (i, i), "{rule:?}");
+        }
     }
 
     #[test]
