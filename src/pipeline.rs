@@ -376,7 +376,11 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
         .map_err(spill_err)?;
     identities.finish().map_err(spill_err)?;
     phase.mark("visit log (load)");
-    release_free_memory();
+    // The shard's threads are gone, but glibc keeps what they freed in their arenas, and the
+    // reduce stage runs on Polars' pool, whose threads allocate from arenas of their own:
+    // without this the reduce stage's peak stood on top of the shard's leftovers (10 MiB
+    // more on the 5 M-line benchmark).
+    crate::threads::release_free_memory();
     let reducer = Reducer::new(&plan, days);
     let mut merger = Merger::new(plan.tables());
     let mut visits = 0u64;
@@ -1299,18 +1303,6 @@ fn reduce_buckets(
             None => Ok(()),
         }
     })
-}
-
-/// Hands the memory the shard freed back to the system. The shard's threads are gone, but
-/// glibc keeps what they freed in their arenas, and the reduce stage runs on Polars' pool,
-/// whose threads allocate from arenas of their own: without this the reduce stage's peak
-/// stood on top of the shard's leftovers (10 MiB more on the 5 M-line benchmark).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory of the allocator to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 fn polars_err(what: &str) -> impl Fn(polars::prelude::PolarsError) -> Failure {

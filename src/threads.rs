@@ -75,6 +75,17 @@ pub fn in_parallel_io<T: Send>(
         .collect()
 }
 
+/// Hands memory that the allocator holds free back to the system: what threads that are done
+/// (or a phase that is over) freed stays in glibc's per-thread arenas otherwise, and threads
+/// that come next allocate from arenas of their own.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
