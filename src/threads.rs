@@ -1,6 +1,8 @@
-//! Work spread over the run's worker threads where it is made of independent jobs (buckets,
-//! output files): jobs on Polars' thread pool taking the next job from a counter, with results
-//! in job order so that nothing a run writes depends on the number of threads.
+//! Work spread over threads where it is made of independent jobs (buckets, output files,
+//! directories to sync): workers taking the next job from a counter, with results in job
+//! order so that nothing a run writes depends on the number of threads. Jobs that compute run
+//! on Polars' thread pool ([`in_parallel`]), jobs that only wait on the disk on threads of
+//! their own ([`in_parallel_io`]).
 
 /// `job(0..n)` on up to `workers` threads, the results in job order. The threads are Polars'
 /// pool's, as in the reduce stage: the jobs' allocations then reuse the memory those threads
