@@ -1745,6 +1745,16 @@ mod tests {
         }
     }
 
+    /// A bucket with clients of the visit log but no events of its own is sessionised too
+    /// (its clients still count in the uniques): no visits, no pageviews, no error.
+    #[test]
+    fn no_events_no_visits() {
+        let s = sessions_of(&[]);
+        assert_eq!((s.visits.height(), s.pageviews.height()), (0, 0));
+        assert!(s.visits.column("pageviews").is_ok());
+        assert!(s.pageviews.column("path").is_ok());
+    }
+
     #[test]
     fn partial_table_row_bound_per_visitor() {
         let mut rows: Vec<(u64, Event)> = [9i64, 11, 13, 15]
