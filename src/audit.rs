@@ -368,176 +368,194 @@ fn data_files(root: &Path) -> Result<Vec<String>, AuditError> {
     Ok(out)
 }
 
+/// Audits every file, side by side on the cores (each file read and checked on its own), the
+/// findings in file order.
 fn audit_files(
     root: &Path,
     files: &[String],
     expected: &BTreeMap<String, Expected>,
 ) -> AuditReport {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let parts = crate::threads::in_parallel(files.len(), workers, |i| {
+        audit_file(root, &files[i], expected)
+    });
     let mut report = AuditReport::default();
-    for rel in files {
-        let finding = |rule, column: Option<&str>, row| Finding {
-            file: rel.clone(),
-            column: column.map(str::to_string),
-            row,
-            rule,
-        };
-        // The report is derived from the tables; it must be the one a run record lists.
-        if rel == crate::output::REPORT_FILE {
-            let listed = expected.get(rel).map(|e| e.blake3.clone());
-            let actual = std::fs::read(root.join(rel))
-                .map(|b| blake3::hash(&b).to_hex().to_string())
-                .ok();
-            match (listed, actual) {
-                (None, _) => report.findings.push(finding("no_run_record", None, None)),
-                (Some(l), Some(a)) if l == a => {}
-                _ => report.findings.push(finding("hash_mismatch", None, None)),
-            }
-            continue;
+    for part in parts {
+        for (table, (files, rows)) in part.tables {
+            let entry = report.tables.entry(table).or_default();
+            entry.0 += files;
+            entry.1 += rows;
         }
-        let parts: Vec<&str> = rel.split('/').collect();
-        let table = parts[0].to_string();
-        let entry = report.tables.entry(table.clone()).or_default();
-        entry.0 += 1;
-        let layout_ok = parts.len() == 3
-            && parts[1]
-                .strip_prefix("date=")
-                .and_then(crate::day::Day::parse)
-                .is_some()
-            && parts[2] == "part-0.parquet";
-        let Some((_, columns)) = ALLOWLIST.iter().find(|(t, _)| *t == table) else {
-            report
-                .findings
-                .push(finding("table_not_allowed", None, None));
-            continue;
-        };
-        if !layout_ok {
-            report.findings.push(finding("bad_layout", None, None));
-            continue;
+        report.findings.extend(part.findings);
+    }
+    report
+}
+
+/// The audit of one file: its table's file and row counts and its findings.
+fn audit_file(root: &Path, rel: &String, expected: &BTreeMap<String, Expected>) -> AuditReport {
+    let mut report = AuditReport::default();
+    let finding = |rule, column: Option<&str>, row| Finding {
+        file: rel.clone(),
+        column: column.map(str::to_string),
+        row,
+        rule,
+    };
+    // The report is derived from the tables; it must be the one a run record lists.
+    if rel == crate::output::REPORT_FILE {
+        let listed = expected.get(rel).map(|e| e.blake3.clone());
+        let actual = std::fs::read(root.join(rel))
+            .map(|b| blake3::hash(&b).to_hex().to_string())
+            .ok();
+        match (listed, actual) {
+            (None, _) => report.findings.push(finding("no_run_record", None, None)),
+            (Some(l), Some(a)) if l == a => {}
+            _ => report.findings.push(finding("hash_mismatch", None, None)),
         }
-        let path = root.join(rel);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(_) => {
-                report.findings.push(finding("unreadable", None, None));
-                continue;
-            }
-        };
-        let k = match expected.get(rel) {
-            None => {
-                report.findings.push(finding("no_run_record", None, None));
-                None
-            }
-            Some(e) if e.blake3 != blake3::hash(&bytes).to_hex().as_str() => {
-                report.findings.push(finding("hash_mismatch", None, None));
-                Some(e.k)
-            }
-            Some(e) => Some(e.k),
-        };
-        let reader = match SerializedFileReader::new(bytes::Bytes::from(bytes)) {
-            Ok(r) => r,
-            Err(_) => {
-                report.findings.push(finding("not_parquet", None, None));
-                continue;
-            }
-        };
-        // Schema: names, order, physical types.
-        let schema = reader.metadata().file_metadata().schema_descr();
-        let got: Vec<(String, Physical)> = schema
-            .columns()
-            .iter()
-            .map(|c| (c.name().to_string(), c.physical_type()))
-            .collect();
-        let mut want: Vec<(String, Physical)> = columns
-            .iter()
-            .map(|(n, k)| {
-                let p = match k {
-                    Kind::Int32 => Physical::INT32,
-                    Kind::Int64 => Physical::INT64,
-                    Kind::Float64 => Physical::DOUBLE,
-                    Kind::Str => Physical::BYTE_ARRAY,
-                    Kind::Bool => Physical::BOOLEAN,
-                };
-                (n.to_string(), p)
-            })
-            .collect();
-        // Differential-privacy releases add a trailing `noise_scale` column.
-        let noisy = got.len() == want.len() + 1
-            && got.last() == Some(&("noise_scale".to_string(), Physical::DOUBLE));
-        if noisy {
-            want.push(("noise_scale".to_string(), Physical::DOUBLE));
+        return report;
+    }
+    let parts: Vec<&str> = rel.split('/').collect();
+    let table = parts[0].to_string();
+    let entry = report.tables.entry(table.clone()).or_default();
+    entry.0 += 1;
+    let layout_ok = parts.len() == 3
+        && parts[1]
+            .strip_prefix("date=")
+            .and_then(crate::day::Day::parse)
+            .is_some()
+        && parts[2] == "part-0.parquet";
+    let Some((_, columns)) = ALLOWLIST.iter().find(|(t, _)| *t == table) else {
+        report
+            .findings
+            .push(finding("table_not_allowed", None, None));
+        return report;
+    };
+    if !layout_ok {
+        report.findings.push(finding("bad_layout", None, None));
+        return report;
+    }
+    let path = root.join(rel);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(_) => {
+            report.findings.push(finding("unreadable", None, None));
+            return report;
         }
-        if got != want {
-            let extra = got.iter().find(|c| !want.contains(c)).map(|c| c.0.as_str());
-            report
-                .findings
-                .push(finding("schema_not_allowed", extra, None));
-            continue;
+    };
+    let k = match expected.get(rel) {
+        None => {
+            report.findings.push(finding("no_run_record", None, None));
+            None
         }
-        let rows = match reader.get_row_iter(None) {
-            Ok(rows) => rows,
-            Err(_) => {
-                report.findings.push(finding("unreadable", None, None));
-                continue;
-            }
-        };
-        let mut n = 0u64;
-        for (i, row) in rows.enumerate() {
-            n += 1;
-            let Ok(row) = row else {
-                report.findings.push(finding("unreadable", None, Some(i)));
-                break;
+        Some(e) if e.blake3 != blake3::hash(&bytes).to_hex().as_str() => {
+            report.findings.push(finding("hash_mismatch", None, None));
+            Some(e.k)
+        }
+        Some(e) => Some(e.k),
+    };
+    let reader = match SerializedFileReader::new(bytes::Bytes::from(bytes)) {
+        Ok(r) => r,
+        Err(_) => {
+            report.findings.push(finding("not_parquet", None, None));
+            return report;
+        }
+    };
+    // Schema: names, order, physical types.
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let got: Vec<(String, Physical)> = schema
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.physical_type()))
+        .collect();
+    let mut want: Vec<(String, Physical)> = columns
+        .iter()
+        .map(|(n, k)| {
+            let p = match k {
+                Kind::Int32 => Physical::INT32,
+                Kind::Int64 => Physical::INT64,
+                Kind::Float64 => Physical::DOUBLE,
+                Kind::Str => Physical::BYTE_ARRAY,
+                Kind::Bool => Physical::BOOLEAN,
             };
-            let mut visitors = None;
-            let mut suppressed = false;
-            let mut any_measure = false;
-            let mut declared_noise = false;
-            for (name, field) in row.get_column_iter() {
-                match field {
-                    Field::Str(s) => {
-                        if let Some(rule) = identifier_rule(s) {
-                            report.findings.push(finding(rule, Some(name), Some(i)));
-                        }
+            (n.to_string(), p)
+        })
+        .collect();
+    // Differential-privacy releases add a trailing `noise_scale` column.
+    let noisy = got.len() == want.len() + 1
+        && got.last() == Some(&("noise_scale".to_string(), Physical::DOUBLE));
+    if noisy {
+        want.push(("noise_scale".to_string(), Physical::DOUBLE));
+    }
+    if got != want {
+        let extra = got.iter().find(|c| !want.contains(c)).map(|c| c.0.as_str());
+        report
+            .findings
+            .push(finding("schema_not_allowed", extra, None));
+        return report;
+    }
+    let rows = match reader.get_row_iter(None) {
+        Ok(rows) => rows,
+        Err(_) => {
+            report.findings.push(finding("unreadable", None, None));
+            return report;
+        }
+    };
+    let mut n = 0u64;
+    for (i, row) in rows.enumerate() {
+        n += 1;
+        let Ok(row) = row else {
+            report.findings.push(finding("unreadable", None, Some(i)));
+            break;
+        };
+        let mut visitors = None;
+        let mut suppressed = false;
+        let mut any_measure = false;
+        let mut declared_noise = false;
+        for (name, field) in row.get_column_iter() {
+            match field {
+                Field::Str(s) => {
+                    if let Some(rule) = identifier_rule(s) {
+                        report.findings.push(finding(rule, Some(name), Some(i)));
                     }
-                    Field::Long(v) => {
-                        any_measure = true;
-                        // Millionths of a conversion run 10⁶ times larger than counts.
-                        let max = if name.ends_with("_micro") {
-                            MAX_PLAUSIBLE_COUNT.saturating_mul(1 << 20)
-                        } else {
-                            MAX_PLAUSIBLE_COUNT
-                        };
-                        if *v < 0 || *v > max {
-                            report
-                                .findings
-                                .push(finding("implausible_count", Some(name), Some(i)));
-                        }
-                        if name == "visitors" {
-                            visitors = Some(*v);
-                        }
-                    }
-                    Field::Double(_) if name == "noise_scale" => declared_noise = true,
-                    Field::Double(_) => any_measure = true,
-                    Field::Bool(b) if name == "suppressed" => suppressed = *b,
-                    _ => {}
                 }
+                Field::Long(v) => {
+                    any_measure = true;
+                    // Millionths of a conversion run 10⁶ times larger than counts.
+                    let max = if name.ends_with("_micro") {
+                        MAX_PLAUSIBLE_COUNT.saturating_mul(1 << 20)
+                    } else {
+                        MAX_PLAUSIBLE_COUNT
+                    };
+                    if *v < 0 || *v > max {
+                        report
+                            .findings
+                            .push(finding("implausible_count", Some(name), Some(i)));
+                    }
+                    if name == "visitors" {
+                        visitors = Some(*v);
+                    }
+                }
+                Field::Double(_) if name == "noise_scale" => declared_noise = true,
+                Field::Double(_) => any_measure = true,
+                Field::Bool(b) if name == "suppressed" => suppressed = *b,
+                _ => {}
             }
-            if suppressed {
-                if any_measure {
-                    report
-                        .findings
-                        .push(finding("suppressed_row_has_values", None, Some(i)));
-                }
-            } else if let Some(k) = k
-                && !declared_noise
-                && visitors.is_none_or(|v| v < i64::from(k))
-            {
+        }
+        if suppressed {
+            if any_measure {
                 report
                     .findings
-                    .push(finding("below_k", Some("visitors"), Some(i)));
+                    .push(finding("suppressed_row_has_values", None, Some(i)));
             }
+        } else if let Some(k) = k
+            && !declared_noise
+            && visitors.is_none_or(|v| v < i64::from(k))
+        {
+            report
+                .findings
+                .push(finding("below_k", Some("visitors"), Some(i)));
         }
-        entry.1 += n;
     }
+    entry.1 += n;
     report
 }
 
