@@ -1191,7 +1191,7 @@ impl<'p, 'a> Reducer<'p, 'a> {
             .map_err(polars_err("tables"))?;
         let (partials, frames): (Vec<_>, Vec<_>) = frames
             .into_iter()
-            .map(|(partial, incidence)| (partial, pipeline.dp.is_none().then_some(incidence)))
+            .map(|(partial, incidence)| (partial, incidence.filter(|_| pipeline.dp.is_none())))
             .unzip();
         *self.in_tables.lock().expect("timer") += clock.elapsed();
         Ok(Some(BucketOutput {
@@ -1446,10 +1446,15 @@ pub fn finish(
     let workers = usize::from(plan.workers);
     let mut other = |requests: &[disclose::UnionRequest]|
      -> anyhow::Result<Vec<BTreeMap<disclose::Unit, Vec<i64>>>> {
-        let slots: Vec<u64> = requests
+        // Each table's frame slot ([`aggregate::frame_slot`]: the tables counted from visits
+        // share one), each slot read once.
+        let wanted: Vec<u64> = requests
             .iter()
-            .map(|(table, _)| tables.iter().position(|x| x == table).expect("a table") as u64)
+            .map(|(table, _)| aggregate::frame_slot(&tables, *table) as u64)
             .collect();
+        let mut slots = wanted.clone();
+        slots.sort_unstable();
+        slots.dedup();
         let folded = requests
             .iter()
             .map(|(table, keys)| aggregate::keys_frame(*table, keys))
@@ -1460,10 +1465,11 @@ pub fn finish(
             let read = read_frame(b, &slots)?;
             // The bucket's text -> id map, made once for all the tables asking.
             let ids = aggregate::events::TextIds::new();
+            let frame_of = |slot: &u64| read.frames[slots.binary_search(slot).expect("read")].clone();
             requests
                 .iter()
                 .zip(&folded)
-                .zip(read.frames)
+                .zip(wanted.iter().map(frame_of))
                 .map(|(((table, _), folded), incidence)| match incidence {
                     None => Ok(BTreeMap::new()),
                     Some(incidence) => {
@@ -1483,8 +1489,8 @@ pub fn finish(
             }
         }
         let mut answers = Vec::with_capacity(requests.len());
-        for (((table, keys), t), visitors) in requests.iter().zip(&slots).zip(visitors) {
-            let t = *t as usize;
+        for ((table, keys), visitors) in requests.iter().zip(visitors) {
+            let t = tables.iter().position(|x| x == table).expect("a table");
             let mut sums: BTreeMap<disclose::Unit, Vec<i64>> = BTreeMap::new();
             for (day, kv) in keys {
                 if let Some(m) = merged_index.get(&(t, *day, kv.clone())) {

@@ -868,7 +868,7 @@ pub fn bucket_tables(
     tables: &[TableName],
     row_bound: Option<u32>,
     bucket: u32,
-) -> PolarsResult<Vec<(DataFrame, DataFrame)>> {
+) -> PolarsResult<Vec<(DataFrame, Option<DataFrame>)>> {
     // Without a row bound a table's rows are grouped once, straight from its source, its
     // visitors a distinct count; its row-visitor frame is the source's key and visitor columns
     // as they are (a visitor may repeat within a row: the unions count distinct visitors). A
@@ -914,22 +914,66 @@ pub fn bucket_tables(
     first
         .into_iter()
         .zip(tables)
-        .map(|(frame, t)| {
+        .enumerate()
+        .map(|(i, (frame, t))| {
             let mut keys: Vec<&str> = vec!["day"];
-            keys.extend(t.keys());
-            keys.push("visitor");
-            let (partial, mut visitors) = if direct(*t) {
+            let (partial, visitors) = if direct(*t) && t.source_frame() == Source::Visits {
+                // One frame of every visit key for all the tables counted from visits, stored
+                // in the first one's slot ([`frame_slot`]).
+                if frame_slot(tables, *t) != i {
+                    return Ok((sessions.strings.decode(frame)?, None));
+                }
+                keys.extend(VISIT_FRAME_KEYS);
+                keys.push("visitor");
+                (frame, sessions.source(*t).select(keys)?)
+            } else if direct(*t) {
+                keys.extend(t.keys());
+                keys.push("visitor");
                 (frame, sessions.source(*t).select(keys)?)
             } else {
+                keys.extend(t.keys());
+                keys.push("visitor");
                 let partial = second.next().expect("a partial per grouped table");
                 (partial, frame.select(keys)?)
             };
+            let mut visitors = visitors;
             let bucket = Scalar::new(DataType::UInt32, AnyValue::UInt32(bucket));
             let height = visitors.height();
             visitors.with_column(Column::new_scalar("_bucket".into(), bucket, height))?;
-            Ok((sessions.strings.decode(partial)?, visitors))
+            Ok((sessions.strings.decode(partial)?, Some(visitors)))
         })
         .collect()
+}
+
+/// The keys of every table counted from visits (`overview`, `hourly`, `referrers`, `devices`,
+/// `channels`, `campaigns`): the columns of their shared row-visitor frame.
+const VISIT_FRAME_KEYS: [&str; 9] = [
+    "hour",
+    "channel",
+    "referrer_host",
+    "device_type",
+    "browser",
+    "os",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+];
+
+/// Where table `t`'s row-visitor frame is stored among `tables`' ([`bucket_tables`]): its own
+/// place, or for a table counted from visits the place of the first such table, whose frame
+/// holds every visit key (one frame of the visits instead of six: the visitor and day columns
+/// were most of their bytes). Without a row bound only: with one (differential privacy) every
+/// table has a frame of its own, and no union is counted from them.
+pub fn frame_slot(tables: &[TableName], t: TableName) -> usize {
+    let shared = |x: &TableName| x.source_frame() == Source::Visits;
+    let own = tables
+        .iter()
+        .position(|x| *x == t)
+        .expect("a table of the run");
+    match shared(&t) {
+        true => tables.iter().position(shared).unwrap_or(own),
+        false => own,
+    }
 }
 
 /// Sums partial tables by key: the merge stage. Valid because every measure is additive
@@ -1279,7 +1323,14 @@ mod tests {
             df.sort(by, SortMultipleOptions::default().with_nulls_last(false))
                 .unwrap()
         };
-        for (t, (partial, frame)) in tables.iter().zip(got) {
+        let frames: Vec<Option<DataFrame>> = got.iter().map(|(_, f)| f.clone()).collect();
+        // The tables counted from visits share the first one's frame, which has their keys.
+        assert!(
+            frames[0].is_some() && frames[1].is_none(),
+            "overview's slot holds the visits'"
+        );
+        for (t, (partial, _)) in tables.iter().zip(got) {
+            let frame = frames[frame_slot(tables, *t)].clone().expect("a frame");
             let want = partial_table(&s, *t, None).unwrap();
             assert!(want.height() > 0, "{t:?}");
             assert!(
