@@ -392,10 +392,10 @@ fn audit_files(
 }
 
 /// The audit of one file: its table's file and row counts and its findings.
-fn audit_file(root: &Path, rel: &String, expected: &BTreeMap<String, Expected>) -> AuditReport {
+fn audit_file(root: &Path, rel: &str, expected: &BTreeMap<String, Expected>) -> AuditReport {
     let mut report = AuditReport::default();
     let finding = |rule, column: Option<&str>, row| Finding {
-        file: rel.clone(),
+        file: rel.to_string(),
         column: column.map(str::to_string),
         row,
         rule,

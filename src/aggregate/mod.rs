@@ -918,12 +918,14 @@ pub fn bucket_tables(
         .map(|(i, (frame, t))| {
             let mut keys: Vec<&str> = vec!["day"];
             let (partial, visitors) = if direct(*t) && t.source_frame() == Source::Visits {
-                // One frame of every visit key for all the tables counted from visits, stored
-                // in the first one's slot ([`frame_slot`]).
+                // One frame of every visit key (the hour and what a visit takes from its first
+                // pageview) for all the tables counted from visits, stored in the first one's
+                // slot ([`frame_slot`]).
                 if frame_slot(tables, *t) != i {
                     return Ok((sessions.strings.decode(frame)?, None));
                 }
-                keys.extend(VISIT_FRAME_KEYS);
+                keys.push("hour");
+                keys.extend(VISIT_ATTRIBUTES);
                 keys.push("visitor");
                 (frame, sessions.source(*t).select(keys)?)
             } else if direct(*t) {
@@ -944,20 +946,6 @@ pub fn bucket_tables(
         })
         .collect()
 }
-
-/// The keys of every table counted from visits (`overview`, `hourly`, `referrers`, `devices`,
-/// `channels`, `campaigns`): the columns of their shared row-visitor frame.
-const VISIT_FRAME_KEYS: [&str; 9] = [
-    "hour",
-    "channel",
-    "referrer_host",
-    "device_type",
-    "browser",
-    "os",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-];
 
 /// Where table `t`'s row-visitor frame is stored among `tables`' ([`bucket_tables`]): its own
 /// place, or for a table counted from visits the place of the first such table, whose frame

@@ -72,36 +72,25 @@ impl Matchers {
             device_parsers,
         } = regexes;
         let (ua, os, dev, crawlers) = std::thread::scope(|scope| {
-            let ua = scope.spawn(|| {
-                let builder = user_agent_parsers
-                    .into_iter()
-                    .try_fold(ua_parser::user_agent::Builder::new(), |b, p| b.push(p));
-                let built = builder.map(|b| b.build());
-                built
-                    .ok()
-                    .and_then(Result::ok)
-                    .expect("uap-core user-agent regexes compile")
-            });
-            let os = scope.spawn(|| {
-                let builder = os_parsers
-                    .into_iter()
-                    .try_fold(ua_parser::os::Builder::new(), |b, p| b.push(p));
-                let built = builder.map(|b| b.build());
-                built
-                    .ok()
-                    .and_then(Result::ok)
-                    .expect("uap-core OS regexes compile")
-            });
-            let dev = scope.spawn(|| {
-                let builder = device_parsers
-                    .into_iter()
-                    .try_fold(ua_parser::device::Builder::new(), |b, p| b.push(p));
-                let built = builder.map(|b| b.build());
-                built
-                    .ok()
-                    .and_then(Result::ok)
-                    .expect("uap-core device regexes compile")
-            });
+            // One uap-core domain's parsers into its extractor, on a thread of its own.
+            macro_rules! compile {
+                ($parsers:expr, $domain:ident, $what:literal) => {
+                    scope.spawn(|| {
+                        let builder = $parsers
+                            .into_iter()
+                            .try_fold(ua_parser::$domain::Builder::new(), |b, p| b.push(p));
+                        let built = builder.map(|b| b.build());
+                        built.ok().and_then(Result::ok).expect($what)
+                    })
+                };
+            }
+            let ua = compile!(
+                user_agent_parsers,
+                user_agent,
+                "uap-core user-agent regexes compile"
+            );
+            let os = compile!(os_parsers, os, "uap-core OS regexes compile");
+            let dev = compile!(device_parsers, device, "uap-core device regexes compile");
             let patterns: Vec<String> =
                 serde_json::from_str(include_str!("../../data/crawler-user-agents/patterns.json"))
                     .expect("data/crawler-user-agents/patterns.json is valid");
