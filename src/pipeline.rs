@@ -979,7 +979,7 @@ pub fn summarize(
         }
     }
     for r in results {
-        let duplicate_of = seen_content.get(&r.digest).cloned();
+        let duplicate_of = r.digest.and_then(|d| seen_content.get(&d).cloned());
         record.inputs.push(InputInfo {
             duplicate_of: duplicate_of.clone(),
             ..r.info.clone()
@@ -992,7 +992,9 @@ pub fn summarize(
             excluded.insert(r.index);
             continue;
         }
-        seen_content.insert(r.digest, r.info.path.clone());
+        if let Some(digest) = r.digest {
+            seen_content.insert(digest, r.info.path.clone());
+        }
         record.lines.read += r.read;
         record.lines.parsed += r.parsed;
         record.pageviews += r.pageviews;
@@ -1819,8 +1821,9 @@ fn unattached_costs(
 pub struct FileResult {
     index: u32,
     info: InputInfo,
+    /// BLAKE3 of the decompressed content; `None` when the run has no other input to compare.
     #[serde(with = "hash_hex")]
-    digest: blake3::Hash,
+    digest: Option<blake3::Hash>,
     read: u64,
     parsed: u64,
     pageviews: u64,
@@ -1861,7 +1864,7 @@ pub fn shard(
     let rx = std::sync::Mutex::new(rx);
     // Blocks' buffers, returned by the workers for the reader to fill again.
     let (recycle_tx, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
-    let mut metas: Vec<(u32, InputInfo, blake3::Hash)> = Vec::new();
+    let mut metas: Vec<(u32, InputInfo, Option<blake3::Hash>)> = Vec::new();
     let mut read_error: Option<Failure> = None;
     // The workers' notes of the clients they see fold into one table.
     let notes = visitors::IdentityNotes::default();
@@ -1917,7 +1920,9 @@ pub fn shard(
             })
             .collect();
         let chosen: Vec<PathBuf> = indices.iter().map(|&i| files[i as usize].clone()).collect();
-        let mut inputs = reader::Inputs::new(&chosen);
+        // Contents are compared only between a run's inputs (decision 11): a run of one input
+        // skips the hash.
+        let mut inputs = reader::Inputs::new(&chosen, files.len() > 1);
         'files: for (position, (&index, path)) in indices.iter().zip(&chosen).enumerate() {
             let index = index as usize;
             let shown = path.display().to_string();
@@ -2084,15 +2089,24 @@ pub fn shard(
     })
 }
 
-/// A BLAKE3 hash as hex in the shard stage's summaries.
+/// A BLAKE3 hash as hex (or null) in the shard stage's summaries.
 mod hash_hex {
-    pub fn serialize<S: serde::Serializer>(h: &blake3::Hash, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&h.to_hex())
+    pub fn serialize<S: serde::Serializer>(
+        h: &Option<blake3::Hash>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match h {
+            Some(h) => s.serialize_some(h.to_hex().as_str()),
+            None => s.serialize_none(),
+        }
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<blake3::Hash, D::Error> {
-        let hex = <String as serde::Deserialize>::deserialize(d)?;
-        blake3::Hash::from_hex(hex).map_err(serde::de::Error::custom)
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<blake3::Hash>, D::Error> {
+        <Option<String> as serde::Deserialize>::deserialize(d)?
+            .map(|hex| blake3::Hash::from_hex(hex).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -2111,7 +2125,7 @@ impl FileResult {
         FileResult {
             index,
             info: InputInfo::default(),
-            digest: blake3::hash(b""),
+            digest: None,
             read: 0,
             parsed: 0,
             pageviews: 0,

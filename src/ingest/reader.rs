@@ -192,14 +192,20 @@ pub const S3_READ_AHEAD: usize = 2;
 /// bounded, and lines still reach the parser in input order.
 pub struct Inputs<'a> {
     files: &'a [PathBuf],
+    digests: bool,
     started: std::collections::HashMap<usize, crate::store::ObjectReader>,
     remotes: Remotes,
 }
 
 impl<'a> Inputs<'a> {
-    pub fn new(files: &'a [PathBuf]) -> Inputs<'a> {
+    /// `digests`: whether each input's content is hashed as it is read, which finds inputs
+    /// with the same content (decision 11). A run of one input has none to find, and skips
+    /// the hash: BLAKE3 of every byte was 4 % of a run's CPU (docs/PERFORMANCE.md,
+    /// fourteenth session).
+    pub fn new(files: &'a [PathBuf], digests: bool) -> Inputs<'a> {
         Inputs {
             files,
+            digests,
             started: Default::default(),
             remotes: Remotes::default(),
         }
@@ -228,7 +234,11 @@ impl<'a> Inputs<'a> {
             Some(reader) => Box::new(reader),
             None => open_source(&self.files[index], &mut self.remotes)?,
         };
-        ChunkReader::from_source(source)
+        let mut reader = ChunkReader::from_source(source)?;
+        if !self.digests {
+            reader.inner.hasher = None;
+        }
+        Ok(reader)
     }
 }
 
@@ -297,7 +307,7 @@ impl LineReader {
                 64 * 1024,
                 HashingReader {
                     inner: decoded,
-                    hasher: blake3::Hasher::new(),
+                    hasher: Some(blake3::Hasher::new()),
                     bytes: 0,
                 },
             ),
@@ -352,7 +362,8 @@ impl LineReader {
     /// BLAKE3 of the decompressed content read so far, and its length.
     pub fn content_digest(&self) -> (blake3::Hash, u64) {
         let r = self.inner.get_ref();
-        (r.hasher.finalize(), r.bytes)
+        let hasher = r.hasher.as_ref().expect("a line reader always hashes");
+        (hasher.finalize(), r.bytes)
     }
 }
 
@@ -455,7 +466,7 @@ impl ChunkReader {
         Ok(ChunkReader {
             inner: HashingReader {
                 inner: decoded,
-                hasher: blake3::Hasher::new(),
+                hasher: Some(blake3::Hasher::new()),
                 bytes: 0,
             },
             carry: Vec::new(),
@@ -567,9 +578,13 @@ impl ChunkReader {
         Ok(Some(chunk))
     }
 
-    /// BLAKE3 of the decompressed content read so far, and its length.
-    pub fn content_digest(&self) -> (blake3::Hash, u64) {
-        (self.inner.hasher.finalize(), self.inner.bytes)
+    /// BLAKE3 of the decompressed content read so far (`None` for a reader opened without
+    /// it), and its length.
+    pub fn content_digest(&self) -> (Option<blake3::Hash>, u64) {
+        (
+            self.inner.hasher.as_ref().map(blake3::Hasher::finalize),
+            self.inner.bytes,
+        )
     }
 
     /// Decompressed bytes read so far.
@@ -585,14 +600,17 @@ impl ChunkReader {
 
 struct HashingReader<R> {
     inner: R,
-    hasher: blake3::Hasher,
+    /// `None` when no one needs the digest (see [`Inputs::new`]).
+    hasher: Option<blake3::Hasher>,
     bytes: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(out)?;
-        self.hasher.update(&out[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&out[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -771,8 +789,33 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(
             r.content_digest(),
-            (blake3::hash(&content), content.len() as u64)
+            (Some(blake3::hash(&content)), content.len() as u64)
         );
+    }
+
+    /// Inputs hash their content only when asked (a run of several inputs): the digest is
+    /// BLAKE3 of the decompressed bytes, gzip or not, and the length is counted either way.
+    #[test]
+    fn inputs_hash_their_content_only_when_asked() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"one\ntwo\nthree\n".repeat(1000);
+        let plain = dir.path().join("plain.log");
+        std::fs::write(&plain, &content).unwrap();
+        let gz = dir.path().join("packed.log.gz");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&content).unwrap();
+        std::fs::write(&gz, e.finish().unwrap()).unwrap();
+        let files = [plain, gz];
+        for digests in [false, true] {
+            let mut inputs = Inputs::new(&files, digests);
+            for index in 0..files.len() {
+                let mut r = inputs.open(index).unwrap();
+                while r.next_chunk_in(Vec::new()).unwrap().is_some() {}
+                let want = digests.then(|| blake3::hash(&content));
+                assert_eq!(r.content_digest(), (want, content.len() as u64));
+            }
+        }
     }
 
     /// An input that gives its bytes in reads of the sizes `sizes` says (at most), as a
@@ -864,7 +907,7 @@ mod tests {
             assert_eq!(r.lines(), want.len() as u64);
             assert_eq!(
                 r.content_digest(),
-                (blake3::hash(&content), content.len() as u64)
+                (Some(blake3::hash(&content)), content.len() as u64)
             );
         }
     }
