@@ -158,7 +158,8 @@ fn file_name(path: &Path) -> String {
 /// Writes the release for `days_to_publish` under `_staging/<run id>/` and lists the files,
 /// with their hashes, in `record`. Nothing published changes yet. Returns the staging root.
 /// The files are written on `workers` threads (each is small, and a run writes one per table
-/// and day); the list keeps table and day order whatever the threads.
+/// and day), then synced side by side; the list keeps table and day order whatever the
+/// threads.
 pub fn stage(
     out: &Path,
     release: &Publishable,
@@ -202,6 +203,18 @@ pub fn stage(
     record.files = crate::threads::in_parallel(jobs.len(), workers, write)
         .into_iter()
         .collect::<Result<_, _>>()?;
+    // Synced together once all are written, not each after its own write: the file system
+    // commits many waiting syncs at once (a sync was about 0.5 ms, and a run stages one file
+    // per table and day).
+    let sync = |i: usize| {
+        let staged = &jobs[i].4;
+        fs::File::open(staged)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(staged))
+    };
+    crate::threads::in_parallel_io(jobs.len(), crate::threads::IO_THREADS, sync)
+        .into_iter()
+        .collect::<Result<(), _>>()?;
     Ok(staging)
 }
 

@@ -20,7 +20,8 @@ pub struct DayContext<'a> {
     pub costs: Option<&'a crate::costs::Costs>,
 }
 
-/// Writes one table's rows of one day.
+/// Writes one table's rows of one day. Not synced: the caller syncs the files it wrote
+/// together ([`super::stage`]).
 pub fn write_table(
     table: TableName,
     rows: &[ReleasedRow],
@@ -40,7 +41,7 @@ pub fn write_table(
         .with_row_group_size(Some(1 << 20))
         .finish(&mut df)
         .map_err(parquet_err)?;
-    file.sync_all().map_err(super::io_err(path))
+    Ok(())
 }
 
 fn ratio(num: &[Option<i64>], den: &[Option<i64>]) -> Vec<Option<f64>> {
