@@ -67,6 +67,7 @@ impl Published {
         let entries = std::fs::read_dir(out).map_err(|e| read_error(out, e))?;
         let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         dirs.sort();
+        let mut files = Vec::new();
         for dir in dirs {
             let name = dir
                 .file_name()
@@ -90,10 +91,18 @@ impl Published {
                 if from.is_some_and(|f| day < f) || to.is_some_and(|t| day > t) {
                     continue;
                 }
-                let file = part.join("part-0.parquet");
-                let rows = read_rows(&name, &file)?;
-                p.tables.entry(name.clone()).or_default().insert(day, rows);
+                files.push((name.clone(), day, part.join("part-0.parquet")));
             }
+        }
+        // Read side by side: a run's report reads one small file per table and day.
+        let read = |i: usize| {
+            let (name, _, file) = &files[i];
+            read_rows(name, file)
+        };
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let all = crate::threads::in_parallel(files.len(), workers, read);
+        for ((name, day, _), rows) in files.into_iter().zip(all) {
+            p.tables.entry(name).or_default().insert(day, rows?);
         }
         let runs = out.join("_runs");
         if let Ok(entries) = std::fs::read_dir(&runs) {
