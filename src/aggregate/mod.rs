@@ -1006,18 +1006,21 @@ pub fn union_visitors(
     let mut units: foldhash::HashMap<RowCode, u32> = Default::default();
     let mut unit_rows: Vec<IdxSize> = Vec::new();
     let mut pairs: Vec<(u32, u64)> = Vec::new();
-    for (i, code) in row_codes(incidence, &names)?.into_iter().enumerate() {
+    let incidence = one_chunk(incidence);
+    let columns = CodeColumns::new(&incidence, &names)?;
+    for (i, &visitor) in visitors.iter().enumerate() {
+        let code = columns.code(i);
         if !wanted.contains(&code) {
             continue;
         }
         let mut unit = code;
-        unit[unit_width..].fill(0);
+        unit.0[unit_width..].fill(0);
         let next = units.len() as u32;
         let n = *units.entry(unit).or_insert_with(|| {
             unit_rows.push(i as IdxSize);
             next
         });
-        pairs.push((n, visitors[i]));
+        pairs.push((n, visitor));
     }
     pairs.sort_unstable();
     pairs.dedup();
@@ -1036,34 +1039,106 @@ pub fn union_visitors(
 /// A row's day and keys as numbers (at most six keys), for [`union_visitors`]' lookups: an
 /// `Int32` or `UInt32` value (a day, an hour or step, a text's id) with bit 32 set, a null as
 /// 0, unused places 0.
-type RowCode = [u64; 7];
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RowCode([u64; 7]);
+
+impl std::hash::Hash for RowCode {
+    /// The seven numbers folded into one (distinct odd multipliers) and that hashed: one
+    /// hash of a word a row instead of one of 56 bytes. Codes that fold alike are still told
+    /// apart by `Eq`.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        const MULTIPLIERS: [u64; 7] = [
+            0x9e37_79b9_7f4a_7c15,
+            0xc2b2_ae3d_27d4_eb4f,
+            0x1656_67b1_9e37_79f9,
+            0xd6e8_feb8_6659_fd93,
+            0xa076_1d64_78bd_642f,
+            0xe703_7ed1_a0b4_28db,
+            0x8ebc_6af0_9c88_c6e3,
+        ];
+        let folded = self
+            .0
+            .iter()
+            .zip(MULTIPLIERS)
+            .fold(0u64, |h, (v, m)| h ^ v.wrapping_mul(m));
+        state.write_u64(folded);
+    }
+}
+
+/// The key columns of a frame, read in place for [`RowCode`]s row by row.
+struct CodeColumns<'a> {
+    columns: Vec<CodeValues<'a>>,
+}
+
+enum CodeValues<'a> {
+    Int32(&'a <Int32Type as PolarsDataType>::Array),
+    UInt32(&'a <UInt32Type as PolarsDataType>::Array),
+    /// A frame of no rows has no chunk to read.
+    Empty,
+}
+
+impl<'a> CodeColumns<'a> {
+    /// `frame`'s `columns` (at most seven, each `Int32` or `UInt32`, in one chunk: frames
+    /// decoded from the spill are; [`row_codes`] rechunks others).
+    fn new(frame: &'a DataFrame, columns: &[&str]) -> PolarsResult<CodeColumns<'a>> {
+        polars_ensure!(columns.len() <= 7, ComputeError: "more than 6 keys in a row code");
+        let columns = columns
+            .iter()
+            .map(|name| {
+                let column = frame.column(name)?.as_materialized_series();
+                polars_ensure!(
+                    column.n_chunks() <= 1,
+                    ComputeError: "column `{name}` in more than one chunk"
+                );
+                Ok(match column.dtype() {
+                    DataType::Int32 => column
+                        .i32()?
+                        .downcast_iter()
+                        .next()
+                        .map_or(CodeValues::Empty, CodeValues::Int32),
+                    DataType::UInt32 => column
+                        .u32()?
+                        .downcast_iter()
+                        .next()
+                        .map_or(CodeValues::Empty, CodeValues::UInt32),
+                    other => {
+                        polars_bail!(ComputeError: "column `{name}` of type {other} in a row code")
+                    }
+                })
+            })
+            .collect::<PolarsResult<_>>()?;
+        Ok(CodeColumns { columns })
+    }
+
+    fn code(&self, row: usize) -> RowCode {
+        let mut code = [0u64; 7];
+        for (c, values) in code.iter_mut().zip(&self.columns) {
+            let v = match values {
+                CodeValues::Int32(a) => a.get(row).map(|v| v as u32),
+                CodeValues::UInt32(a) => a.get(row),
+                CodeValues::Empty => None,
+            };
+            *c = v.map_or(0, |v| u64::from(v) | 1 << 32);
+        }
+        RowCode(code)
+    }
+}
+
+/// `frame` with every column in one chunk (itself when it is).
+fn one_chunk(frame: &DataFrame) -> std::borrow::Cow<'_, DataFrame> {
+    if frame.columns().iter().all(|c| c.n_chunks() <= 1) {
+        return std::borrow::Cow::Borrowed(frame);
+    }
+    let mut frame = frame.clone();
+    frame.rechunk_mut();
+    std::borrow::Cow::Owned(frame)
+}
 
 /// The [`RowCode`] of each row of `frame` over `columns`.
 fn row_codes(frame: &DataFrame, columns: &[&str]) -> PolarsResult<Vec<RowCode>> {
-    let mut codes = vec![[0u64; 7]; frame.height()];
-    polars_ensure!(columns.len() <= 7, ComputeError: "more than 6 keys in a row code");
-    for (j, name) in columns.iter().enumerate() {
-        let column = frame.column(name)?.as_materialized_series();
-        let code = |v: Option<u32>| v.map_or(0, |v| u64::from(v) | 1 << 32);
-        match column.dtype() {
-            DataType::Int32 => {
-                let values = column.i32()?.iter().map(|v| v.map(|v| v as u32));
-                codes
-                    .iter_mut()
-                    .zip(values)
-                    .for_each(|(c, v)| c[j] = code(v));
-            }
-            DataType::UInt32 => {
-                let values = column.u32()?.iter();
-                codes
-                    .iter_mut()
-                    .zip(values)
-                    .for_each(|(c, v)| c[j] = code(v));
-            }
-            other => polars_bail!(ComputeError: "column `{name}` of type {other} in a row code"),
-        }
-    }
-    Ok(codes)
+    let frame = one_chunk(frame);
+    let columns = CodeColumns::new(&frame, columns)?;
+    Ok((0..frame.height()).map(|i| columns.code(i)).collect())
 }
 
 /// The unit (day and group keys) of each row of a frame grouped by [`unit_columns`].
