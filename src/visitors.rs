@@ -38,7 +38,12 @@ const MAGIC: &[u8; 8] = b"LVSTATE1";
 
 /// One client seen under a pseudonym of an epoch: its bucket, and its pseudonym (`identity`)
 /// in the epoch `of`, the newest it was seen in.
+///
+/// Packed to 2-byte alignment: 26 bytes instead of 32 of which 6 were padding. The shard holds
+/// one or two a client (two epochs' pseudonyms), so on logs of many clients these tables are
+/// the part of the shard's memory that grows (docs/PERFORMANCE.md, fourteenth session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(2))]
 struct IdentityEntry {
     pseudonym: u64,
     identity: u64,
@@ -46,6 +51,8 @@ struct IdentityEntry {
     of: i32,
     bucket: u16,
 }
+
+const _: () = assert!(std::mem::size_of::<IdentityEntry>() == 26);
 
 impl IdentityEntry {
     /// The order of [`Identities`]: by pseudonym and epoch, the newest identity first.
