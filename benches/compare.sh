@@ -10,7 +10,9 @@
 #   LOGVEIL_BENCH_ROUNDS   rounds; each round runs every tool once, alternately (default 3)
 #   LOGVEIL_BENCH_THREADS  logveil --threads and DuckDB's threads (default 2)
 #   LOGVEIL_BENCH_TOOLS    which tools to run (default "logveil goaccess duckdb")
-#   LOGVEIL_BIN            the logveil binary (default target/release/logveil, built if missing)
+#   LOGVEIL_BIN            the logveil binary (default target/release/logveil, built if missing);
+#                          the deploy build is `cargo build --profile release-lto`, then
+#                          LOGVEIL_BIN=target/release-lto/logveil (docs/PERFORMANCE.md gives both)
 #
 # The log (about LINES_MILLIONS million lines, ~260 bytes a line) is made once by
 # sample-data/generate.py and cached under the name of its size and of the generator's hash.
