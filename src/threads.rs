@@ -37,8 +37,8 @@ pub fn in_parallel<T: Send>(n: usize, workers: usize, job: impl Fn(usize) -> T +
         .collect()
 }
 
-/// Threads for jobs that only wait on the disk (syncing the output's directories): more than
-/// the cores, since a thread waiting on `fsync` uses none.
+/// Threads for jobs that only wait on the disk (syncing the staged files and the output's
+/// directories): more than the cores, since a thread waiting on `fsync` uses none.
 pub const IO_THREADS: usize = 8;
 
 /// `job(0..n)` on up to `threads` threads of their own (not Polars' pool, which has one
@@ -67,7 +67,7 @@ pub fn in_parallel_io<T: Send>(
             })
             .collect();
         for handle in handles {
-            for (i, result) in handle.join().expect("a writer thread panicked") {
+            for (i, result) in handle.join().expect("an I/O thread panicked") {
                 done[i] = Some(result);
             }
         }
