@@ -313,6 +313,9 @@ pub struct Pseudonymiser {
     /// Epoch keys derived so far, by day (`None`: no master covers the day), with the
     /// epoch's first day.
     epoch_keys: HashMap<Day, Option<(Day, EpochKey, bool)>>,
+    /// Whether a day pseudonymises under the same key as the day before it, by day
+    /// ([`Self::link`]).
+    same_key_as_prev: HashMap<Day, bool>,
     identities: crate::visitors::IdentityNotes,
     user_agents: UaClassifier,
     referrers: ReferrerClassifier,
@@ -423,6 +426,7 @@ impl Pseudonymiser {
             bucket_key: zeroize::Zeroizing::new(keys.run_bucket_key()),
             keys,
             epoch_keys: HashMap::new(),
+            same_key_as_prev: HashMap::new(),
             identities: Default::default(),
             user_agents: UaClassifier::new(),
             referrers: ReferrerClassifier::new(&settings.host_lists, &settings.site_hosts),
@@ -557,8 +561,7 @@ impl Pseudonymiser {
             }
         };
         let link = if since_midnight < self.settings.link_window_s {
-            self.epoch_key(day.prev())
-                .map(|(_, key, _)| key.visitor_of_canonical(client.as_bytes(), user_agent))
+            self.link(day, visitor, client.as_bytes(), user_agent)
         } else {
             None
         };
@@ -590,6 +593,34 @@ impl Pseudonymiser {
             click_id: campaign.click_id,
             steps,
         }))
+    }
+
+    /// The pseudonym on the day before `day` of the client (canonical form) whose pseudonym
+    /// on `day` is `visitor`, for a pageview early enough to continue a visit begun then;
+    /// `None` when no key covers that day. Within an epoch both days have one key, and so
+    /// one pseudonym: hashed again only on an epoch's first day (pageviews of the first hours
+    /// after midnight, a quarter of a day's, each hashed the client a second time).
+    fn link(&mut self, day: Day, visitor: u64, canonical: &[u8], user_agent: &[u8]) -> Option<u64> {
+        let same = match self.same_key_as_prev.get(&day) {
+            Some(&same) => same,
+            None => {
+                self.epoch_key(day);
+                self.epoch_key(day.prev());
+                let same = match (self.epoch_keys.get(&day), self.epoch_keys.get(&day.prev())) {
+                    (Some(Some((_, today, _))), Some(Some((_, before, _)))) => {
+                        today.bytes() == before.bytes()
+                    }
+                    _ => false,
+                };
+                self.same_key_as_prev.insert(day, same);
+                same
+            }
+        };
+        if same {
+            return Some(visitor);
+        }
+        self.epoch_key(day.prev())
+            .map(|(_, key, _)| key.visitor_of_canonical(canonical, user_agent))
     }
 
     /// The pseudonym of a client (canonical form) on `day` and its bucket, noting its
@@ -835,6 +866,64 @@ mod tests {
             seen.insert(b);
         }
         assert_eq!(seen.len(), 37, "every bucket is used");
+    }
+
+    /// A pageview's link (its client's pseudonym under the day before's key) is the hash
+    /// under that key, whether the two days share a key (within an epoch: the visitor's own
+    /// pseudonym, not hashed again) or not (an epoch's first day; every day with daily keys).
+    #[test]
+    fn links_equal_the_previous_days_pseudonyms() {
+        let agent = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0";
+        let day0 = 1_795_478_400; // 2026-11-24T00:00:00Z
+        for lookback in [None, Some(30)] {
+            let settings = Settings {
+                epoch_days: lookback,
+                ..Settings::defaults(&["example.ru"], jiff::tz::TimeZone::UTC)
+            };
+            let keys = Arc::new(KeySet::Single(keys::MasterKey::from_bytes([5; 32])));
+            let mut ps = Pseudonymiser::new(keys, settings);
+            let (mut same, mut other) = (0, 0);
+            for d in 0..70i64 {
+                for (client, at) in [("198.51.100.7", 3600), ("2001:db8::7", 2 * 3600)] {
+                    let rec = RawRecord {
+                        vhost: None,
+                        client: client.as_bytes(),
+                        ts: day0 + d * 86_400 + at,
+                        method: Some(b"GET"),
+                        target: Some(b"/"),
+                        status: 200,
+                        bytes: 0,
+                        referrer: None,
+                        user_agent: Some(agent.as_bytes()),
+                        forwarded_for: None,
+                    };
+                    let Outcome::Pageview(e) = ps.process(&rec) else {
+                        panic!("a pageview");
+                    };
+                    let (_, before) = ps
+                        .keys()
+                        .pseudonym_epoch(e.day.prev(), lookback, false)
+                        .unwrap();
+                    let want = before.visitor(client.as_bytes(), agent.as_bytes());
+                    assert_eq!(
+                        e.link,
+                        Some(want),
+                        "{client} on day {d}, lookback {lookback:?}"
+                    );
+                    if want == e.visitor {
+                        same += 1;
+                    } else {
+                        other += 1;
+                    }
+                }
+            }
+            match lookback {
+                None => assert_eq!((same, other), (0, 140)),
+                // Epochs of 30 days from 2026-10-04: 70 days from 2026-11-24 hold three
+                // first days (2026-12-03, 2027-01-02, 2027-02-01), two pageviews each.
+                Some(_) => assert_eq!((same, other), (134, 6)),
+            }
+        }
     }
 
     /// Pseudonyms and buckets from the cache of recent clients are those hashed afresh: many
