@@ -327,6 +327,8 @@ pub struct Pseudonymiser {
     /// bucket hash and says its identities are already noted (noting again changes nothing):
     /// most pageviews of a client follow another of the same day.
     recent: Vec<(i32, u64, u16)>,
+    /// (number + 1, digest) of recent user agents ([`Self::agent_digest`]); 0: empty.
+    agent_digests: Vec<(u64, u64)>,
     pseudonyms: PseudonymCache,
     statuses: StatusTable,
     /// utm values normalised so far.
@@ -336,6 +338,7 @@ pub struct Pseudonymiser {
 
 /// Slots of [`Pseudonymiser::recent`] (16 bytes each: 2 MiB per worker).
 const RECENT_SLOTS: usize = 1 << 17;
+const AGENT_DIGEST_SLOTS: usize = 1 << 12;
 
 /// The pseudonyms and buckets of clients met lately, by (address, user-agent number, day):
 /// a client's pageviews come close together in a log, so most pageviews find theirs here
@@ -433,6 +436,7 @@ impl Pseudonymiser {
             paths: HashMap::new(),
             path_bytes: 0,
             recent: vec![(i32::MIN, 0, 0); RECENT_SLOTS],
+            agent_digests: vec![(0, 0); AGENT_DIGEST_SLOTS],
             pseudonyms: PseudonymCache::new(),
             statuses: StatusTable::new(&settings.filters),
             utm_values: Default::default(),
@@ -449,17 +453,40 @@ impl Pseudonymiser {
     /// events share a bucket across midnight.
     #[cfg(test)]
     fn bucket(&self, client: &[u8], user_agent: &[u8]) -> u16 {
-        self.bucket_of_canonical(keys::canonical_client(client).as_bytes(), user_agent)
+        let digest = self.agent_digest_of(user_agent);
+        self.bucket_of_canonical(keys::canonical_client(client).as_bytes(), digest)
     }
 
-    fn bucket_of_canonical(&self, canonical: &[u8], user_agent: &[u8]) -> u16 {
+    /// The bucket of a client (canonical form) whose user agent has `agent_digest`
+    /// ([`Self::agent_digest`]): the keyed hash of the address and the agent's digest, one
+    /// BLAKE3 block where the address and the whole user agent took three.
+    fn bucket_of_canonical(&self, canonical: &[u8], agent_digest: u64) -> u16 {
         if self.settings.buckets <= 1 {
             return 0;
         }
         let client_len = (canonical.len() as u32).to_le_bytes();
-        let pieces = [&client_len[..], canonical, user_agent, &[]];
+        let pieces = [&client_len[..], canonical, &agent_digest.to_le_bytes(), &[]];
         let v = keys::keyed_hash_u64(&self.bucket_key, pieces);
         (v % u64::from(self.settings.buckets)) as u16
+    }
+
+    /// The keyed digest of a user agent under the bucket key, cached by the agent's number
+    /// ([`UaClassifier::classify_numbered`]): a site's clients share a few thousand agents.
+    fn agent_digest(&mut self, number: u64, user_agent: &[u8]) -> u64 {
+        let slot = number as usize % AGENT_DIGEST_SLOTS;
+        match self.agent_digests[slot] {
+            (n, digest) if n == number + 1 => digest,
+            _ => {
+                let digest = self.agent_digest_of(user_agent);
+                self.agent_digests[slot] = (number + 1, digest);
+                digest
+            }
+        }
+    }
+
+    fn agent_digest_of(&self, user_agent: &[u8]) -> u64 {
+        let len = (user_agent.len() as u32).to_le_bytes();
+        keys::keyed_hash_u64(&self.bucket_key, [&len, user_agent, &[], &[]])
     }
 
     /// Public ids of the key epochs used so far, by epoch start (for the run record).
@@ -551,7 +578,8 @@ impl Pseudonymiser {
         let (visitor, bucket) = match self.pseudonyms.find(&client, ua_number, day) {
             Ok(hit) => hit,
             Err(slot) => {
-                let Some(got) = self.hash_client(client.as_bytes(), user_agent, day) else {
+                let Some(got) = self.hash_client(client.as_bytes(), (user_agent, ua_number), day)
+                else {
                     return Outcome::MissingKey(day);
                 };
                 if let Some(slot) = slot {
@@ -625,7 +653,12 @@ impl Pseudonymiser {
 
     /// The pseudonym of a client (canonical form) on `day` and its bucket, noting its
     /// identities for returning visitors; `None` when no key covers the day.
-    fn hash_client(&mut self, canonical: &[u8], user_agent: &[u8], day: Day) -> Option<(u64, u16)> {
+    fn hash_client(
+        &mut self,
+        canonical: &[u8],
+        (user_agent, agent_number): (&[u8], u64),
+        day: Day,
+    ) -> Option<(u64, u16)> {
         let (epoch, visitor) = match self.epoch_key(day) {
             Some((epoch, key, true)) => (*epoch, key.visitor_of_canonical(canonical, user_agent)),
             _ => return None,
@@ -634,7 +667,8 @@ impl Pseudonymiser {
         let bucket = match self.recent[slot] {
             (e, v, bucket) if e == epoch.0 && v == visitor => bucket,
             _ => {
-                let bucket = self.bucket_of_canonical(canonical, user_agent);
+                let digest = self.agent_digest(agent_number, user_agent);
+                let bucket = self.bucket_of_canonical(canonical, digest);
                 self.recent[slot] = (epoch.0, visitor, bucket);
                 // Noted on every miss of the recent clients (noting again changes nothing):
                 // a client's later pageviews mostly hit, and skip the notes and a hash.
@@ -927,8 +961,8 @@ mod tests {
     }
 
     /// Pseudonyms and buckets from the cache of recent clients are those hashed afresh: many
-    /// more clients than slots (so slots are overwritten), pageviews in a scrambled order over
-    /// two days, one address under three user agents, IPv6, an IPv4-mapped IPv6 address (the
+    /// more clients and user agents than slots (so slots are overwritten), pageviews in a
+    /// scrambled order over two days, one address under several user agents, IPv6, an IPv4-mapped IPv6 address (the
     /// same client as its IPv4 form) and host names (never cached).
     #[test]
     fn cached_pseudonyms_equal_fresh_hashes() {
@@ -944,11 +978,17 @@ mod tests {
         clients.extend((0..200).map(|i| format!("2001:db8::{i:x}")));
         clients.extend((0..50).map(|i| format!("host-{i}.example.ru")));
         clients.push("::ffff:198.51.0.7".to_string());
-        let agents = [
+        // Three common agents and many rare ones (more than the agent digests' slots).
+        let mut agents: Vec<String> = [
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/120.0",
             "Mozilla/5.0 (Linux; Android 14) Chrome/120.0 Mobile Safari/537.36",
             "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) Safari/605.1.15",
-        ];
+        ]
+        .map(String::from)
+        .to_vec();
+        agents.extend(
+            (0..2 * AGENT_DIGEST_SLOTS).map(|i| format!("Mozilla/5.0 (X11; Linux) Rare/{i}")),
+        );
         let day0 = 1_795_478_400; // 2026-11-24T00:00:00Z
         let mut next = crate::test_numbers(0x2545_f491_4f6c_dd1du64);
         let mut checked = 0;
@@ -961,7 +1001,10 @@ mod tests {
                 (x >> 8) as usize % 300
             };
             let client = &clients[i % clients.len()];
-            let agent = agents[(x >> 32) as usize % agents.len()];
+            let agent = match (x >> 32) % 8 {
+                0 => &agents[(x >> 35) as usize % agents.len()],
+                k => &agents[k as usize % 3],
+            };
             let ts = day0 + 7200 + (x >> 40) as i64 % 2 * 86_400;
             let rec = RawRecord {
                 vhost: None,
