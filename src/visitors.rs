@@ -1067,8 +1067,12 @@ pub fn derive(
         id_col(v, "utm_medium")?,
         id_col(v, "utm_campaign")?,
     );
-    let goal_flags: Vec<&BooleanChunked> = (0..ctx.goals.goals.len())
-        .map(|i| v.column(&format!("_g{i}")).and_then(|c| c.bool()))
+    // Whether each visit converted each goal, read once (a null is no conversion).
+    let goal_flags: Vec<Vec<bool>> = (0..ctx.goals.goals.len())
+        .map(|i| {
+            let flags = v.column(&format!("_g{i}"))?.bool()?;
+            Ok(flags.iter().map(|f| f == Some(true)).collect())
+        })
         .collect::<PolarsResult<_>>()?;
     // The ids of every text the rows below hold, numbered once per bucket.
     let channel_ids: Vec<u32> = channel::ALL.iter().map(|c| strings.id(c)).collect();
@@ -1153,18 +1157,27 @@ pub fn derive(
     };
     let mut records = Vec::with_capacity(n);
     let mut identities = Vec::with_capacity(n);
+    // The columns read in order, not by `get(i)`, which finds each row's chunk anew.
+    let mut columns = day
+        .iter()
+        .zip(visitor.iter())
+        .zip(start.iter())
+        .zip(chan.iter())
+        .zip(src.iter().zip(med.iter()).zip(camp.iter()));
     for i in 0..n {
-        let d = Day(day.get(i).unwrap_or(0));
-        let p = visitor.get(i).unwrap_or(0);
+        let ((((d, p), start), chan), ((source, medium), campaign)) = columns
+            .next()
+            .expect("the visits' columns are as long as the frame");
+        let d = Day(d.unwrap_or(0));
+        let p = p.unwrap_or(0);
+        let start = start.unwrap_or(0);
         let id = (ctx.identity)(d, p);
         identities.push(id);
-        let (channel, channel_id) =
-            channel_at(channel_ids.iter().position(|c| Some(*c) == chan.get(i)));
-        let (source, medium, campaign) = (src.get(i), med.get(i), camp.get(i));
+        let (channel, channel_id) = channel_at(channel_ids.iter().position(|c| Some(*c) == chan));
         records.push(VisitRecord {
             visitor: p,
             day: d.0,
-            start: start.get(i).unwrap_or(0),
+            start,
             channel,
             utm_source: text_of(source),
             utm_medium: text_of(medium),
@@ -1172,7 +1185,7 @@ pub fn derive(
         });
         touches.push(Touch {
             identity: id,
-            start: start.get(i).unwrap_or(0),
+            start,
             day: d.0,
             visit: Some(i),
             channel,
@@ -1232,7 +1245,7 @@ pub fn derive(
             }
             // Attribution of each goal this visit converted, over the lookback's touches.
             for ((g, flags), &goal_id) in ctx.goals.goals.iter().zip(&goal_flags).zip(&goal_ids) {
-                if flags.get(i) != Some(true) {
+                if !flags[i] {
                     continue;
                 }
                 let mut path: Vec<&Touch> = window.iter().chain([t]).collect();
