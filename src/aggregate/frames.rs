@@ -2,8 +2,8 @@
 //! texts sealed in the spill, a staged run's partial tables). An integer column is stored as
 //! its smallest value and each value's distance from it in as few bytes as the largest
 //! distance needs (none for a constant column such as `_bucket`, one for a bucket's days, two
-//! for most ids, eight for visitor pseudonyms); a byte per row says which rows are valid where
-//! a column has nulls.
+//! for most ids, eight for visitor pseudonyms); a bit per row (Arrow's validity bitmap, low
+//! bit first) says which rows are valid where a column has nulls.
 //!
 //! Why not Parquet, which the run writes anyway: Polars' Parquet writer tries dictionary
 //! encoding on every column and estimates each column's cardinality first (hashing every
@@ -16,8 +16,9 @@
 use std::io;
 
 use polars::prelude::*;
+use polars_core::utils::arrow::bitmap::Bitmap;
 
-const MAGIC: &[u8; 4] = b"LVF1";
+const MAGIC: &[u8; 4] = b"LVF2";
 
 /// Column types and their tags.
 const INT32: u8 = 1;
@@ -105,8 +106,7 @@ pub fn encode(frame: &DataFrame) -> io::Result<Vec<u8>> {
         let nulls = series.null_count() > 0;
         out.push(u8::from(nulls));
         if nulls {
-            let valid = series.is_not_null();
-            out.extend(valid.iter().map(|v| u8::from(v == Some(true))));
+            put_validity(&series, &mut out);
         }
         let e = |e: PolarsError| io::Error::other(e.to_string());
         match tag {
@@ -129,6 +129,20 @@ pub fn encode(frame: &DataFrame) -> io::Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// A column's validity as a bitmap of `(height + 7) / 8` bytes, row `i` in bit `i % 8` of
+/// byte `i / 8`: Arrow's layout, which [`decode`] takes as it is.
+fn put_validity(series: &Series, out: &mut Vec<u8>) {
+    let height = series.len();
+    let start = out.len();
+    out.resize(start + height.div_ceil(8), 0);
+    let bits = &mut out[start..];
+    for (i, valid) in series.is_not_null().iter().enumerate() {
+        if valid == Some(true) {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+    }
 }
 
 /// A numeric column's values in row order (a null's slot holds whatever the array holds
@@ -174,7 +188,7 @@ pub fn decode(bytes: &[u8]) -> io::Result<DataFrame> {
         let tag = r.u8()?;
         let valid = match r.u8()? {
             0 => None,
-            _ => Some(r.take(height)?),
+            _ => Some(Validity::new(r.take(height.div_ceil(8))?, height)?),
         };
         let column = match tag {
             INT32 => numeric::<Int32Type>(name, &mut r, height, valid)?,
@@ -184,7 +198,8 @@ pub fn decode(bytes: &[u8]) -> io::Result<DataFrame> {
             FLOAT64 => numeric::<Float64Type>(name, &mut r, height, valid)?,
             BOOLEAN => {
                 let values = r.take(height)?;
-                let values = (0..height).map(|i| is_valid(valid, i).then_some(values[i] != 0));
+                let values =
+                    (0..height).map(|i| is_valid(valid.as_ref(), i).then_some(values[i] != 0));
                 BooleanChunked::from_iter_options(name, values).into_column()
             }
             STRING => {
@@ -192,7 +207,7 @@ pub fn decode(bytes: &[u8]) -> io::Result<DataFrame> {
                 for i in 0..height {
                     let len = r.u32()? as usize;
                     let text = std::str::from_utf8(r.take(len)?).map_err(io::Error::other)?;
-                    values.push(is_valid(valid, i).then_some(text));
+                    values.push(is_valid(valid.as_ref(), i).then_some(text));
                 }
                 StringChunked::from_iter_options(name, values.into_iter()).into_column()
             }
@@ -212,15 +227,26 @@ pub fn decode(bytes: &[u8]) -> io::Result<DataFrame> {
     DataFrame::new(height, columns).map_err(|e| io::Error::other(e.to_string()))
 }
 
-fn is_valid(valid: Option<&[u8]>, i: usize) -> bool {
-    valid.is_none_or(|v| v[i] != 0)
+fn is_valid(valid: Option<&Validity>, i: usize) -> bool {
+    valid.is_none_or(|v| v.0.get_bit(i))
+}
+
+/// A column's validity bitmap as [`put_validity`] stored it.
+struct Validity(Bitmap);
+
+impl Validity {
+    fn new(bytes: &[u8], height: usize) -> io::Result<Validity> {
+        Bitmap::try_new(bytes.to_vec(), height)
+            .map(Validity)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
 }
 
 fn numeric<T>(
     name: PlSmallStr,
     r: &mut Reader<'_>,
     height: usize,
-    valid: Option<&[u8]>,
+    valid: Option<Validity>,
 ) -> io::Result<Column>
 where
     T: PolarsNumericType,
@@ -254,13 +280,7 @@ where
     };
     let column = match valid {
         None => ChunkedArray::<T>::from_vec(name, values),
-        Some(valid) => {
-            // The validity bitmap of a boolean column of the valid flags: the values as they
-            // are, no per-row building.
-            let flags: BooleanChunked = valid.iter().map(|v| *v != 0).collect();
-            let bitmap = flags.downcast_iter().next().map(|a| a.values().clone());
-            ChunkedArray::<T>::from_vec_validity(name, values, bitmap)
-        }
+        Some(valid) => ChunkedArray::<T>::from_vec_validity(name, values, Some(valid.0)),
     };
     Ok(column.into_column())
 }
@@ -325,13 +345,27 @@ mod tests {
         assert_eq!(back.height(), 0);
         let no_columns = DataFrame::empty();
         assert_eq!(decode(&encode(&no_columns).unwrap()).unwrap(), no_columns);
+        // Validity bitmaps over several bytes, nulls either side of each byte's edge.
+        let rows = 21u32;
+        let nulls = [0u32, 7, 8, 9, 15, 16, 20];
+        let ids: Vec<Option<u32>> = (0..rows)
+            .map(|i| (!nulls.contains(&i)).then_some(i))
+            .collect();
+        let texts: Vec<Option<String>> = (0..rows)
+            .map(|i| (i % 3 == 0).then(|| format!("/{i}")))
+            .collect();
+        let long = df!("id" => ids, "text" => texts).unwrap();
+        let back = decode(&encode(&long).unwrap()).unwrap();
+        assert_eq!(back, long);
+        assert_eq!(back.column("id").unwrap().null_count(), nulls.len());
     }
 
     /// A broken frame is an error, never a panic or a shorter frame; an unsupported column
     /// type is refused when writing.
     #[test]
     fn broken_frames_and_other_types_are_errors() {
-        let frame = df!("day" => [1i32, 2], "text" => ["a", "б"]).unwrap();
+        let frame =
+            df!("day" => [1i32, 2], "text" => ["a", "б"], "id" => [None, Some(3u32)]).unwrap();
         let bytes = encode(&frame).unwrap();
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
