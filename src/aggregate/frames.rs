@@ -2,8 +2,10 @@
 //! texts sealed in the spill, a staged run's partial tables). An integer column is stored as
 //! its smallest value and each value's distance from it in as few bytes as the largest
 //! distance needs (none for a constant column such as `_bucket`, one for a bucket's days, two
-//! for most ids, eight for visitor pseudonyms); a bit per row (Arrow's validity bitmap, low
-//! bit first) says which rows are valid where a column has nulls.
+//! for most ids, eight for visitor pseudonyms), or, for a column of wide values that repeat
+//! row after row (a row-visitor frame's pseudonyms, in session order), each run once with its
+//! length; a bit per row (Arrow's validity bitmap, low bit first) says which rows are valid
+//! where a column has nulls.
 //!
 //! Why not Parquet, which the run writes anyway: Polars' Parquet writer tries dictionary
 //! encoding on every column and estimates each column's cardinality first (hashing every
@@ -18,7 +20,7 @@ use std::io;
 use polars::prelude::*;
 use polars_core::utils::arrow::bitmap::Bitmap;
 
-const MAGIC: &[u8; 4] = b"LVF2";
+const MAGIC: &[u8; 4] = b"LVF3";
 
 /// Column types and their tags.
 const INT32: u8 = 1;
@@ -145,8 +147,16 @@ fn put_validity(series: &Series, out: &mut Vec<u8>) {
     }
 }
 
+/// How a numeric column's values are stored: each row's, or each run of equal values once
+/// with its length. Row-visitor frames come in session order, so a visitor's rows follow
+/// one another: stored by runs, their 8-byte pseudonyms took about a third of the bytes.
+const PLAIN: u8 = 0;
+const RUNS: u8 = 1;
+
 /// A numeric column's values in row order (a null's slot holds whatever the array holds
-/// there): the smallest key, the width in bytes, then each key's distance from the smallest.
+/// there): [`PLAIN`] and [`put_plain`]'s bytes, or, for a column of wide values where that
+/// is a quarter smaller, [`RUNS`], the number of runs, each run's length (LEB128) and the
+/// runs' values as [`put_plain`] puts them.
 fn put_values<T>(values: &ChunkedArray<T>, out: &mut Vec<u8>)
 where
     T: PolarsNumericType,
@@ -159,17 +169,75 @@ where
     };
     let (min, max) = keys().fold((u64::MAX, 0), |(lo, hi), k| (lo.min(k), hi.max(k)));
     let min = min.min(max);
-    let width = (8 - (max - min).leading_zeros() / 8) as usize;
+    let width = width_of(min, max);
+    // Runs only pay where a value is wide (a pseudonym); a run costs its value and nearly
+    // always one byte of length.
+    if width >= 4 {
+        let mut runs = 0u64;
+        let mut last = None;
+        for k in keys() {
+            runs += u64::from(last != Some(k));
+            last = Some(k);
+        }
+        if runs * (u64::from(width) + 1) * 4 < values.len() as u64 * u64::from(width) * 3 {
+            out.push(RUNS);
+            out.extend_from_slice(&runs.to_le_bytes());
+            let mut firsts = Vec::with_capacity(runs as usize);
+            let mut run: Option<(u64, u64)> = None;
+            for k in keys() {
+                run = match run {
+                    Some((v, n)) if v == k => Some((v, n + 1)),
+                    Some((_, n)) => {
+                        put_varint(out, n);
+                        firsts.push(k);
+                        Some((k, 1))
+                    }
+                    None => {
+                        firsts.push(k);
+                        Some((k, 1))
+                    }
+                };
+            }
+            if let Some((_, n)) = run {
+                put_varint(out, n);
+            }
+            put_plain(|| firsts.iter().copied(), out);
+            return;
+        }
+    }
+    out.push(PLAIN);
+    put_plain(keys, out);
+}
+
+/// The bytes per value that `min..=max` needs as distances from `min` (0, 1, 2, 3 or 4, 8).
+fn width_of(min: u64, max: u64) -> u8 {
+    (8 - (max - min).leading_zeros() / 8) as u8
+}
+
+/// Keys as their smallest, the width in bytes, then each key's distance from the smallest.
+fn put_plain<I: Iterator<Item = u64>>(keys: impl Fn() -> I, out: &mut Vec<u8>) {
+    let (min, max) = keys().fold((u64::MAX, 0), |(lo, hi), k| (lo.min(k), hi.max(k)));
+    let min = min.min(max);
+    let width = width_of(min, max) as usize;
     out.extend_from_slice(&min.to_le_bytes());
     out.push(width as u8);
-    out.reserve(values.len() * width);
+    let keys = keys();
     match width {
         0 => {}
-        1 => out.extend(keys().map(|k| (k - min) as u8)),
-        2 => keys().for_each(|k| out.extend_from_slice(&((k - min) as u16).to_le_bytes())),
-        3 | 4 => keys().for_each(|k| out.extend_from_slice(&((k - min) as u32).to_le_bytes())),
-        _ => keys().for_each(|k| out.extend_from_slice(&(k - min).to_le_bytes())),
+        1 => out.extend(keys.map(|k| (k - min) as u8)),
+        2 => keys.for_each(|k| out.extend_from_slice(&((k - min) as u16).to_le_bytes())),
+        3 | 4 => keys.for_each(|k| out.extend_from_slice(&((k - min) as u32).to_le_bytes())),
+        _ => keys.for_each(|k| out.extend_from_slice(&(k - min).to_le_bytes())),
     }
+}
+
+/// `v` in LEB128: seven bits a byte, low first, the high bit set on all but the last.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 /// The frame [`encode`] made.
@@ -252,6 +320,46 @@ where
     T: PolarsNumericType,
     T::Native: Raw,
 {
+    let keys = match r.u8()? {
+        PLAIN => plain(r, height)?,
+        RUNS => {
+            let runs = usize::try_from(r.u64()?).map_err(|_| truncated())?;
+            // Each run is at least a row long and takes at least a byte.
+            if runs > height || runs > r.bytes.len() - r.at {
+                return Err(truncated());
+            }
+            let mut lengths = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                lengths.push(usize::try_from(r.varint()?).map_err(|_| truncated())?);
+            }
+            if lengths.iter().try_fold(0usize, |n, l| n.checked_add(*l)) != Some(height) {
+                return Err(io::Error::other(
+                    "a stored frame's runs do not fill its rows",
+                ));
+            }
+            let firsts = plain(r, runs)?;
+            let mut keys = Vec::with_capacity(height);
+            for (key, length) in firsts.into_iter().zip(lengths) {
+                keys.resize(keys.len() + length, key);
+            }
+            keys
+        }
+        _ => {
+            return Err(io::Error::other(
+                "a stored frame has a column of unknown layout",
+            ));
+        }
+    };
+    let values: Vec<T::Native> = keys.into_iter().map(T::Native::from_key).collect();
+    let column = match valid {
+        None => ChunkedArray::<T>::from_vec(name, values),
+        Some(valid) => ChunkedArray::<T>::from_vec_validity(name, values, Some(valid.0)),
+    };
+    Ok(column.into_column())
+}
+
+/// `n` keys as [`put_plain`] put them.
+fn plain(r: &mut Reader<'_>, n: usize) -> io::Result<Vec<u64>> {
     let min = r.u64()?;
     let width = match r.u8()? {
         0 => 0,
@@ -260,29 +368,24 @@ where
         3 | 4 => 4,
         _ => 8,
     };
-    let bytes = r.take(height.checked_mul(width).ok_or_else(truncated)?)?;
-    let value = |offset: u64| T::Native::from_key(min.wrapping_add(offset));
-    let values: Vec<T::Native> = match width {
-        0 => vec![value(0); height],
-        1 => bytes.iter().map(|b| value(u64::from(*b))).collect(),
+    let bytes = r.take(n.checked_mul(width).ok_or_else(truncated)?)?;
+    let key = |offset: u64| min.wrapping_add(offset);
+    Ok(match width {
+        0 => vec![key(0); n],
+        1 => bytes.iter().map(|b| key(u64::from(*b))).collect(),
         2 => bytes
             .chunks_exact(2)
-            .map(|b| value(u64::from(u16::from_le_bytes([b[0], b[1]]))))
+            .map(|b| key(u64::from(u16::from_le_bytes([b[0], b[1]]))))
             .collect(),
         4 => bytes
             .chunks_exact(4)
-            .map(|b| value(u64::from(u32::from_le_bytes(b.try_into().expect("4")))))
+            .map(|b| key(u64::from(u32::from_le_bytes(b.try_into().expect("4")))))
             .collect(),
         _ => bytes
             .chunks_exact(8)
-            .map(|b| value(u64::from_le_bytes(b.try_into().expect("8"))))
+            .map(|b| key(u64::from_le_bytes(b.try_into().expect("8"))))
             .collect(),
-    };
-    let column = match valid {
-        None => ChunkedArray::<T>::from_vec(name, values),
-        Some(valid) => ChunkedArray::<T>::from_vec_validity(name, values, Some(valid.0)),
-    };
-    Ok(column.into_column())
+    })
 }
 
 fn truncated() -> io::Error {
@@ -309,6 +412,17 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self) -> io::Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn varint(&mut self) -> io::Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(io::Error::other("a stored frame has a run length too long"))
     }
 }
 
@@ -358,14 +472,36 @@ mod tests {
         let back = decode(&encode(&long).unwrap()).unwrap();
         assert_eq!(back, long);
         assert_eq!(back.column("id").unwrap().null_count(), nulls.len());
+        // Pseudonyms in runs (one row, two, 200: a two-byte length), stored by runs, nulls
+        // among them; and wide values without runs, stored as they are.
+        let mut visitors: Vec<Option<u64>> = Vec::new();
+        for (v, n) in [(u64::MAX, 1), (3, 2), (1 << 60, 200), (3, 1), (9 << 40, 5)] {
+            visitors.extend(std::iter::repeat_n(Some(v), n));
+        }
+        visitors[100] = None;
+        let height = visitors.len();
+        let distinct: Vec<u64> = (0..height as u64).map(|i| i << 40).collect();
+        let runs = df!("visitor" => &visitors, "distinct" => distinct).unwrap();
+        let bytes = encode(&runs).unwrap();
+        assert!(
+            bytes.len() < height * 8 + height.div_ceil(8) + 200,
+            "by runs: {}",
+            bytes.len()
+        );
+        assert_eq!(decode(&bytes).unwrap(), runs);
     }
 
     /// A broken frame is an error, never a panic or a shorter frame; an unsupported column
     /// type is refused when writing.
     #[test]
     fn broken_frames_and_other_types_are_errors() {
-        let frame =
-            df!("day" => [1i32, 2], "text" => ["a", "б"], "id" => [None, Some(3u32)]).unwrap();
+        let frame = df!(
+            "day" => [1i32, 2, 3, 4],
+            "text" => ["a", "б", "", "c"],
+            "id" => [None, Some(3u32), None, None],
+            "visitor" => [1u64, 1, 1, u64::MAX],
+        )
+        .unwrap();
         let bytes = encode(&frame).unwrap();
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
