@@ -101,7 +101,7 @@ fn prepare(log: &str, out: &str) -> Result<usize, Box<dyn std::error::Error>> {
         if let Ok(rec) = parse_line(Format::Combined, text, &mut scratch)
             && let pseudonymise::Outcome::Pageview(e) = ps.process(&rec)
         {
-            cols.push(seq, *e);
+            cols.push(seq, e.to_event());
         }
         seq += 1;
         line.clear();

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use super::events::{Dictionary, EventColumns};
-use crate::pseudonymise::{Event, channel};
+use crate::pseudonymise::{PageviewRef, channel};
 
 /// Bytes of a bucket's events a writer gathers before sealing them. Every writer holds a
 /// partly filled chunk for every bucket, and the buckets grow with the input: at 64 KiB the
@@ -746,7 +746,7 @@ impl SpillWriter {
         })
     }
 
-    pub fn push(&mut self, seq: u64, e: &Event) -> io::Result<()> {
+    pub fn push(&mut self, seq: u64, e: &PageviewRef<'_>) -> io::Result<()> {
         if self.texts.full() {
             // Start the numbering over: every file defines its texts again from here on.
             self.texts = TextNumbers::default();
@@ -830,7 +830,7 @@ const HAS_LINK: u8 = 1;
 const HAS_REFERRER: u8 = 2;
 const HAS_UTM: [u8; 3] = [4, 8, 16];
 
-fn encode(seq: u64, e: &Event, file: &mut BucketFile, texts: &mut TextNumbers) {
+fn encode(seq: u64, e: &PageviewRef<'_>, file: &mut BucketFile, texts: &mut TextNumbers) {
     let now = Previous {
         seq,
         ts: e.ts,
@@ -872,12 +872,12 @@ fn encode(seq: u64, e: &Event, file: &mut BucketFile, texts: &mut TextNumbers) {
             .position(|d| *d == e.device_type)
             .unwrap_or(0) as u8,
     );
-    put_text(file, texts, &e.path);
+    put_text(file, texts, e.path);
     if let Some(host) = &e.referrer_host {
         put_text(file, texts, host);
     }
-    put_text(file, texts, &e.browser);
-    put_text(file, texts, &e.os);
+    put_text(file, texts, e.browser);
+    put_text(file, texts, e.os);
     for v in utm.into_iter().flatten() {
         put_text(file, texts, v);
     }
@@ -1047,6 +1047,7 @@ fn decode(
 mod tests {
     use super::*;
     use crate::day::Day;
+    use crate::pseudonymise::Event;
 
     fn event(ts: i64, bucket: u16, path: &str) -> Event {
         Event {
@@ -1069,10 +1070,14 @@ mod tests {
         let spill = SpillDir::create(tmp.path(), "run-1", 3).unwrap();
         let mut w = spill.writer().unwrap();
         for i in 0..10_000i64 {
-            w.push(i as u64, &event(i, (i % 3) as u16, "/secret-path-xyz"))
-                .unwrap();
+            w.push(
+                i as u64,
+                &event(i, (i % 3) as u16, "/secret-path-xyz").as_ref(),
+            )
+            .unwrap();
         }
-        w.push((7 << 40) | 5, &event(99, 1, "/excluded")).unwrap();
+        w.push((7 << 40) | 5, &event(99, 1, "/excluded").as_ref())
+            .unwrap();
         w.finish().unwrap();
         // Nothing of the events is readable on disk.
         for entry in std::fs::read_dir(tmp.path().join("spill/run-1")).unwrap() {
@@ -1148,7 +1153,7 @@ mod tests {
                 steps: if r >> 7 & 1 == 1 { next() } else { r >> 60 },
                 ..Event::for_test(0, 0, "/unused")
             };
-            w.push(seq, &e).unwrap();
+            w.push(seq, &e.as_ref()).unwrap();
             want[usize::from(e.bucket)].push(seq, e);
         }
         w.finish().unwrap();
@@ -1232,7 +1237,7 @@ mod tests {
                 utm_source: source.clone(),
                 ..event(i, (i % 3) as u16, "/unused")
             };
-            w.push(i as u64, &e).unwrap();
+            w.push(i as u64, &e.as_ref()).unwrap();
             want.insert(
                 i,
                 (
@@ -1296,7 +1301,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let spill = SpillDir::create(tmp.path(), "run-2", 1).unwrap();
         let mut w = spill.writer().unwrap();
-        w.push(1, &event(1, 0, "/a")).unwrap();
+        w.push(1, &event(1, 0, "/a").as_ref()).unwrap();
         w.finish().unwrap();
         let f = std::fs::read_dir(tmp.path().join("spill/run-2"))
             .unwrap()

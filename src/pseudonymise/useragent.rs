@@ -51,8 +51,10 @@ static MATCHERS: std::sync::LazyLock<Matchers> = std::sync::LazyLock::new(Matche
 
 pub struct UaClassifier {
     matchers: &'static Matchers,
-    /// Raw user agent → its class and its number ([`Self::classify_numbered`]).
-    cache: HashMap<Vec<u8>, (UaClass, u64)>,
+    /// Raw user agent → its place in `classes` ([`Self::classify_at`]).
+    cache: HashMap<Vec<u8>, u32>,
+    /// The classes of the cached user agents and their numbers.
+    classes: Vec<(UaClass, u64)>,
     /// Numbers handed out so far.
     numbered: u64,
 }
@@ -135,6 +137,7 @@ impl UaClassifier {
         UaClassifier {
             matchers: &MATCHERS,
             cache: HashMap::new(),
+            classes: Vec::new(),
             numbered: 0,
         }
     }
@@ -147,17 +150,32 @@ impl UaClassifier {
     /// classifier: equal numbers, equal user agents (a number is never reused, not even after
     /// the cache is cleared). The pseudonymiser keys its recent clients by it.
     pub fn classify_numbered(&mut self, user_agent: Option<&[u8]>) -> (UaClass, u64) {
+        let at = self.classify_at(user_agent);
+        self.at(at).clone()
+    }
+
+    /// [`Self::classify_numbered`] as a place in this classifier, which [`Self::at`] reads
+    /// until the next call: the pseudonymiser's events borrow their texts from it, where a
+    /// copy of the class touched each text's shared count (a cache miss a pageview).
+    pub fn classify_at(&mut self, user_agent: Option<&[u8]>) -> usize {
         let raw = user_agent.unwrap_or(b"");
-        if let Some(hit) = self.cache.get(raw) {
-            return hit.clone();
+        if let Some(&hit) = self.cache.get(raw) {
+            return hit as usize;
         }
         let class = (self.classify_uncached(raw), self.numbered);
         self.numbered += 1;
         if self.cache.len() > 200_000 {
             self.cache.clear();
+            self.classes.clear();
         }
-        self.cache.insert(raw.to_vec(), class.clone());
-        class
+        self.cache.insert(raw.to_vec(), self.classes.len() as u32);
+        self.classes.push(class);
+        self.classes.len() - 1
+    }
+
+    /// The class and number at a place [`Self::classify_at`] gave.
+    pub fn at(&self, at: usize) -> &(UaClass, u64) {
+        &self.classes[at]
     }
 
     fn classify_uncached(&self, raw: &[u8]) -> UaClass {
