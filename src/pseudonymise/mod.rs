@@ -87,7 +87,7 @@ pub struct Event {
 }
 
 /// A pageview as [`Pseudonymiser::process`] hands it to the spill: an [`Event`] whose path,
-/// browser and OS are borrowed from the pseudonymiser's caches, not counted copies (touching
+/// referrer, browser and OS are borrowed from the pseudonymiser's caches, not counted copies (touching
 /// each text's shared count was a cache miss a pageview: 2 % of a run's CPU, `perf`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PageviewRef<'a> {
@@ -98,7 +98,7 @@ pub struct PageviewRef<'a> {
     pub link: Option<u64>,
     pub bucket: u16,
     pub path: &'a Arc<str>,
-    pub referrer_host: Option<Arc<str>>,
+    pub referrer_host: Option<&'a Arc<str>>,
     pub channel: &'static str,
     pub browser: &'a Arc<str>,
     pub os: &'a Arc<str>,
@@ -123,7 +123,7 @@ impl Event {
             link: self.link,
             bucket: self.bucket,
             path: &self.path,
-            referrer_host: self.referrer_host.clone(),
+            referrer_host: self.referrer_host.as_ref(),
             channel: self.channel,
             browser: &self.browser,
             os: &self.os,
@@ -150,7 +150,7 @@ impl PageviewRef<'_> {
             link: self.link,
             bucket: self.bucket,
             path: self.path.clone(),
-            referrer_host: self.referrer_host.clone(),
+            referrer_host: self.referrer_host.cloned(),
             channel: self.channel,
             browser: self.browser.clone(),
             os: self.os.clone(),
@@ -688,9 +688,12 @@ impl Pseudonymiser {
         let campaign = query
             .map(|q| rules.parse_with(q, &mut self.utm_values))
             .unwrap_or_default();
-        let referrer = rec.referrer.and_then(|r| self.referrers.classify(r));
+        // The source's kind first: it may classify a host, and the referrer's place in the
+        // classifier holds only until its next call.
         let source_kind = rules.source_kind(&campaign, &mut self.referrers);
-        let channel = rules.channel_of(&campaign, referrer.as_ref().map(|r| r.kind), source_kind);
+        let referrer_at = rec.referrer.and_then(|r| self.referrers.classify_at(r));
+        let referrer = referrer_at.and_then(|at| self.referrers.at(at).as_ref());
+        let channel = rules.channel_of(&campaign, referrer.map(|r| r.kind), source_kind);
         // Borrowed from the caches only now that nothing else is looked up.
         let path = &self.path_classes[path_at]
             .as_ref()
@@ -705,7 +708,7 @@ impl Pseudonymiser {
             link,
             bucket,
             path,
-            referrer_host: referrer.map(|r| r.host),
+            referrer_host: referrer.map(|r| &r.host),
             channel,
             browser: &ua.browser,
             os: &ua.os,

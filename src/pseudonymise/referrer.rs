@@ -58,7 +58,9 @@ pub struct ReferrerClassifier {
     suffix_rules: Vec<(String, HostKind)>,
     wildcard_rules: Vec<(String, HostKind)>,
     site_hosts: Vec<String>,
-    cache: HashMap<Vec<u8>, Option<ReferrerInfo>>,
+    /// Raw host → its place in `classes`.
+    cache: HashMap<Vec<u8>, u32>,
+    classes: Vec<Option<ReferrerInfo>>,
 }
 
 impl ReferrerClassifier {
@@ -86,14 +88,22 @@ impl ReferrerClassifier {
                 .map(|h| h.trim().to_ascii_lowercase())
                 .collect(),
             cache: HashMap::new(),
+            classes: Vec::new(),
         }
     }
 
     /// Classifies a raw referrer (as logged). `None` for an empty referrer or one without a host.
     pub fn classify(&mut self, referrer: &[u8]) -> Option<ReferrerInfo> {
+        let at = self.classify_at(referrer)?;
+        self.at(at).clone()
+    }
+
+    /// [`Self::classify`] as a place in this classifier, which [`Self::at`] reads until the
+    /// next call (the pageview's event borrows the host from there); `None` without a host.
+    pub fn classify_at(&mut self, referrer: &[u8]) -> Option<usize> {
         let host = raw_host(referrer)?;
-        if let Some(hit) = self.cache.get(host) {
-            return hit.clone();
+        if let Some(&hit) = self.cache.get(host) {
+            return Some(hit as usize);
         }
         let app = referrer.starts_with(b"android-app://");
         let mut info = self.classify_host(host);
@@ -103,9 +113,16 @@ impl ReferrerClassifier {
         }
         if self.cache.len() > 1_000_000 {
             self.cache.clear();
+            self.classes.clear();
         }
-        self.cache.insert(host.to_vec(), info.clone());
-        info
+        self.cache.insert(host.to_vec(), self.classes.len() as u32);
+        self.classes.push(info);
+        Some(self.classes.len() - 1)
+    }
+
+    /// The class at a place [`Self::classify_at`] gave.
+    pub fn at(&self, at: usize) -> &Option<ReferrerInfo> {
+        &self.classes[at]
     }
 
     fn classify_host(&self, raw: &[u8]) -> Option<ReferrerInfo> {
