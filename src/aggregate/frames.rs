@@ -182,31 +182,29 @@ where
         if runs * (u64::from(width) + 1) * 4 < values.len() as u64 * u64::from(width) * 3 {
             out.push(RUNS);
             out.extend_from_slice(&runs.to_le_bytes());
+            // Every value begins some run, so the runs' values span what the column spans.
             let mut firsts = Vec::with_capacity(runs as usize);
-            let mut run: Option<(u64, u64)> = None;
-            for k in keys() {
-                run = match run {
-                    Some((v, n)) if v == k => Some((v, n + 1)),
-                    Some((_, n)) => {
-                        put_varint(out, n);
+            let mut keys = keys();
+            if let Some(first) = keys.next() {
+                let (mut current, mut length) = (first, 1u64);
+                firsts.push(first);
+                for k in keys {
+                    if k == current {
+                        length += 1;
+                    } else {
+                        put_varint(out, length);
                         firsts.push(k);
-                        Some((k, 1))
+                        (current, length) = (k, 1);
                     }
-                    None => {
-                        firsts.push(k);
-                        Some((k, 1))
-                    }
-                };
+                }
+                put_varint(out, length);
             }
-            if let Some((_, n)) = run {
-                put_varint(out, n);
-            }
-            put_plain(|| firsts.iter().copied(), out);
+            put_plain(firsts.into_iter(), min, width, out);
             return;
         }
     }
     out.push(PLAIN);
-    put_plain(keys, out);
+    put_plain(keys(), min, width, out);
 }
 
 /// The bytes per value that `min..=max` needs as distances from `min` (0, 1, 2, 3 or 4, 8).
@@ -214,14 +212,11 @@ fn width_of(min: u64, max: u64) -> u8 {
     (8 - (max - min).leading_zeros() / 8) as u8
 }
 
-/// Keys as their smallest, the width in bytes, then each key's distance from the smallest.
-fn put_plain<I: Iterator<Item = u64>>(keys: impl Fn() -> I, out: &mut Vec<u8>) {
-    let (min, max) = keys().fold((u64::MAX, 0), |(lo, hi), k| (lo.min(k), hi.max(k)));
-    let min = min.min(max);
-    let width = width_of(min, max) as usize;
+/// Keys as `min` (their smallest), `width` (the bytes [`width_of`] their span needs), then
+/// each key's distance from `min`.
+fn put_plain(keys: impl Iterator<Item = u64>, min: u64, width: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(&min.to_le_bytes());
-    out.push(width as u8);
-    let keys = keys();
+    out.push(width);
     match width {
         0 => {}
         1 => out.extend(keys.map(|k| (k - min) as u8)),
