@@ -13,6 +13,7 @@ pub mod campaign;
 pub mod keyring;
 pub mod keys;
 pub mod path;
+mod placed;
 pub mod referrer;
 pub mod useragent;
 
@@ -402,10 +403,8 @@ pub struct Pseudonymiser {
     identities: crate::visitors::IdentityNotes,
     user_agents: UaClassifier,
     referrers: ReferrerClassifier,
-    /// Raw path → its place in `path_classes`, within [`PATH_CACHE_BYTES`].
-    paths: HashMap<Vec<u8>, u32>,
-    /// The classes of the cached paths (`None`: not a page).
-    path_classes: Vec<Option<PathClass>>,
+    /// Raw path → its class (`None`: not a page), within [`PATH_CACHE_BYTES`].
+    paths: placed::Placed<Option<PathClass>>,
     path_bytes: usize,
     /// Clients met lately, as (epoch, pseudonym, bucket), in slots chosen by the pseudonym.
     /// Within an epoch a pseudonym names one client, so a hit gives its bucket without the
@@ -520,8 +519,7 @@ impl Pseudonymiser {
             identities: Default::default(),
             user_agents: UaClassifier::new(),
             referrers: ReferrerClassifier::new(&settings.host_lists, &settings.site_hosts),
-            paths: HashMap::new(),
-            path_classes: Vec::new(),
+            paths: placed::Placed::new(),
             path_bytes: 0,
             recent: vec![(i32::MIN, 0, 0); RECENT_SLOTS],
             agent_digests: vec![(0, 0); AGENT_DIGEST_SLOTS],
@@ -640,7 +638,7 @@ impl Pseudonymiser {
             None => (target, None),
         };
         let path_at = self.path(path_part);
-        let Some(PathClass { steps, asset, .. }) = self.path_classes[path_at] else {
+        let Some(PathClass { steps, asset, .. }) = self.paths[path_at] else {
             return Outcome::Filtered(NonPageRequest);
         };
         if asset {
@@ -695,10 +693,7 @@ impl Pseudonymiser {
         let referrer = referrer_at.and_then(|at| self.referrers.at(at).as_ref());
         let channel = rules.channel_of(&campaign, referrer.map(|r| r.kind), source_kind);
         // Borrowed from the caches only now that nothing else is looked up.
-        let path = &self.path_classes[path_at]
-            .as_ref()
-            .expect("a page's class")
-            .path;
+        let path = &self.paths[path_at].as_ref().expect("a page's class").path;
         let (ua, _) = self.user_agents.at(ua_at);
         Outcome::Pageview(PageviewRef {
             ts: rec.ts,
@@ -810,11 +805,11 @@ impl Pseudonymiser {
     /// The class of a raw path (query cut off), cached per raw path: normalising it (percent
     /// decoding, Unicode normalisation), its goal matchers and the asset check are done once
     /// per distinct path, not once per pageview.
-    /// Returned as its place in `path_classes`, valid until the next call (the pageview's
-    /// event borrows the path from there).
+    /// Returned as its place in `paths`, valid until the next call (the pageview's event
+    /// borrows the path from there).
     fn path(&mut self, raw: &[u8]) -> usize {
-        if let Some(&hit) = self.paths.get(raw) {
-            return hit as usize;
+        if let Some(at) = self.paths.find(raw) {
+            return at;
         }
         let class = path::normalise(raw, &self.settings.path_rules).map(|p| PathClass {
             steps: self.settings.goals.steps_of(&p),
@@ -824,14 +819,10 @@ impl Pseudonymiser {
         let bytes = PATH_ENTRY_BYTES + raw.len() + class.as_ref().map_or(0, |c| c.path.len());
         if self.path_bytes + bytes > PATH_CACHE_BYTES {
             self.paths.clear();
-            self.path_classes.clear();
             self.path_bytes = 0;
         }
         self.path_bytes += bytes;
-        self.paths
-            .insert(raw.to_vec(), self.path_classes.len() as u32);
-        self.path_classes.push(class);
-        self.path_classes.len() - 1
+        self.paths.insert(raw, class)
     }
 
     fn is_asset(&self, path: &str) -> bool {
@@ -1007,6 +998,26 @@ mod tests {
         assert_eq!(seen.len(), 37, "every bucket is used");
     }
 
+    /// The pageview of `GET /catalog/` by `client` with `agent` at `ts` (UTC seconds).
+    fn pageview(ps: &mut Pseudonymiser, client: &str, agent: &str, ts: i64) -> Event {
+        let rec = RawRecord {
+            vhost: None,
+            client: client.as_bytes(),
+            ts,
+            method: Some(b"GET"),
+            target: Some(b"/catalog/"),
+            status: 200,
+            bytes: 0,
+            referrer: None,
+            user_agent: Some(agent.as_bytes()),
+            forwarded_for: None,
+        };
+        let Outcome::Pageview(e) = ps.process(&rec) else {
+            panic!("a pageview");
+        };
+        e.to_event()
+    }
+
     /// A pageview's link (its client's pseudonym under the day before's key) is the hash
     /// under that key, whether the two days share a key (within an epoch: the visitor's own
     /// pseudonym, not hashed again) or not (an epoch's first day; every day with daily keys).
@@ -1024,22 +1035,7 @@ mod tests {
             let (mut same, mut other) = (0, 0);
             for d in 0..70i64 {
                 for (client, at) in [("198.51.100.7", 3600), ("2001:db8::7", 2 * 3600)] {
-                    let rec = RawRecord {
-                        vhost: None,
-                        client: client.as_bytes(),
-                        ts: day0 + d * 86_400 + at,
-                        method: Some(b"GET"),
-                        target: Some(b"/"),
-                        status: 200,
-                        bytes: 0,
-                        referrer: None,
-                        user_agent: Some(agent.as_bytes()),
-                        forwarded_for: None,
-                    };
-                    let Outcome::Pageview(e) = ps.process(&rec) else {
-                        panic!("a pageview");
-                    };
-                    let e = e.to_event();
+                    let e = pageview(&mut ps, client, agent, day0 + d * 86_400 + at);
                     let (_, before) = ps
                         .keys()
                         .pseudonym_epoch(e.day.prev(), lookback, false)
@@ -1112,22 +1108,7 @@ mod tests {
                 k => &agents[k as usize % 3],
             };
             let ts = day0 + 7200 + (x >> 40) as i64 % 2 * 86_400;
-            let rec = RawRecord {
-                vhost: None,
-                client: client.as_bytes(),
-                ts,
-                method: Some(b"GET"),
-                target: Some(b"/catalog/"),
-                status: 200,
-                bytes: 0,
-                referrer: None,
-                user_agent: Some(agent.as_bytes()),
-                forwarded_for: None,
-            };
-            let Outcome::Pageview(e) = ps.process(&rec) else {
-                panic!("a pageview");
-            };
-            let e = e.to_event();
+            let e = pageview(&mut ps, client, agent, ts);
             let (_, key) = ps.keys().pseudonym_epoch(e.day, None, false).unwrap();
             assert_eq!(e.visitor, key.visitor(client.as_bytes(), agent.as_bytes()));
             assert_eq!(e.bucket, ps.bucket(client.as_bytes(), agent.as_bytes()));
@@ -1151,9 +1132,7 @@ mod tests {
         let mut ps = Pseudonymiser::new(keys, settings);
         let class = |ps: &mut Pseudonymiser, raw: &[u8]| {
             let at = ps.path(raw);
-            ps.path_classes[at]
-                .as_ref()
-                .map(|c| (c.path.to_string(), c.asset))
+            ps.paths[at].as_ref().map(|c| (c.path.to_string(), c.asset))
         };
         let cyrillic = "/%D0%BA%D0%B0%D1%82%D0%B0%D0%BB%D0%BE%D0%B3/".as_bytes();
         let want_page = Some(("/каталог/".to_string(), false));

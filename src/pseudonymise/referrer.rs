@@ -6,7 +6,6 @@
 //! sub-domains (`ivan.example-blogs.ru`) are not published on their own. The host lists are
 //! data (`data/channels.toml`, extendable per pipeline), matched by longest entry.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -58,9 +57,8 @@ pub struct ReferrerClassifier {
     suffix_rules: Vec<(String, HostKind)>,
     wildcard_rules: Vec<(String, HostKind)>,
     site_hosts: Vec<String>,
-    /// Raw host → its place in `classes`.
-    cache: HashMap<Vec<u8>, u32>,
-    classes: Vec<Option<ReferrerInfo>>,
+    /// Raw host → its class.
+    cache: super::placed::Placed<Option<ReferrerInfo>>,
 }
 
 impl ReferrerClassifier {
@@ -87,8 +85,7 @@ impl ReferrerClassifier {
                 .iter()
                 .map(|h| h.trim().to_ascii_lowercase())
                 .collect(),
-            cache: HashMap::new(),
-            classes: Vec::new(),
+            cache: super::placed::Placed::new(),
         }
     }
 
@@ -102,8 +99,8 @@ impl ReferrerClassifier {
     /// next call (the pageview's event borrows the host from there); `None` without a host.
     pub fn classify_at(&mut self, referrer: &[u8]) -> Option<usize> {
         let host = raw_host(referrer)?;
-        if let Some(&hit) = self.cache.get(host) {
-            return Some(hit as usize);
+        if let Some(at) = self.cache.find(host) {
+            return Some(at);
         }
         let app = referrer.starts_with(b"android-app://");
         let mut info = self.classify_host(host);
@@ -113,16 +110,13 @@ impl ReferrerClassifier {
         }
         if self.cache.len() > 1_000_000 {
             self.cache.clear();
-            self.classes.clear();
         }
-        self.cache.insert(host.to_vec(), self.classes.len() as u32);
-        self.classes.push(info);
-        Some(self.classes.len() - 1)
+        Some(self.cache.insert(host, info))
     }
 
     /// The class at a place [`Self::classify_at`] gave.
     pub fn at(&self, at: usize) -> &Option<ReferrerInfo> {
-        &self.classes[at]
+        &self.cache[at]
     }
 
     fn classify_host(&self, raw: &[u8]) -> Option<ReferrerInfo> {

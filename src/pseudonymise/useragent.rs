@@ -5,7 +5,6 @@
 //! Parsing a user agent costs tens of microseconds, but a day of logs holds few distinct
 //! user agents, so results are cached per run.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -58,10 +57,8 @@ static MATCHERS: std::sync::LazyLock<Matchers> = std::sync::LazyLock::new(Matche
 
 pub struct UaClassifier {
     matchers: &'static Matchers,
-    /// Raw user agent → its place in `classes` ([`Self::classify_at`]).
-    cache: HashMap<Vec<u8>, u32>,
-    /// The classes of the cached user agents and their numbers.
-    classes: Vec<(UaClass, u64)>,
+    /// Raw user agent → its class and number ([`Self::classify_at`]).
+    cache: super::placed::Placed<(UaClass, u64)>,
     /// Numbers handed out so far.
     numbered: u64,
 }
@@ -157,8 +154,7 @@ impl UaClassifier {
     pub fn new() -> UaClassifier {
         UaClassifier {
             matchers: &MATCHERS,
-            cache: HashMap::new(),
-            classes: Vec::new(),
+            cache: super::placed::Placed::new(),
             numbered: 0,
         }
     }
@@ -180,23 +176,20 @@ impl UaClassifier {
     /// copy of the class touched each text's shared count (a cache miss a pageview).
     pub fn classify_at(&mut self, user_agent: Option<&[u8]>) -> usize {
         let raw = user_agent.unwrap_or(b"");
-        if let Some(&hit) = self.cache.get(raw) {
-            return hit as usize;
+        if let Some(at) = self.cache.find(raw) {
+            return at;
         }
         let class = (self.classify_uncached(raw), self.numbered);
         self.numbered += 1;
         if self.cache.len() > 200_000 {
             self.cache.clear();
-            self.classes.clear();
         }
-        self.cache.insert(raw.to_vec(), self.classes.len() as u32);
-        self.classes.push(class);
-        self.classes.len() - 1
+        self.cache.insert(raw, class)
     }
 
     /// The class and number at a place [`Self::classify_at`] gave.
     pub fn at(&self, at: usize) -> &(UaClass, u64) {
-        &self.classes[at]
+        &self.cache[at]
     }
 
     fn classify_uncached(&self, raw: &[u8]) -> UaClass {
