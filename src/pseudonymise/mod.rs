@@ -113,9 +113,10 @@ pub struct PageviewRef<'a> {
     pub steps: u64,
 }
 
+#[cfg(test)]
 impl Event {
-    /// This event as the spill takes it.
-    pub fn as_ref(&self) -> PageviewRef<'_> {
+    /// This event as the spill takes it (the tests' events; a run's come from `process`).
+    pub(crate) fn as_ref(&self) -> PageviewRef<'_> {
         PageviewRef {
             ts: self.ts,
             day: self.day,
