@@ -1158,16 +1158,13 @@ pub fn derive(
     let mut records = Vec::with_capacity(n);
     let mut identities = Vec::with_capacity(n);
     // The columns read in order, not by `get(i)`, which finds each row's chunk anew.
-    let mut columns = day
+    let columns = day
         .iter()
         .zip(visitor.iter())
         .zip(start.iter())
         .zip(chan.iter())
         .zip(src.iter().zip(med.iter()).zip(camp.iter()));
-    for i in 0..n {
-        let ((((d, p), start), chan), ((source, medium), campaign)) = columns
-            .next()
-            .expect("the visits' columns are as long as the frame");
+    for (i, ((((d, p), start), chan), ((source, medium), campaign))) in columns.enumerate() {
         let d = Day(d.unwrap_or(0));
         let p = p.unwrap_or(0);
         let start = start.unwrap_or(0);
