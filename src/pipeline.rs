@@ -1151,9 +1151,7 @@ impl<'p, 'a> Reducer<'p, 'a> {
         let lookback = self.plan.lookback;
         let epoch_of = |d: Day| self.plan.epoch_of(d);
         let identity_of = |d: Day, visitor: u64| match lookback {
-            Some(_) => identities
-                .get(epoch_of(d), visitor)
-                .map_or(visitor, |(_, id)| id),
+            Some(_) => identities.identity(epoch_of(d), visitor),
             None => visitor,
         };
         let derive_context = visitors::DeriveContext {

@@ -39,9 +39,9 @@ const MAGIC: &[u8; 8] = b"LVSTATE1";
 /// One client seen under a pseudonym of an epoch: its bucket, and its pseudonym (`identity`)
 /// in the epoch `of`, the newest it was seen in.
 ///
-/// Packed to 2-byte alignment: 26 bytes instead of 32 of which 6 were padding. The shard holds
-/// one or two a client (two epochs' pseudonyms), so on logs of many clients these tables are
-/// the part of the shard's memory that grows (docs/PERFORMANCE.md, fourteenth session).
+/// Packed to 2-byte alignment: 26 bytes instead of 32 of which 6 were padding. Most notes are
+/// of a client under its own epoch's pseudonym, which [`OwnEntry`] keeps in 14 bytes; this
+/// form is for a pseudonym of an earlier epoch (docs/PERFORMANCE.md, sixteenth session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, packed(2))]
 struct IdentityEntry {
@@ -54,39 +54,118 @@ struct IdentityEntry {
 
 const _: () = assert!(std::mem::size_of::<IdentityEntry>() == 26);
 
-impl IdentityEntry {
-    /// The order of [`Identities`]: by pseudonym and epoch, the newest identity first.
+/// A client seen under its own epoch's pseudonym: an [`IdentityEntry`] whose identity is its
+/// pseudonym and whose `of` is its epoch, in 14 bytes. The shard notes one for every client
+/// and day's epoch, so on logs of many clients these are most of the shard's growing memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(2))]
+struct OwnEntry {
+    pseudonym: u64,
+    epoch: i32,
+    bucket: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<OwnEntry>() == 14);
+
+/// What the sorted tables of [`Identities`] need of an entry.
+trait Entry: Copy + std::fmt::Debug {
+    fn pseudonym(&self) -> u64;
+    fn epoch(&self) -> i32;
+    /// The order of a table: by pseudonym and epoch, the newest identity first.
+    fn order(&self) -> (u64, i32, std::cmp::Reverse<i32>);
+    fn full(&self) -> IdentityEntry;
+    fn key(&self) -> (u64, i32) {
+        (self.pseudonym(), self.epoch())
+    }
+}
+
+impl Entry for IdentityEntry {
+    fn pseudonym(&self) -> u64 {
+        self.pseudonym
+    }
+    fn epoch(&self) -> i32 {
+        self.epoch
+    }
     fn order(&self) -> (u64, i32, std::cmp::Reverse<i32>) {
         (self.pseudonym, self.epoch, std::cmp::Reverse(self.of))
+    }
+    fn full(&self) -> IdentityEntry {
+        *self
+    }
+}
+
+impl Entry for OwnEntry {
+    fn pseudonym(&self) -> u64 {
+        self.pseudonym
+    }
+    fn epoch(&self) -> i32 {
+        self.epoch
+    }
+    fn order(&self) -> (u64, i32, std::cmp::Reverse<i32>) {
+        (self.pseudonym, self.epoch, std::cmp::Reverse(self.epoch))
+    }
+    fn full(&self) -> IdentityEntry {
+        IdentityEntry {
+            pseudonym: self.pseudonym,
+            identity: self.pseudonym,
+            epoch: self.epoch,
+            of: self.epoch,
+            bucket: self.bucket,
+        }
+    }
+}
+
+/// Both tables of notes: clients under their own epoch's pseudonym, and under an earlier one.
+#[derive(Debug, Default)]
+struct NoteTables {
+    own: Vec<OwnEntry>,
+    moved: Vec<IdentityEntry>,
+}
+
+impl NoteTables {
+    fn len(&self) -> usize {
+        self.own.len() + self.moved.len()
+    }
+
+    fn push(&mut self, e: IdentityEntry) {
+        if e.identity == e.pseudonym && e.of == e.epoch {
+            self.own.push(OwnEntry {
+                pseudonym: e.pseudonym,
+                epoch: e.epoch,
+                bucket: e.bucket,
+            });
+        } else {
+            self.moved.push(e);
+        }
     }
 }
 
 /// The pseudonymise stage's notes of which client each (epoch, pseudonym) is, appended as
 /// pageviews come (a vector, not a map: a note is a push, not a hash-table insert with its
-/// cache misses and rehashes) and folded into a sorted table now and then and at the end.
+/// cache misses and rehashes) and folded into sorted tables now and then and at the end.
 ///
-/// The shard's workers see mostly the same clients, so they fold into one table
-/// ([`Self::sharing`]) rather than one each: on big inputs the table is the shard's largest
+/// The shard's workers see mostly the same clients, so they fold into one pair of tables
+/// ([`Self::sharing`]) rather than one each: on big inputs they are the shard's largest
 /// allocation.
 #[derive(Debug, Default)]
 pub struct IdentityNotes {
     /// Folded notes, as [`merge_sorted`] keeps them (not indexed until [`Self::finish`]).
-    table: Arc<std::sync::Mutex<Vec<IdentityEntry>>>,
-    /// The table's length at this worker's last fold.
+    tables: Arc<std::sync::Mutex<NoteTables>>,
+    /// The tables' length at this worker's last fold.
     folded: usize,
-    pending: Vec<IdentityEntry>,
+    pending: NoteTables,
 }
 
-/// Notes kept unsorted before they are folded in (32 bytes each): this many, or a quarter of
-/// the table once it is larger, so that folds stay few as the table grows while each
-/// worker's pending notes stay a fraction of it.
+/// Notes kept unsorted before they are folded in: this many, or a quarter of the tables once
+/// they are larger, so that folds stay few as the tables grow while each worker's pending
+/// notes stay a fraction of them.
 const PENDING_NOTES: usize = 1 << 18;
 
 impl IdentityNotes {
-    /// Notes of another worker that fold into the same table.
+    /// Notes of another worker that fold into the same tables.
     pub fn sharing(&self) -> IdentityNotes {
         IdentityNotes {
-            table: Arc::clone(&self.table),
+            tables: Arc::clone(&self.tables),
             ..Default::default()
         }
     }
@@ -108,36 +187,43 @@ impl IdentityNotes {
 
     fn fold(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_unstable_by_key(IdentityEntry::order);
-        let mut table = self.table.lock().expect("not poisoned");
-        merge_sorted(&mut table, pending);
-        self.folded = table.len();
+        pending.own.sort_unstable_by_key(Entry::order);
+        pending.moved.sort_unstable_by_key(Entry::order);
+        let mut tables = self.tables.lock().expect("not poisoned");
+        merge_sorted(&mut tables.own, pending.own);
+        merge_sorted(&mut tables.moved, pending.moved);
+        self.folded = tables.len();
     }
 
-    /// Every note of the notes sharing this table, as a map of clients: from the last of
-    /// them to finish (exactly one gets the table); the others fold their notes in and give
+    /// Every note of the notes sharing these tables, as a map of clients: from the last of
+    /// them to finish (exactly one gets the tables); the others fold their notes in and give
     /// an empty map. (The first to finish took the table, and the rest built a second one of
     /// the same clients: on distinct-client logs the two were the shard's peak, 55 MiB more.)
     pub fn finish(mut self) -> Identities {
         self.fold();
-        match Arc::into_inner(self.table) {
-            Some(table) => Identities::of_sorted(table.into_inner().expect("not poisoned")),
+        match Arc::into_inner(self.tables) {
+            Some(tables) => {
+                let tables = tables.into_inner().expect("not poisoned");
+                Identities {
+                    own: Sorted::of_sorted(tables.own),
+                    moved: Sorted::of_sorted(tables.moved),
+                }
+            }
             None => Identities::default(),
         }
     }
 }
 
-/// Adds `more` to `entries` (both sorted by [`IdentityEntry::order`]) and keeps the newest
-/// identity of each (epoch, pseudonym). Noting is order-free (equal ones name the same
-/// client), so the result does not depend on which worker saw what.
+/// Adds `more` to `entries` (both sorted by [`Entry::order`]) and keeps the newest identity
+/// of each (epoch, pseudonym). Noting is order-free (equal ones name the same client), so
+/// the result does not depend on which worker saw what.
 ///
-/// The table is the shard's largest allocation when clients are many, so the merge works in
-/// place: `entries` grows by `more`'s length (for a table this size the allocator remaps its
-/// pages rather than copy them) and is filled from the back, largest first; a copy into a
-/// new vector held both at once.
-fn merge_sorted(entries: &mut Vec<IdentityEntry>, mut more: Vec<IdentityEntry>) {
-    let key = |e: &IdentityEntry| (e.pseudonym, e.epoch);
-    more.dedup_by_key(|e| key(e));
+/// The tables are the shard's largest allocation when clients are many, so the merge works
+/// in place: `entries` grows by `more`'s length (for a table this size the allocator remaps
+/// its pages rather than copy them) and is filled from the back, largest first; a copy into
+/// a new vector held both at once.
+fn merge_sorted<E: Entry>(entries: &mut Vec<E>, mut more: Vec<E>) {
+    more.dedup_by_key(|e| e.key());
     if more.is_empty() {
         return;
     }
@@ -152,9 +238,9 @@ fn merge_sorted(entries: &mut Vec<IdentityEntry>, mut more: Vec<IdentityEntry>) 
     // Unmerged: entries[..i] and more[..j]; merged: entries[w..]. w - i is j plus the
     // duplicates dropped so far, so writing at w never overwrites an unmerged entry.
     let (mut i, mut j, mut w) = (n, m, n + m);
-    let mut put = |entries: &mut Vec<IdentityEntry>, e: IdentityEntry| {
+    let mut put = |entries: &mut Vec<E>, e: E| {
         // Equal keys come oldest first from the back: a newer one replaces it.
-        if w < n + m && key(&entries[w]) == key(&e) {
+        if w < n + m && entries[w].key() == e.key() {
             entries[w] = e;
         } else {
             w -= 1;
@@ -173,7 +259,7 @@ fn merge_sorted(entries: &mut Vec<IdentityEntry>, mut more: Vec<IdentityEntry>) 
     }
     // An old entry just before the merged ones may share the key of the first of them (old
     // keys are distinct, so only that one): it is not older, so it replaces it.
-    if i > 0 && key(&entries[i - 1]) == key(&entries[w]) {
+    if i > 0 && entries[i - 1].key() == entries[w].key() {
         i -= 1;
         entries[w] = entries[i];
     }
@@ -186,26 +272,36 @@ fn merge_sorted(entries: &mut Vec<IdentityEntry>, mut more: Vec<IdentityEntry>) 
     }
 }
 
-/// Which bucket and which run-wide pseudonym each (epoch, pseudonym) of a run belongs to:
-/// one entry per pair, sorted, with an index by the pseudonym's leading bits (pseudonyms are
-/// keyed hashes, so evenly spread): a lookup reads about one slot of the index and one entry.
-#[derive(Debug, Default)]
-pub struct Identities {
-    entries: Vec<IdentityEntry>,
+/// One sorted table of entries, one per (epoch, pseudonym), with an index by the
+/// pseudonym's leading bits (pseudonyms are keyed hashes, so evenly spread): a lookup reads
+/// one slot of the index and the few entries it points to.
+#[derive(Debug)]
+struct Sorted<E> {
+    entries: Vec<E>,
     /// `index[k]` is the first entry whose pseudonym's leading `bits` bits are at least `k`.
     index: Vec<u32>,
     bits: u32,
 }
 
-impl Identities {
+impl<E> Default for Sorted<E> {
+    fn default() -> Self {
+        Sorted {
+            entries: Vec::new(),
+            index: Vec::new(),
+            bits: 0,
+        }
+    }
+}
+
+impl<E: Entry> Sorted<E> {
     /// The table of `entries`, as [`merge_sorted`] keeps them.
-    fn of_sorted(entries: Vec<IdentityEntry>) -> Identities {
-        let mut identities = Identities {
+    fn of_sorted(entries: Vec<E>) -> Sorted<E> {
+        let mut table = Sorted {
             entries,
             ..Default::default()
         };
-        identities.reindex();
-        identities
+        table.reindex();
+        table
     }
 
     fn reindex(&mut self) {
@@ -213,10 +309,10 @@ impl Identities {
         self.bits = (usize::BITS - n.leading_zeros()).clamp(1, 24);
         let slots = 1usize << self.bits;
         self.index.clear();
-        self.index.reserve(slots + 1);
+        self.index.reserve_exact(slots + 1);
         let mut at = 0;
         for k in 0..slots {
-            while at < n && self.slot(self.entries[at].pseudonym) < k {
+            while at < n && self.slot(self.entries[at].pseudonym()) < k {
                 at += 1;
             }
             self.index.push(at as u32);
@@ -228,14 +324,7 @@ impl Identities {
         (pseudonym >> (64 - self.bits)) as usize
     }
 
-    pub fn absorb(&mut self, other: Identities) {
-        let mut entries = std::mem::take(&mut self.entries);
-        merge_sorted(&mut entries, other.entries);
-        *self = Identities::of_sorted(entries);
-    }
-
-    /// (bucket, identity) of a pseudonym of `epoch`.
-    pub fn get(&self, epoch: Day, pseudonym: u64) -> Option<(u16, u64)> {
+    fn get(&self, epoch: Day, pseudonym: u64) -> Option<&E> {
         if self.entries.is_empty() {
             return None;
         }
@@ -243,35 +332,117 @@ impl Identities {
         let range = self.index[k] as usize..self.index[k + 1] as usize;
         self.entries[range]
             .iter()
-            .find(|e| e.pseudonym == pseudonym && e.epoch == epoch.0)
-            .map(|e| (e.bucket, e.identity))
+            .find(|e| e.pseudonym() == pseudonym && e.epoch() == epoch.0)
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    fn absorb(&mut self, other: Sorted<E>) {
+        let mut entries = std::mem::take(&mut self.entries);
+        merge_sorted(&mut entries, other.entries);
+        *self = Sorted::of_sorted(entries);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The entries of the clients in bucket `b` of `buckets` (what one reduce task needs).
-    pub fn of_bucket(&self, b: usize, buckets: usize) -> Identities {
-        Identities::of_sorted(
+    fn of_bucket(&self, b: usize, buckets: usize) -> Sorted<E> {
+        Sorted::of_sorted(
             self.entries
                 .iter()
-                .filter(|e| usize::from(e.bucket) % buckets == b)
+                .filter(|e| usize::from(e.full().bucket) % buckets == b)
                 .copied()
                 .collect(),
         )
     }
+}
 
-    /// The map as bytes, for a staged run's intermediates (sealed by the caller).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.entries.len() * 26);
-        for e in &self.entries {
-            put_entry(&mut buf, e);
+/// Which bucket and which run-wide pseudonym each (epoch, pseudonym) of a run belongs to, in
+/// two sorted tables: clients under their own epoch's pseudonym ([`OwnEntry`]) and under an
+/// earlier epoch's ([`IdentityEntry`]). A key in both is the same client seen in two epochs;
+/// the earlier-epoch entry names its newer identity and wins, as one table's newest would
+/// (the shard notes a pseudonym of an earlier epoch only with the identity of a later one).
+#[derive(Debug, Default)]
+pub struct Identities {
+    own: Sorted<OwnEntry>,
+    moved: Sorted<IdentityEntry>,
+}
+
+impl Identities {
+    pub fn absorb(&mut self, other: Identities) {
+        self.own.absorb(other.own);
+        self.moved.absorb(other.moved);
+    }
+
+    /// (bucket, identity) of a pseudonym of `epoch`.
+    pub fn get(&self, epoch: Day, pseudonym: u64) -> Option<(u16, u64)> {
+        match self.moved.get(epoch, pseudonym) {
+            Some(e) => Some((e.bucket, e.identity)),
+            None => self
+                .own
+                .get(epoch, pseudonym)
+                .map(|e| (e.bucket, e.pseudonym)),
         }
+    }
+
+    /// The run-wide identity of a pseudonym of `epoch`: [`Self::get`]'s, or the pseudonym
+    /// itself (as for a client seen only in its own epoch), found in the smaller table alone.
+    pub fn identity(&self, epoch: Day, pseudonym: u64) -> u64 {
+        self.moved
+            .get(epoch, pseudonym)
+            .map_or(pseudonym, |e| e.identity)
+    }
+
+    /// Every (epoch, pseudonym) once, in the order of one table of all, with its newest
+    /// identity: what one table would hold.
+    fn for_each(&self, mut each: impl FnMut(&IdentityEntry)) {
+        let (own, moved) = (&self.own.entries, &self.moved.entries);
+        let (mut i, mut j) = (0, 0);
+        while i < own.len() || j < moved.len() {
+            let a = own.get(i).map(Entry::key);
+            let b = moved.get(j).map(Entry::key);
+            match (a, b) {
+                (Some(a), Some(b)) if a == b => {
+                    // The same client seen in two epochs: the newer identity.
+                    each(&moved[j]);
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), Some(b)) if a < b => {
+                    each(&own[i].full());
+                    i += 1;
+                }
+                (Some(_), None) => {
+                    each(&own[i].full());
+                    i += 1;
+                }
+                _ => {
+                    each(&moved[j]);
+                    j += 1;
+                }
+            }
+        }
+    }
+
+    /// How many (epoch, pseudonym) pairs the run saw.
+    pub fn len(&self) -> usize {
+        let mut n = 0;
+        self.for_each(|_| n += 1);
+        n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.own.entries.is_empty() && self.moved.entries.is_empty()
+    }
+
+    /// The entries of the clients in bucket `b` of `buckets` (what one reduce task needs).
+    pub fn of_bucket(&self, b: usize, buckets: usize) -> Identities {
+        Identities {
+            own: self.own.of_bucket(b, buckets),
+            moved: self.moved.of_bucket(b, buckets),
+        }
+    }
+
+    /// The map as bytes, for a staged run's intermediates (sealed by the caller): 26 bytes an
+    /// (epoch, pseudonym), in the order of one table of all.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity((self.own.entries.len() + self.moved.entries.len()) * 26);
+        self.for_each(|e| put_entry(&mut buf, e));
         buf
     }
 
@@ -285,13 +456,18 @@ impl Identities {
         each: &mut dyn FnMut(usize, Vec<u8>) -> io::Result<()>,
     ) -> io::Result<()> {
         let mut parts: Vec<Vec<u8>> = vec![Vec::new(); buckets];
-        for e in &self.entries {
+        let mut failed = Ok(());
+        self.for_each(|e| {
+            if failed.is_err() {
+                return;
+            }
             let b = usize::from(e.bucket) % buckets;
             put_entry(&mut parts[b], e);
             if parts[b].len() >= PART_BYTES {
-                each(b, std::mem::take(&mut parts[b]))?;
+                failed = each(b, std::mem::take(&mut parts[b]));
             }
-        }
+        });
+        failed?;
         drop(self);
         for (b, part) in parts.into_iter().enumerate() {
             if !part.is_empty() {
@@ -1398,8 +1574,13 @@ mod tests {
             let pseudonym = (x % 200_000).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let epoch = 20_400 + (x >> 40) as i32 % 2;
             let of = epoch + (x >> 50) as i32 % 3;
-            // The same client under the same (pseudonym, of) always gives the same identity.
-            let identity = pseudonym ^ of as u64;
+            // The same client under the same (pseudonym, of) always gives the same identity:
+            // its own pseudonym in its own epoch (the shard's usual note), another in a later.
+            let identity = if of == epoch {
+                pseudonym
+            } else {
+                pseudonym ^ of as u64
+            };
             let bucket = (pseudonym % 38) as u16;
             let e = reference
                 .entry((epoch, pseudonym))
@@ -1417,7 +1598,9 @@ mod tests {
         assert_eq!(ids.len(), reference.len());
         for (&(epoch, p), &(bucket, identity, _)) in &reference {
             assert_eq!(ids.get(Day(epoch), p), Some((bucket, identity)));
+            assert_eq!(ids.identity(Day(epoch), p), identity);
         }
+        assert_eq!(ids.identity(Day(20_400), 12_345), 12_345);
         assert_eq!(ids.get(Day(20_400), 12_345), None);
         assert_eq!(
             ids.get(Day(19_000), reference.keys().next().unwrap().1),
@@ -1432,8 +1615,25 @@ mod tests {
             let want = (bucket % 38 == 5).then_some((bucket, identity));
             assert_eq!(part.get(Day(epoch), p), want);
         }
-        let back = Identities::from_bytes(&ids.to_bytes()).unwrap();
-        assert_eq!(back.entries, ids.entries);
+        // Both tables in use, and keys in both (a client seen in two epochs).
+        assert!(ids.own.entries.len() > 1000 && ids.moved.entries.len() > 1000);
+        assert!(ids.own.entries.len() + ids.moved.entries.len() > ids.len());
+        // The bytes: one entry a key, sorted, the newest identity, as the reference says.
+        let bytes = ids.to_bytes();
+        assert_eq!(bytes.len(), 26 * reference.len());
+        let mut keys = Vec::new();
+        for e in bytes.chunks(26) {
+            let epoch = i32::from_le_bytes(e[0..4].try_into().unwrap());
+            let p = u64::from_le_bytes(e[4..12].try_into().unwrap());
+            let bucket = u16::from_le_bytes(e[12..14].try_into().unwrap());
+            let identity = u64::from_le_bytes(e[14..22].try_into().unwrap());
+            let of = i32::from_le_bytes(e[22..26].try_into().unwrap());
+            assert_eq!(reference[&(epoch, p)], (bucket, identity, of));
+            keys.push((p, epoch));
+        }
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let back = Identities::from_bytes(&bytes).unwrap();
+        assert_eq!(back.to_bytes(), bytes);
         // Split by bucket, in parts, each bucket's bytes read back are its clients' entries.
         let mut split = vec![Vec::new(); 38];
         let mut parts = 0;
@@ -1448,7 +1648,11 @@ mod tests {
         assert!(parts > 38, "{parts} parts: some buckets in several");
         for (b, bytes) in split.iter().enumerate() {
             let mine = Identities::from_bytes(bytes).unwrap();
-            assert_eq!(mine.entries, ids.of_bucket(b, 38).entries, "bucket {b}");
+            assert_eq!(
+                mine.to_bytes(),
+                ids.of_bucket(b, 38).to_bytes(),
+                "bucket {b}"
+            );
         }
         assert!(Identities::from_bytes(&ids.to_bytes()[..25]).is_none());
         assert!(Identities::default().get(Day(1), 1).is_none());
