@@ -1741,9 +1741,8 @@ pub fn finish(
 }
 
 /// Writes the visit log's file of each day in `days`: the day's visits, bucket by bucket (the
-/// order the run had them in), read into the one buffer the log seals (a buffer per bucket,
-/// freed into the allocator's arenas, held the day's visits a second time). Returns the days
-/// written.
+/// order the run had them in), one bucket's at a time sealed on as they come (a day's file
+/// used to be sealed whole, which held the day's visits in memory). Returns the days written.
 fn write_visit_log(
     visit_log: &VisitLog,
     keys: &KeySet,
@@ -1753,19 +1752,20 @@ fn write_visit_log(
     visits: &VisitSource<'_>,
 ) -> Result<Vec<String>, Failure> {
     let mut written = Vec::new();
+    let mut bucket_visits = Vec::new();
     for day in days {
-        let mut plain = Vec::new();
+        let mut writer = visit_log.day_writer(keys, lookback, *day).map_err(failed)?;
         for b in 0..buckets {
-            visits(b, *day, &mut plain).map_err(|e| {
+            bucket_visits.clear();
+            visits(b, *day, &mut bucket_visits).map_err(|e| {
                 Failure::new(
                     exit::FAILED,
                     format!("cannot read bucket {b}'s visits of {day} from the spill: {e}"),
                 )
             })?;
+            writer.push(&bucket_visits).map_err(failed)?;
         }
-        visit_log
-            .write_day(keys, lookback, *day, plain)
-            .map_err(failed)?;
+        writer.commit().map_err(failed)?;
         written.push(day.to_string());
     }
     Ok(written)

@@ -34,7 +34,14 @@ use crate::goals::Goals;
 use crate::pseudonymise::channel;
 use crate::pseudonymise::keyring::KeySet;
 
+/// A day's file as sealed whole, one AEAD over all its visits (read, never written now).
 const MAGIC: &[u8; 8] = b"LVSTATE1";
+/// A day's file sealed in segments ([`DayWriter`]): written and read a segment at a time.
+const MAGIC_SEGMENTED: &[u8; 8] = b"LVSTATE2";
+/// The plaintext of one segment of a segmented file (the last may be shorter).
+const SEGMENT: usize = 64 << 10;
+/// ChaCha20-Poly1305's tag, after each segment's ciphertext.
+const TAG: usize = 16;
 
 /// One client seen under a pseudonym of an epoch: its bucket, and its pseudonym (`identity`)
 /// in the epoch `of`, the newest it was seen in.
@@ -641,6 +648,145 @@ pub enum StateError {
     Tampered { path: String },
 }
 
+/// One day's file of the visit log being written ([`VisitLog::day_writer`]): the STREAM
+/// construction (Hoang, Reyhanitabar, Rogaway, Vizár 2015) over ChaCha20-Poly1305. The file
+/// is `LVSTATE2` ‖ a random 7-byte nonce prefix ‖ segments, each [`SEGMENT`] bytes of
+/// visits (the last fewer, maybe none) sealed with the nonce prefix ‖ the segment's number
+/// ‖ whether it is the last, so segments cannot be reordered, dropped or cut off unnoticed.
+/// A day's file used to be sealed whole, which held the day's visits in memory: on a log of
+/// many clients that was the run's peak (docs/PERFORMANCE.md, sixteenth session).
+pub struct DayWriter {
+    file: Option<std::fs::File>,
+    key: LessSafeKey,
+    aad: Vec<u8>,
+    prefix: [u8; 7],
+    counter: u32,
+    buf: Vec<u8>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl DayWriter {
+    /// Appends visits to the day's file.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), StateError> {
+        while !bytes.is_empty() {
+            // A full segment is sealed only once more follows: the last one is marked so.
+            if self.buf.len() == SEGMENT {
+                self.seal_segment(false)?;
+            }
+            let n = (SEGMENT - self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    /// Seals the last segment, syncs the file and puts it in place of the day's earlier one.
+    pub fn commit(mut self) -> Result<(), StateError> {
+        self.seal_segment(true)?;
+        let file = self.file.take().expect("open until committed");
+        file.sync_all().map_err(io_err(&self.tmp))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path))
+    }
+
+    fn seal_segment(&mut self, last: bool) -> Result<(), StateError> {
+        let nonce = segment_nonce(&self.prefix, self.counter, last);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(&self.aad), &mut self.buf)
+            .expect("sealing cannot fail for in-memory data");
+        self.buf.extend_from_slice(tag.as_ref());
+        let sealed = std::mem::take(&mut self.buf);
+        self.write(&sealed)?;
+        self.buf = sealed;
+        self.buf.clear();
+        self.counter = self.counter.checked_add(1).ok_or_else(|| StateError::Io {
+            path: self.tmp.display().to_string(),
+            source: io::Error::other("a day's visits exceed 2^32 segments"),
+        })?;
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        use std::io::Write;
+        let file = self.file.as_mut().expect("open until committed");
+        file.write_all(bytes).map_err(io_err(&self.tmp))
+    }
+}
+
+impl Drop for DayWriter {
+    /// A writer dropped before its commit (an error, a failed run) leaves no partial file.
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The nonce of segment `counter` of a segmented file.
+fn segment_nonce(prefix: &[u8; 7], counter: u32, last: bool) -> Nonce {
+    let mut nonce = [0u8; 12];
+    nonce[..7].copy_from_slice(prefix);
+    nonce[7..11].copy_from_slice(&counter.to_be_bytes());
+    nonce[11] = u8::from(last);
+    Nonce::assume_unique_for_key(nonce)
+}
+
+/// Opens a segmented file's segments in order, handing each one's visits to `each`; `Err`
+/// when a segment fails authentication, is missing, or the file is cut short or extended.
+fn open_segmented(
+    key: &[u8; 32],
+    aad: &[u8],
+    mut file: impl io::Read,
+    mut each: impl FnMut(&[u8]) -> Result<(), ()>,
+) -> Result<Result<(), ()>, io::Error> {
+    let mut header = [0u8; 15];
+    if fill(&mut file, &mut header)? < header.len() || &header[..8] != MAGIC_SEGMENTED {
+        return Ok(Err(()));
+    }
+    let prefix: [u8; 7] = header[8..].try_into().expect("7 bytes");
+    let key = cipher(key);
+    let (mut segment, mut next) = (vec![0u8; SEGMENT + TAG], vec![0u8; SEGMENT + TAG]);
+    let mut n = fill(&mut file, &mut segment)?;
+    for counter in 0u32.. {
+        // Only a full segment can have another after it.
+        let m = if n == segment.len() {
+            fill(&mut file, &mut next)?
+        } else {
+            0
+        };
+        let last = m == 0;
+        let nonce = segment_nonce(&prefix, counter, last);
+        let Ok(plain) = key.open_in_place(nonce, Aad::from(aad), &mut segment[..n]) else {
+            return Ok(Err(()));
+        };
+        if each(plain).is_err() {
+            return Ok(Err(()));
+        }
+        if last {
+            return Ok(Ok(()));
+        }
+        std::mem::swap(&mut segment, &mut next);
+        n = m;
+    }
+    Ok(Err(()))
+}
+
+/// Reads into `buf` until it is full or the input ends; the bytes read.
+fn fill(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut at = 0;
+    while at < buf.len() {
+        match r.read(&mut buf[at..]) {
+            Ok(0) => break,
+            Ok(k) => at += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
     move |source| StateError::Io {
         path: path.display().to_string(),
@@ -732,13 +878,15 @@ impl VisitLog {
 
     /// Writes (replaces) the visits of `day` (in the log's encoding: [`by_day`]), sealed
     /// under the epoch's state key.
-    pub fn write_day(
+    /// A writer of `day`'s file, which replaces the day's earlier file (if any) when it is
+    /// committed: visits are pushed in, sealed a segment at a time, so a day of any size is
+    /// never held whole.
+    pub fn day_writer(
         &self,
         keys: &KeySet,
         lookback: u32,
         day: Day,
-        plain: Vec<u8>,
-    ) -> Result<(), StateError> {
+    ) -> Result<DayWriter, StateError> {
         let epoch = keys
             .epoch_start(day, Some(lookback))
             .expect("a master covers every day that was pseudonymised");
@@ -748,20 +896,45 @@ impl VisitLog {
         private_dir(self.root.parent().unwrap_or(&self.root))?;
         private_dir(&self.root)?;
         private_dir(dir)?;
-        let sealed = seal(&master.state_key(epoch), &aad(epoch, day), plain)?;
+        let mut prefix = [0u8; 7];
+        getrandom::fill(&mut prefix).map_err(|e| StateError::Io {
+            path: "<random>".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
         let tmp = path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut f = options.open(&tmp).map_err(io_err(&tmp))?;
-            f.write_all(&sealed)
-                .and_then(|()| f.sync_all())
-                .map_err(io_err(&tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&tmp).map_err(io_err(&tmp))?;
+        let mut writer = DayWriter {
+            file: Some(file),
+            key: cipher(&master.state_key(epoch)),
+            aad: segmented_aad(epoch, day),
+            prefix,
+            counter: 0,
+            buf: Vec::with_capacity(SEGMENT + TAG),
+            tmp,
+            path,
+        };
+        let mut header = [0u8; 15];
+        header[..8].copy_from_slice(MAGIC_SEGMENTED);
+        header[8..].copy_from_slice(&prefix);
+        writer.write(&header)?;
+        Ok(writer)
+    }
+
+    /// Writes `day`'s file of `plain` visits ([`DayVisits`]' encoding) at once.
+    pub fn write_day(
+        &self,
+        keys: &KeySet,
+        lookback: u32,
+        day: Day,
+        plain: &[u8],
+    ) -> Result<(), StateError> {
+        let mut writer = self.day_writer(keys, lookback, day)?;
+        writer.push(plain)?;
+        writer.commit()
     }
 
     /// Reads the log's visits of days before `first` (within the retention of `last`) and
@@ -793,15 +966,12 @@ impl VisitLog {
             if keys.epoch_start(epoch, Some(lookback)) != Some(epoch) {
                 continue;
             }
-            let sealed = std::fs::read(&path).map_err(io_err(&path))?;
             let tampered = || StateError::Tampered {
                 path: path.display().to_string(),
             };
-            let plain =
-                open(&master.state_key(epoch), &aad(epoch, day), sealed).ok_or_else(tampered)?;
             let current = run_epochs.contains(&epoch);
             let mut failed = None;
-            records(&plain, |v| {
+            let mut route = |v: RawVisit<'_>| {
                 let (visitor, day, record) = (v.visitor, v.day, v.bytes);
                 let b = match identities.get(epoch, visitor) {
                     Some((bucket, identity)) => {
@@ -826,8 +996,33 @@ impl VisitLog {
                     failed = Some(e);
                 }
                 Ok(())
-            })
-            .map_err(|()| tampered())?;
+            };
+            let key = master.state_key(epoch);
+            let mut file = std::fs::File::open(&path).map_err(io_err(&path))?;
+            let mut magic = [0u8; 8];
+            let got = fill(&mut file, &mut magic).map_err(io_err(&path))?;
+            if got == magic.len() && &magic == MAGIC {
+                // Sealed whole, by an earlier version.
+                let mut sealed = magic.to_vec();
+                io::Read::read_to_end(&mut file, &mut sealed).map_err(io_err(&path))?;
+                let plain = open(&key, &aad(epoch, day), sealed).ok_or_else(tampered)?;
+                records(&plain, &mut route).map_err(|()| tampered())?;
+            } else {
+                // Segment by segment, a record cut by a segment's end carried to the next.
+                let mut carry = Vec::new();
+                io::Seek::rewind(&mut file).map_err(io_err(&path))?;
+                open_segmented(&key, &segmented_aad(epoch, day), &mut file, |plain| {
+                    carry.extend_from_slice(plain);
+                    let used = complete_records(&carry, &mut route)?;
+                    carry.drain(..used);
+                    Ok(())
+                })
+                .map_err(io_err(&path))?
+                .map_err(|()| tampered())?;
+                if !carry.is_empty() {
+                    return Err(tampered());
+                }
+            }
             if let Some(e) = failed {
                 return Err(StateError::Spill(e));
             }
@@ -861,32 +1056,59 @@ fn records<'a>(
 ) -> Result<(), ()> {
     let mut r = Reader { b, at: 0 };
     while r.at < b.len() {
-        let from = r.at;
-        let visitor = u64::from_le_bytes(r.array()?);
-        let day = i32::from_le_bytes(r.array()?);
-        let start = i64::from_le_bytes(r.array()?);
-        let channel = r.take(1)?[0];
-        let mut utm = [None; 3];
-        for slot in &mut utm {
-            let n = u32::from_le_bytes(r.array()?) as usize;
-            if n > 0 {
-                *slot = Some(r.take(n - 1)?);
-            }
-        }
-        each(RawVisit {
-            visitor,
-            day,
-            start,
-            channel,
-            utm,
-            bytes: &b[from..r.at],
-        })?;
+        each(next_record(&mut r)?)?;
     }
     Ok(())
 }
 
+/// Hands on the whole records at the start of `b`; the length they take (a record cut off
+/// at the end is left for more bytes).
+fn complete_records(
+    b: &[u8],
+    mut each: impl FnMut(RawVisit<'_>) -> Result<(), ()>,
+) -> Result<usize, ()> {
+    let mut r = Reader { b, at: 0 };
+    while r.at < b.len() {
+        let from = r.at;
+        match next_record(&mut r) {
+            Ok(v) => each(v)?,
+            Err(()) => return Ok(from),
+        }
+    }
+    Ok(b.len())
+}
+
+/// The record at `r`; `Err` if `r` ends before it does.
+fn next_record<'a>(r: &mut Reader<'a>) -> Result<RawVisit<'a>, ()> {
+    let from = r.at;
+    let visitor = u64::from_le_bytes(r.array()?);
+    let day = i32::from_le_bytes(r.array()?);
+    let start = i64::from_le_bytes(r.array()?);
+    let channel = r.take(1)?[0];
+    let mut utm = [None; 3];
+    for slot in &mut utm {
+        let n = u32::from_le_bytes(r.array()?) as usize;
+        if n > 0 {
+            *slot = Some(r.take(n - 1)?);
+        }
+    }
+    Ok(RawVisit {
+        visitor,
+        day,
+        start,
+        channel,
+        utm,
+        bytes: &r.b[from..r.at],
+    })
+}
+
 fn aad(epoch: Day, day: Day) -> Vec<u8> {
     format!("logveil visit log v1 {epoch} {day}").into_bytes()
+}
+
+/// A segmented file's associated data: not a whole file's, so neither opens as the other.
+fn segmented_aad(epoch: Day, day: Day) -> Vec<u8> {
+    format!("logveil visit log v2 {epoch} {day}").into_bytes()
 }
 
 fn private_dir(dir: &Path) -> Result<(), StateError> {
@@ -897,7 +1119,9 @@ fn cipher(key: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key"))
 }
 
-/// MAGIC ‖ random nonce ‖ ciphertext ‖ tag.
+/// MAGIC ‖ random nonce ‖ ciphertext ‖ tag: how a day's file was sealed before
+/// [`DayWriter`] (kept to test that such files are still read).
+#[cfg(test)]
 fn seal(key: &[u8; 32], aad: &[u8], mut plain: Vec<u8>) -> Result<Vec<u8>, StateError> {
     let mut nonce = [0u8; 12];
     getrandom::fill(&mut nonce).map_err(|e| StateError::Io {
@@ -1714,7 +1938,7 @@ mod tests {
         let visits = by_day(std::slice::from_ref(&rec));
         assert_eq!(visits.len(), 1);
         assert_eq!(visits[0].0, day);
-        log.write_day(&keys, 30, day, visits[0].1.clone()).unwrap();
+        log.write_day(&keys, 30, day, &visits[0].1).unwrap();
         let files = log.files().unwrap();
         assert_eq!(files.len(), 1);
         let bytes = std::fs::read(&files[0].2).unwrap();
@@ -1746,6 +1970,164 @@ mod tests {
         b[last] ^= 1;
         std::fs::write(&files[0].2, b).unwrap();
         assert!(load(&log, &keys, next, &ids, 4).is_err());
+    }
+
+    /// A day's file sealed in segments reads back exactly, at every length around a segment's
+    /// end, pushed in pieces of any size; a file cut at a segment's end, missing a segment,
+    /// with a segment moved or with bytes after its last fails, as does a wrong key.
+    #[test]
+    fn segmented_day_files_read_back_and_reject_cuts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = KeySet::Single(crate::pseudonymise::keys::MasterKey::from_bytes([7; 32]));
+        let log = VisitLog::new(tmp.path());
+        let day = Day::parse("2026-11-20").unwrap();
+        let epoch = keys.epoch_start(day, Some(30)).unwrap();
+        let key = keys.master_for(epoch).unwrap().state_key(epoch);
+        let read = |bytes: &[u8], key: &[u8; 32]| {
+            let mut plain = Vec::new();
+            let ok = open_segmented(key, &segmented_aad(epoch, day), bytes, |p| {
+                plain.extend_from_slice(p);
+                Ok(())
+            })
+            .unwrap();
+            ok.map(|()| plain)
+        };
+        let mut next = crate::test_numbers(0x5eed);
+        for len in [
+            0,
+            1,
+            SEGMENT - 1,
+            SEGMENT,
+            SEGMENT + 1,
+            2 * SEGMENT,
+            3 * SEGMENT + 17,
+        ] {
+            let want: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let mut writer = log.day_writer(&keys, 30, day).unwrap();
+            let mut rest = &want[..];
+            while !rest.is_empty() {
+                let n = (next() as usize % 5000 + 1).min(rest.len());
+                writer.push(&rest[..n]).unwrap();
+                rest = &rest[n..];
+            }
+            writer.commit().unwrap();
+            let file = log.file(epoch, day);
+            let bytes = std::fs::read(&file).unwrap();
+            let segments = len.div_ceil(SEGMENT).max(1);
+            assert_eq!(bytes.len(), 15 + len + TAG * segments, "length {len}");
+            assert_eq!(read(&bytes, &key), Ok(want.clone()), "length {len}");
+            assert_eq!(read(&bytes, &[8; 32]), Err(()), "another key, length {len}");
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_eq!(
+                read(&longer, &key),
+                Err(()),
+                "a byte after the last, length {len}"
+            );
+            let seg = SEGMENT + TAG;
+            if segments > 1 {
+                // Cut after a full segment: it was not sealed as the last.
+                assert_eq!(read(&bytes[..15 + seg], &key), Err(()), "cut, length {len}");
+                // The second segment dropped.
+                let mut gone = bytes[..15 + seg].to_vec();
+                gone.extend_from_slice(&bytes[(15 + 2 * seg).min(bytes.len())..]);
+                if gone.len() < bytes.len() {
+                    assert_eq!(
+                        read(&gone, &key),
+                        Err(()),
+                        "a segment dropped, length {len}"
+                    );
+                }
+            }
+            if segments > 2 {
+                let mut swapped = bytes[..15].to_vec();
+                swapped.extend_from_slice(&bytes[15 + seg..15 + 2 * seg]);
+                swapped.extend_from_slice(&bytes[15..15 + seg]);
+                swapped.extend_from_slice(&bytes[15 + 2 * seg..]);
+                assert_eq!(
+                    read(&swapped, &key),
+                    Err(()),
+                    "segments swapped, length {len}"
+                );
+            }
+        }
+        // A writer dropped before its commit leaves nothing behind, not even its temporary.
+        let before = std::fs::read(log.file(epoch, day)).unwrap();
+        let mut writer = log.day_writer(&keys, 30, day).unwrap();
+        writer.push(b"never committed").unwrap();
+        drop(writer);
+        assert_eq!(std::fs::read(log.file(epoch, day)).unwrap(), before);
+        let dir = log.file(epoch, day).parent().unwrap().to_path_buf();
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
+    }
+
+    /// Visits sealed in segments with records across segments' ends, and a day's file sealed
+    /// whole by an earlier version: both load as the visits written.
+    #[test]
+    fn visit_log_reads_records_across_segments_and_whole_sealed_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = KeySet::Single(crate::pseudonymise::keys::MasterKey::from_bytes([7; 32]));
+        let log = VisitLog::new(tmp.path());
+        let day = Day::parse("2026-11-20").unwrap();
+        let epoch = keys.epoch_start(day, Some(30)).unwrap();
+        let records: Vec<VisitRecord> = (0..20_000u64)
+            .map(|c| VisitRecord {
+                visitor: c,
+                day: day.0,
+                start: 1_795_000_000 + c as i64,
+                channel: "referral",
+                utm_source: (c % 3 == 0).then(|| Arc::from("яндекс")),
+                utm_medium: None,
+                utm_campaign: (c % 5 == 0).then(|| Arc::from(format!("campaign-{c}"))),
+            })
+            .collect();
+        let plain = by_day(&records).remove(0).1;
+        assert!(
+            plain.len() > 4 * SEGMENT,
+            "records cross several segments' ends"
+        );
+        // Every client is in this run's map, in bucket visitor % 4, under identity visitor + 1.
+        let mut notes = IdentityNotes::default();
+        for r in &records {
+            notes.note(
+                epoch,
+                r.visitor,
+                (r.visitor % 4) as u16,
+                r.visitor + 1,
+                Day(epoch.0 + 30),
+            );
+        }
+        let ids = notes.finish();
+        let next = (Day(day.0 + 1), Day(day.0 + 1));
+        let check = |h: &[History]| {
+            for (b, history) in h.iter().enumerate() {
+                let want: Vec<u64> = (0..20_000u64)
+                    .filter(|c| c % 4 == b as u64)
+                    .map(|c| c + 1)
+                    .collect();
+                let got: Vec<u64> = history.visits.iter().map(|v| v.visitor).collect();
+                assert_eq!(got, want, "bucket {b}");
+            }
+            // Visitor 5, the second of bucket 1.
+            let fifth = &h[1].visits[1];
+            assert_eq!(fifth.utm_campaign.as_deref(), Some("campaign-5"));
+            assert_eq!(fifth.utm_source, None);
+        };
+        log.write_day(&keys, 30, day, &plain).unwrap();
+        check(&load(&log, &keys, next, &ids, 4).unwrap());
+        // The same visits as an earlier version sealed them: one AEAD over the whole day.
+        let master = keys.master_for(epoch).unwrap();
+        let whole = seal(&master.state_key(epoch), &aad(epoch, day), plain.clone()).unwrap();
+        assert_eq!(&whole[..8], MAGIC);
+        std::fs::write(log.file(epoch, day), &whole).unwrap();
+        check(&load(&log, &keys, next, &ids, 4).unwrap());
+        let mut bad = whole;
+        bad[30] ^= 1;
+        std::fs::write(log.file(epoch, day), &bad).unwrap();
+        assert!(matches!(
+            load(&log, &keys, next, &ids, 4),
+            Err(StateError::Tampered { .. })
+        ));
     }
 
     /// Every bucket's history, from the parts [`VisitLog::load`] hands on (lookback 30).
@@ -1814,7 +2196,7 @@ mod tests {
                 }
             }
             let plain = by_day(&records).remove(0).1;
-            log.write_day(&keys, 30, day, plain).unwrap();
+            log.write_day(&keys, 30, day, &plain).unwrap();
         }
         for h in &mut want {
             h.others.sort_unstable();

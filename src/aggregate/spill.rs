@@ -478,8 +478,7 @@ impl SpillDir {
     }
 
     /// Appends bucket `b`'s visits of `day` that [`Self::write_visits`] wrote, in the visit
-    /// log's encoding, to `out` (read and opened in place there: the day's visits of every
-    /// bucket are held once, in the one buffer the visit log seals).
+    /// log's encoding, to `out` (read and opened in place there).
     pub fn read_visits_into(
         &self,
         bucket: usize,
