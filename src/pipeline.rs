@@ -426,9 +426,11 @@ fn run_in(pipeline: &Pipeline, options: &RunOptions, out: PathBuf) -> Result<Run
     };
     let read_frame = |b: usize, tables: &[u64]| spill.read_table_frames(b, tables);
     let read_visits = |b: usize, day: Day, out: &mut Vec<u8>| spill.read_visits_into(b, day, out);
+    let release_spill = || spill.remove_in_background();
     let sources = Sources {
         frame: &read_frame,
         visits: &read_visits,
+        done: &release_spill,
     };
     finish(&plan, summary, reduced, &sources, out, &phase)
 }
@@ -1383,6 +1385,8 @@ pub type VisitSource<'f> = dyn Fn(usize, Day, &mut Vec<u8>) -> std::io::Result<(
 pub struct Sources<'f> {
     pub frame: &'f FrameSource<'f>,
     pub visits: &'f VisitSource<'f>,
+    /// Called once the frames and the visits have been read: nothing reads them after.
+    pub done: &'f (dyn Fn() + Sync),
 }
 
 /// Merge and publish: the privacy rules once, on the totals; then staging, audit, the
@@ -1661,7 +1665,9 @@ pub fn finish(
             }
             None => Ok(None),
         }
-    })?;
+    });
+    (sources.done)();
+    let written = written?;
     if let (Some(l), Some(written)) = (lookback, written) {
         let stale: Vec<String> = visit_log
             .days_after(days.1)

@@ -1079,6 +1079,7 @@ fn merge_into(planned: &Planned, out: PathBuf) -> Result<RunReport, Failure> {
     let sources = pipeline::Sources {
         frame: &read_frame,
         visits: &read_visits,
+        done: &|| {},
     };
     pipeline::finish(&plan, summary, reduced, &sources, out, &phase)
 }
