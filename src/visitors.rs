@@ -5,11 +5,12 @@
 //! (decision 2) instead of one day. What a later run needs to know about earlier visits is
 //! carried in a *visit log*: one file per epoch and day under `<state dir>/visitors/<epoch>/`,
 //! each visit as (pseudonym of that epoch, day, start, channel, campaign), sealed with
-//! ChaCha20-Poly1305 under a key derived from that epoch's master. When the master is destroyed
-//! (`logveil key destroy`, or a run with `manage_keys`) the files can never be read again, and
-//! runs delete them: crypto-shredding. A day's file is replaced whole when the day is re-run
-//! (decision 19), and files older than the lookback (at least 31 days, for month uniques) are
-//! deleted.
+//! ChaCha20-Poly1305 in 64 KiB segments ([`DayWriter`], so a day of any size is written and
+//! read without being held whole) under a key derived from that epoch's master. When the
+//! master is destroyed (`logveil key destroy`, or a run with `manage_keys`) the files can
+//! never be read again, and runs delete them: crypto-shredding. A day's file is replaced
+//! whole when the day is re-run (decision 19), and files older than the lookback (at least
+//! 31 days, for month uniques) are deleted.
 //!
 //! A run looks a visitor up under the current epoch's pseudonym and the previous epoch's,
 //! which the pseudonymise stage computes for every pageview: the [`Identities`] map says, for
