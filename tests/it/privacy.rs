@@ -154,6 +154,52 @@ fn privacy_no_identifier_in_any_output_of_the_small_sample() {
     assert_clean(&out, &[&stdout, &stderr], &forbidden, &forbidden_bytes);
 }
 
+/// The progress line (files, MB, lines, lines/s) is drawn only on a terminal, and it holds
+/// counts only: under a pseudo-terminal (util-linux's `script`) it appears, with none of the
+/// sample's addresses, agents or query values; with stderr a pipe (cron, CI) nothing is drawn.
+#[test]
+fn privacy_progress_line_on_a_terminal_only_and_without_identifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = repo().join("sample-data/small/pipeline.toml");
+    let o = run(&pipeline, &dir.path().join("piped"), &[]);
+    assert!(o.status.success());
+    let piped = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !piped.contains("lines/s"),
+        "progress drawn on a pipe: {piped}"
+    );
+
+    let Some(script) = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        eprintln!("skipped: util-linux's `script` (Debian's bsdutils) is not installed");
+        return;
+    };
+    let command = format!(
+        "{} run --pipeline {} --output {}",
+        assert_cmd::cargo::cargo_bin("logveil").display(),
+        pipeline.display(),
+        dir.path().join("tty").display()
+    );
+    let o = std::process::Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    assert!(
+        screen.contains("file 1/") && screen.contains("lines/s"),
+        "no progress line on a terminal: {screen}"
+    );
+    for f in forbidden_small() {
+        assert!(!screen.contains(f.as_str()), "{f:?} on the terminal");
+    }
+}
+
 #[test]
 fn privacy_rejected_lines_are_never_echoed() {
     let dir = tempfile::tempdir().unwrap();
