@@ -411,11 +411,7 @@ impl Identities {
                     i += 1;
                     j += 1;
                 }
-                (Some(a), Some(b)) if a < b => {
-                    each(&own[i].full());
-                    i += 1;
-                }
-                (Some(_), None) => {
+                (Some(a), b) if b.is_none_or(|b| a < b) => {
                     each(&own[i].full());
                     i += 1;
                 }
@@ -698,9 +694,7 @@ impl DayWriter {
             .seal_in_place_separate_tag(nonce, Aad::from(&self.aad), &mut self.buf)
             .expect("sealing cannot fail for in-memory data");
         self.buf.extend_from_slice(tag.as_ref());
-        let sealed = std::mem::take(&mut self.buf);
-        self.write(&sealed)?;
-        self.buf = sealed;
+        write_all(&mut self.file, &self.tmp, &self.buf)?;
         self.buf.clear();
         self.counter = self.counter.checked_add(1).ok_or_else(|| StateError::Io {
             path: self.tmp.display().to_string(),
@@ -708,12 +702,13 @@ impl DayWriter {
         })?;
         Ok(())
     }
+}
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        use std::io::Write;
-        let file = self.file.as_mut().expect("open until committed");
-        file.write_all(bytes).map_err(io_err(&self.tmp))
-    }
+/// Appends `bytes` to a [`DayWriter`]'s file (open until it is committed).
+fn write_all(file: &mut Option<std::fs::File>, tmp: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    use std::io::Write;
+    let file = file.as_mut().expect("open until committed");
+    file.write_all(bytes).map_err(io_err(tmp))
 }
 
 impl Drop for DayWriter {
@@ -877,8 +872,6 @@ impl VisitLog {
         Ok(days)
     }
 
-    /// Writes (replaces) the visits of `day` (in the log's encoding: [`by_day`]), sealed
-    /// under the epoch's state key.
     /// A writer of `day`'s file, which replaces the day's earlier file (if any) when it is
     /// committed: visits are pushed in, sealed a segment at a time, so a day of any size is
     /// never held whole.
@@ -921,11 +914,13 @@ impl VisitLog {
         let mut header = [0u8; 15];
         header[..8].copy_from_slice(MAGIC_SEGMENTED);
         header[8..].copy_from_slice(&prefix);
-        writer.write(&header)?;
+        write_all(&mut writer.file, &writer.tmp, &header)?;
         Ok(writer)
     }
 
-    /// Writes `day`'s file of `plain` visits ([`DayVisits`]' encoding) at once.
+    /// Writes `day`'s file of `plain` visits ([`DayVisits`]' encoding) at once (the tests'
+    /// way; a run pushes its visits bucket by bucket).
+    #[cfg(test)]
     pub fn write_day(
         &self,
         keys: &KeySet,
@@ -1051,15 +1046,11 @@ struct RawVisit<'a> {
 /// The log's encoding record by record: the one reader of its layout, for [`decode`] and
 /// for the load, which routes records without decoding their texts. Stops at the first
 /// error `each` returns; `Err` too when the bytes end inside a record.
-fn records<'a>(
-    b: &'a [u8],
-    mut each: impl FnMut(RawVisit<'a>) -> Result<(), ()>,
-) -> Result<(), ()> {
-    let mut r = Reader { b, at: 0 };
-    while r.at < b.len() {
-        each(next_record(&mut r)?)?;
+fn records(b: &[u8], each: impl FnMut(RawVisit<'_>) -> Result<(), ()>) -> Result<(), ()> {
+    match complete_records(b, each)? {
+        n if n == b.len() => Ok(()),
+        _ => Err(()),
     }
-    Ok(())
 }
 
 /// Hands on the whole records at the start of `b`; the length they take (a record cut off
